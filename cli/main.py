@@ -1,0 +1,318 @@
+"""The ``vdcnn`` command: parses options, calls the library, prints results."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Very deep convolutional networks (VDCNN) for text classification.",
+)
+_state = {"debug": False}
+
+
+def err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+    _state["debug"] = debug
+
+
+# Flags of `vdcnn train` (and `compare`) mapped to config settings.
+TRAIN_FLAGS = {
+    "dataset": "data.dataset", "depth": "model.depth", "stages": "model.stages", "shortcut": "model.shortcut",
+    "shortcut_kind": "model.shortcut_kind", "downsample": "model.downsample", "dropout": "model.dropout",
+    "drop_path": "model.drop_path", "mask_padding": "model.mask_padding",
+    "encoder": "encoder.name", "max_length": "encoder.max_length", "vocab_size": "encoder.vocab_size",
+    "epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr", "optimizer": "train.optimizer",
+    "schedule": "train.schedule", "warmup": "train.warmup_epochs", "weight_decay": "train.weight_decay",
+    "label_smoothing": "train.label_smoothing", "grad_clip": "train.grad_clip", "ema": "train.ema_decay",
+    "augment_crop": "train.augment_crop", "augment_noise": "train.augment_noise", "early_stop": "train.early_stop",
+    "seed": "train.seed", "device": "train.device", "threads": "train.threads", "bf16": "train.bf16",
+    "limit": "data.limit", "val_fraction": "data.val_fraction", "text_column": "data.text_columns",
+    "label_column": "data.label_column", "test_split": "data.test_split",
+}
+
+
+def build_config(config: Optional[Path], overrides: dict, settings: List[str]):
+    """Preset (or defaults) + flags + ``--set section.key=value``, validated."""
+    import yaml
+
+    from vdcnn.config import load_config
+    from vdcnn.errors import ConfigError
+
+    cfg = load_config(config)
+    for name, value in overrides.items():
+        if value is None or (isinstance(value, list) and not value):
+            continue
+        if name == "depth":
+            cfg.model["stages"] = None
+        if name == "stages":
+            cfg.model["depth"] = None
+        cfg.set(TRAIN_FLAGS[name], value, source=f"--{name.replace('_', '-')}")
+    for item in settings:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects section.key=value, got {item!r}")
+        cfg.set(key.strip(), yaml.safe_load(raw), source="--set")
+    cfg.validate()
+    return cfg
+
+
+def _default_out(cfg) -> Path:
+    name = Path(cfg.data.dataset).name.split(".")[0] or "run"
+    depth = cfg.model.get("depth") or "custom"
+    sc = "sc" if cfg.model.get("shortcut") else "plain"
+    return Path("runs") / f"{name}-d{depth}-{sc}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+@app.command()
+def train(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML preset (path or name in configs/)."),
+    dataset: Optional[str] = typer.Option(None, help="Registry name (ag_news, ...) or a local file/folder."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/NAME-TIME)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its saved state."),
+    depth: Optional[int] = typer.Option(None, help="9, 17, 29 or 49 (the paper's presets)."),
+    stages: Optional[str] = typer.Option(None, help="Custom blocks per stage, e.g. 2,2,2,2."),
+    shortcut: Optional[bool] = typer.Option(None, "--shortcut/--no-shortcut", help="Residual shortcuts on/off."),
+    shortcut_kind: Optional[str] = typer.Option(None, help="projection or zero_pad, where shapes change."),
+    downsample: Optional[str] = typer.Option(None, help="max, kmax, conv or none."),
+    encoder: Optional[str] = typer.Option(None, help="char, byte or subword."),
+    max_length: Optional[int] = typer.Option(None, help="Ids per text (truncate/pad), default 1024."),
+    vocab_size: Optional[int] = typer.Option(None, help="Subword vocabulary size."),
+    epochs: Optional[int] = typer.Option(None),
+    batch_size: Optional[int] = typer.Option(None),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
+    optimizer: Optional[str] = typer.Option(None, help="sgd or adamw."),
+    schedule: Optional[str] = typer.Option(None, help="step, cosine, onecycle or constant."),
+    warmup: Optional[float] = typer.Option(None, help="Warm-up epochs."),
+    weight_decay: Optional[float] = typer.Option(None),
+    dropout: Optional[float] = typer.Option(None, help="Dropout in the FC head."),
+    drop_path: Optional[float] = typer.Option(None, help="Stochastic depth rate (shortcut blocks)."),
+    label_smoothing: Optional[float] = typer.Option(None),
+    grad_clip: Optional[float] = typer.Option(None, help="Max gradient norm (0 = off)."),
+    ema: Optional[float] = typer.Option(None, help="EMA decay of weights, e.g. 0.999 (0 = off)."),
+    augment_crop: Optional[float] = typer.Option(None, help="Probability of a random crop per text."),
+    augment_noise: Optional[float] = typer.Option(None, help="Fraction of characters replaced at random."),
+    early_stop: Optional[int] = typer.Option(None, help="Stop after N epochs without improvement."),
+    mask_padding: Optional[bool] = typer.Option(None, "--mask-padding/--no-mask-padding",
+                                                help="Keep padding out of the computation (off = paper)."),
+    seed: Optional[int] = typer.Option(None),
+    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda."),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast on GPU."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads (0 = torch default)."),
+    limit: Optional[int] = typer.Option(None, help="Train on a stratified subset of N rows."),
+    val_fraction: Optional[float] = typer.Option(None, help="Validation share carved from train."),
+    text_column: List[str] = typer.Option([], help="Text column(s) of a local file (repeatable)."),
+    label_column: Optional[str] = typer.Option(None, help="Label column of a local file."),
+    test_split: Optional[str] = typer.Option(None, help="Split scored at the end (default test)."),
+    set_: List[str] = typer.Option([], "--set", help="Any setting, e.g. --set train.momentum=0.8."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Train a VDCNN on a dataset; the run folder holds everything needed to use it."""
+    from vdcnn.errors import ConfigError
+    from vdcnn.train import train as run_training
+
+    if resume:
+        if out is None:
+            raise ConfigError("--resume needs --out RUN (the run folder to continue)")
+        given = {k: v for k, v in locals().items() if k in TRAIN_FLAGS and v not in (None, [])}
+        if config is not None or given or set_:
+            raise ConfigError("--resume takes no other settings: the run folder knows its dataset and recipe")
+        result = run_training(None, out, resume=True, log=err, progress=progress)
+    else:
+        overrides = {k: v for k, v in locals().items() if k in TRAIN_FLAGS}
+        if stages is not None:
+            overrides["stages"] = [s for s in stages.replace(",", " ").split()]
+        cfg = build_config(config, overrides, set_)
+        out = out or _default_out(cfg)
+        result = run_training(cfg, out, log=err, progress=progress)
+    err(f"best validation accuracy {result.best_val_accuracy * 100:.2f} % at epoch {result.best_epoch}; "
+        f"run folder: {result.out_dir}")
+
+
+@app.command(name="eval")
+def evaluate(
+    run: Path = typer.Argument(..., help="Run folder."),
+    data: Optional[str] = typer.Argument(None, help="Dataset name or path (default: the run's dataset)."),
+    dataset: Optional[str] = typer.Option(None, help="Same as DATA."),
+    split: Optional[str] = typer.Option(None, help="Split to score (default: the run's test split)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", "--report-json", help="Write the report as JSON."),
+    plot: Optional[Path] = typer.Option(None, help="Confusion-matrix PNG (default: RUN/confusion-SPLIT.png)."),
+    text_column: List[str] = typer.Option([], help="Text column(s) of a local file."),
+    label_column: Optional[str] = typer.Option(None, help="Label column of a local file."),
+    batch_size: int = typer.Option(256, min=1),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Score a trained run: accuracy, macro-F1, per-class table, confusion matrix."""
+    from vdcnn.data import load_split
+    from vdcnn.errors import ConfigError
+    from vdcnn.evaluate import classification_report, format_report, plot_confusion
+    from vdcnn.checkpoint import read_config, write_json
+    from vdcnn.predict import Classifier
+
+    if data and dataset and data != dataset:
+        raise ConfigError("give the dataset either as DATA or as --dataset, not both")
+    meta = read_config(run)
+    run_data = meta.get("run", {}).get("data", {})
+    source = data or dataset or run_data.get("dataset")
+    if not source:
+        raise ConfigError("the run does not record its dataset; give DATA")
+    split = split or run_data.get("test_split", "test")
+    same = source == run_data.get("dataset")
+    clf = Classifier.load(run, device=device, batch_size=batch_size)
+    ds = load_split(source, split, text_columns=text_column or (run_data.get("text_columns") if same else None),
+                    label_column=label_column or (run_data.get("label_column") if same else None),
+                    label_names=clf.labels)
+    probs = clf.predict_proba(ds.texts)
+    report = classification_report(ds.labels, probs.argmax(1), clf.labels, None)
+    report["source"] = ds.source
+    typer.echo(f"{ds.source}")
+    typer.echo(format_report(report))
+    if json_out is not None:
+        write_json(json_out, report)
+        err(f"report written to {json_out}")
+    plot_path = plot or Path(run) / f"confusion-{split}.png"
+    try:
+        plot_confusion(report, plot_path, title=f"{Path(run).name} on {split}")
+        err(f"confusion matrix plot: {plot_path}")
+    except Exception as exc:  # noqa: BLE001 - a plot must never lose the printed result
+        err(f"warning: could not write the plot {plot_path}: {exc}")
+
+
+@app.command()
+def predict(
+    run: Path = typer.Argument(..., help="Run folder."),
+    file: str = typer.Argument("-", help="Text file, one text per line; - for stdin."),
+    top_k: int = typer.Option(1, "--top-k", "-k", min=1, help="Labels per text."),
+    fmt: str = typer.Option("tsv", "--format", help="tsv (label<TAB>prob) or jsonl (all probabilities)."),
+    input_format: str = typer.Option("lines", help="lines, csv or jsonl."),
+    text_column: str = typer.Option("text", help="Text column for csv/jsonl input."),
+    batch_size: int = typer.Option(256, min=1),
+    chunk_size: int = typer.Option(4096, min=1, help="Lines read at a time (bounds memory)."),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Classify texts: one output line per input line, in input order."""
+    from vdcnn.data import read_lines, read_records
+    from vdcnn.errors import ConfigError
+    from vdcnn.predict import Classifier, format_predictions
+
+    if fmt not in ("tsv", "jsonl"):
+        raise ConfigError(f"--format must be tsv or jsonl, got {fmt!r}")
+    if input_format not in ("lines", "csv", "jsonl"):
+        raise ConfigError(f"--input-format must be lines, csv or jsonl, got {input_format!r}")
+    clf = Classifier.load(run, device=device, batch_size=batch_size)
+    top_k = min(top_k, len(clf.labels))
+    if input_format == "lines":
+        chunks = read_lines(file, chunk_size=chunk_size)
+    else:
+        chunks = read_records(file, input_format, text_column, chunk_size=chunk_size)
+    out = sys.stdout
+    for _texts, probs in clf.predict_stream(chunks):
+        out.write("\n".join(format_predictions(probs, clf.labels, top_k, fmt)) + "\n")
+        out.flush()
+
+
+@app.command()
+def info(
+    target: Optional[str] = typer.Argument(None, help="Run folder or YAML config."),
+    depth: Optional[int] = typer.Option(None, help="Show a paper preset: 9, 17, 29 or 49."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML preset."),
+    stages: Optional[str] = typer.Option(None, help="Custom blocks per stage."),
+    shortcut: Optional[bool] = typer.Option(None, "--shortcut/--no-shortcut"),
+    downsample: Optional[str] = typer.Option(None),
+    max_length: Optional[int] = typer.Option(None, help="Length for the FLOPs count."),
+    num_classes: int = typer.Option(4, help="Classes (when not a run)."),
+) -> None:
+    """Layout per stage, parameter count and forward FLOPs per text."""
+    from vdcnn.checkpoint import read_config
+    from vdcnn.encoders import encoder_from_dict
+    from vdcnn.errors import ConfigError
+    from vdcnn.model import ModelConfig, count_parameters, describe, forward_flops, VDCNN
+
+    extra = ""
+    if target is not None and Path(target).is_dir():
+        meta = read_config(target)
+        model_cfg = ModelConfig.from_dict(meta["model"])
+        length = max_length or int(meta.get("run", {}).get("encoder", {}).get("max_length", 1024))
+        enc = encoder_from_dict(meta["encoder"])
+        extra = f"encoder: {enc.name} (vocab {enc.vocab_size}); labels: {', '.join(meta['labels'])}"
+        res = meta.get("results") or meta.get("best")
+        if res:
+            extra += "\nresults: " + ", ".join(f"{k} {v}" for k, v in res.items() if v is not None)
+    else:
+        overrides = {"depth": depth, "stages": [s for s in stages.replace(",", " ").split()] if stages else None,
+                     "shortcut": shortcut, "downsample": downsample, "max_length": max_length}
+        cfg = build_config(config or (Path(target) if target else None), overrides, [])
+        from vdcnn.encoders import build_encoder
+
+        vocab = 257 if cfg.encoder.name == "byte" else (cfg.encoder.vocab_size if cfg.encoder.name == "subword" else 71)
+        model_cfg = cfg.model_config(vocab, num_classes)
+        length = cfg.encoder.max_length
+        extra = f"encoder: {cfg.encoder.name} (vocab {vocab}{' when trained' if cfg.encoder.name == 'subword' else ''})"
+    model = VDCNN(model_cfg)
+    rows = describe(model_cfg, length)
+    typer.echo(
+        f"VDCNN depth {model_cfg.conv_layers}: stages {list(model_cfg.blocks)}, channels {list(model_cfg.channels)}, "
+        f"shortcut {'on (' + model_cfg.shortcut_kind + ')' if model_cfg.shortcut else 'off'}, "
+        f"downsample {model_cfg.downsample}, padding {'masked' if model_cfg.mask_padding else 'unmasked (paper)'}"
+    )
+    typer.echo(f"{'part':<22}{'blocks':>7}{'channels':>10}{'length':>8}{'parameters':>14}")
+    for r in rows:
+        typer.echo(f"{r['stage']:<22}{r['blocks']:>7}{r['channels']:>10}{r['length']:>8}{r['params']:>14,}")
+    typer.echo(f"parameters: {count_parameters(model):,} ({count_parameters(model) / 1e6:.2f} M)")
+    typer.echo(f"forward FLOPs per text at length {length}: {forward_flops(model_cfg, length) / 1e9:.3f} G")
+    if extra:
+        typer.echo(extra)
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and a non-zero exit."""
+    from vdcnn.errors import VdcnnError
+
+    debug = "--debug" in sys.argv[1:]
+    try:
+        app(standalone_mode=True)
+    except SystemExit:
+        raise
+    except BrokenPipeError:
+        # The reader (e.g. `head`) went away; exit quietly like other Unix tools.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
+    except KeyboardInterrupt:
+        err("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
+        if debug:
+            raise
+        from vdcnn.train import TrainingInterrupted
+
+        if isinstance(exc, TrainingInterrupted):
+            err(str(exc))
+            sys.exit(130)
+        if isinstance(exc, VdcnnError):
+            err(f"error: {exc}")
+            sys.exit(2)
+        if isinstance(exc, MemoryError):
+            err("error: out of memory; lower --batch-size or --max-length")
+            sys.exit(1)
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        err(f"error: {type(exc).__name__}: {text} (run with --debug for the traceback)")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

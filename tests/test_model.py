@@ -1,0 +1,236 @@
+"""Model and layers: shapes, gradients, shortcuts, k-max order, padding invariance, counts."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vdcnn.encoders import CharEncoder
+from vdcnn.layers import DOWNSAMPLERS, SHORTCUT_KINDS, ConvBlock, kmax_pool
+from vdcnn.model import DEPTHS, VDCNN, ModelConfig, count_parameters, fold_batchnorm, forward_flops
+
+TEXTS = [
+    "Stocks rally as the central bank holds interest rates steady, easing fears of a slowdown.",
+    "The home side scored twice in the final ten minutes to win the cup.",
+    "A new chip promises faster phones and longer battery life, the company said on Tuesday.",
+    "Rebels and government forces agreed to a ceasefire after talks in the capital.",
+    "ok",
+    "",
+]
+
+# 900 characters of varied words (seeded), the kind of long text real data has.
+_WORDS = " ".join(TEXTS).lower().replace(",", "").replace(".", "").split()
+LONG_TEXT = " ".join(_WORDS[(i * 7919) % len(_WORDS)] for i in range(200))[:900]
+
+VARIANTS = [
+    (depth, down, shortcut, kind)
+    for depth, down, shortcut in itertools.product(DEPTHS, DOWNSAMPLERS, (False, True))
+    for kind in (SHORTCUT_KINDS if shortcut else ("projection",))
+]
+
+
+def small_config(**kw) -> ModelConfig:
+    """Paper layout with narrow channels and head, so every variant runs in milliseconds."""
+    base = dict(vocab_size=71, num_classes=3, channels=(8, 16, 32, 64), fc_dims=(32,), embedding_dim=8)
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+@pytest.mark.parametrize("depth,downsample,shortcut,kind", VARIANTS)
+def test_every_variant_trains(depth, downsample, shortcut, kind):
+    torch.manual_seed(0)
+    model = VDCNN(small_config(depth=depth, downsample=downsample, shortcut=shortcut, shortcut_kind=kind))
+    ids, lengths = CharEncoder().encode_batch(TEXTS, 96)
+    ids, lengths = torch.from_numpy(ids), torch.from_numpy(lengths)
+    logits = model(ids, lengths)
+    assert logits.shape == (len(TEXTS), 3)
+    assert torch.isfinite(logits).all()
+    F.cross_entropy(logits, torch.tensor([0, 1, 2, 0, 1, 2])).backward()
+    no_grad = [n for n, p in model.named_parameters()
+               if n != "embedding.weight" and (p.grad is None or p.grad.abs().sum() == 0)]
+    assert no_grad == []
+    # The embedding learns every symbol it saw, but never the padding row.
+    assert model.embedding.weight.grad[0].abs().sum() == 0
+
+
+def brute_force_kmax(x: torch.Tensor, k: int) -> torch.Tensor:
+    out = torch.zeros(x.shape[0], x.shape[1], k)
+    for b in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            values = x[b, c].tolist()
+            top = sorted(range(len(values)), key=lambda i: (-values[i], i))[:k]
+            out[b, c] = torch.tensor([values[i] for i in sorted(top)])
+    return out
+
+
+@pytest.mark.parametrize("k", [1, 3, 8])
+def test_kmax_keeps_top_values_in_original_order(k):
+    torch.manual_seed(1)
+    x = torch.randn(3, 5, 17)
+    assert torch.equal(kmax_pool(x, k), brute_force_kmax(x, k))
+    # Ties (ReLU zeros) go to the earlier positions.
+    z = torch.relu(torch.randn(2, 4, 12))
+    assert torch.equal(kmax_pool(z, 8), brute_force_kmax(z, 8))
+
+
+def test_kmax_respects_lengths_and_short_texts():
+    x = torch.tensor([[[5.0, 1.0, 9.0, 7.0, 100.0, 100.0]]])
+    # Only the first 4 positions are real: the padded 100s must never be chosen.
+    assert kmax_pool(x, 2, torch.tensor([4])).tolist() == [[[9.0, 7.0]]]
+    # A text shorter than k fills the remaining slots with zeros.
+    assert kmax_pool(x, 8, torch.tensor([3])).tolist() == [[[5.0, 1.0, 9.0, 0, 0, 0, 0, 0]]]
+
+
+@pytest.mark.parametrize("kind", SHORTCUT_KINDS)
+@pytest.mark.parametrize("stride,in_ch,out_ch", [(1, 8, 8), (1, 8, 16), (2, 8, 16)])
+def test_zero_residual_block_is_identity_or_shortcut(kind, stride, in_ch, out_ch):
+    block = ConvBlock(in_ch, out_ch, stride=stride, shortcut=True, shortcut_kind=kind).eval()
+    with torch.no_grad():
+        block.bn2.weight.zero_()
+        block.bn2.bias.zero_()  # the residual branch F(x) is now exactly 0
+    x = torch.randn(2, in_ch, 10)
+    y, _ = block(x)
+    if in_ch == out_ch and stride == 1:
+        assert torch.equal(y, x)
+    else:
+        assert y.shape == (2, out_ch, (10 + stride - 1) // stride)
+        assert torch.equal(y, block.shortcut(x, None))
+        if kind == "zero_pad":
+            assert torch.equal(y[:, :in_ch], x[:, :, ::stride])
+            assert torch.equal(y[:, in_ch:], torch.zeros_like(y[:, in_ch:]))
+
+
+@pytest.mark.parametrize("downsample", list(DOWNSAMPLERS))
+def test_projection_shapes_line_up_at_every_stage(downsample):
+    model = VDCNN(small_config(depth=17, downsample=downsample, shortcut=True))
+    x = torch.randn(2, 8, 64)
+    lengths = torch.tensor([64, 40])
+    for down, blocks in zip(model.downsamples, model.stages):
+        if not isinstance(down, torch.nn.Identity):
+            x, lengths = down(x, lengths)
+        for block in blocks:
+            y, new_lengths = block(x, lengths)
+            assert y.shape[-1] == x.shape[-1] if block.stride == 1 else (x.shape[-1] + 1) // 2
+            x, lengths = y, new_lengths
+
+
+def independent_parameter_count(depth: int, vocab: int = 71, classes: int = 4) -> int:
+    """The plain VDCNN counted by hand: bias-free convs before BN, biased first conv and FCs."""
+    count = vocab * 16 + (16 * 64 * 3 + 64)
+    in_ch = 64
+    for blocks, ch in zip(DEPTHS[depth], (64, 128, 256, 512)):
+        for _ in range(blocks):
+            count += in_ch * ch * 3 + ch * ch * 3 + 4 * ch
+            in_ch = ch
+    return count + (512 * 8 * 2048 + 2048) + (2048 * 2048 + 2048) + (2048 * classes + classes)
+
+
+@pytest.mark.parametrize("depth,millions", [(9, 14.18), (17, 16.27), (29, 16.64), (49, 19.77)])
+def test_parameter_counts_match_an_independent_count(depth, millions):
+    model = VDCNN(ModelConfig(depth=depth))
+    assert count_parameters(model) == independent_parameter_count(depth)
+    assert round(count_parameters(model) / 1e6, 2) == millions
+    assert round(count_parameters(model.head) / 1e6, 2) == 12.60
+
+
+def test_flops_of_the_paper_presets():
+    assert round(forward_flops(ModelConfig(depth=9)) / 1e9, 2) == 0.61
+    assert round(forward_flops(ModelConfig(depth=29)) / 1e9, 2) == 1.82
+
+
+def _alone_padded_batched(model, texts, max_length=1024):
+    ids, lengths = CharEncoder().encode_batch(texts, max_length)
+    ids, lengths = torch.from_numpy(ids), torch.from_numpy(lengths)
+    with torch.no_grad():
+        padded = model(ids)  # lengths inferred from the padding
+        alone = torch.cat([model(ids[i:i + 1, : max(int(lengths[i]), 1)]) for i in range(len(texts))])
+        long_mates = model(ids[:, : int(lengths.max())], lengths)
+    return padded, alone, long_mates
+
+
+@pytest.mark.parametrize("depth", list(DEPTHS))
+@pytest.mark.parametrize("downsample", list(DOWNSAMPLERS))
+@pytest.mark.parametrize("shortcut", [False, True])
+def test_padding_never_changes_the_output(depth, downsample, shortcut):
+    torch.manual_seed(0)
+    model = VDCNN(small_config(depth=depth, downsample=downsample, shortcut=shortcut)).eval()
+    # Float64: exact up to rounding, even for a run of 700 identical characters
+    # (whose equal activations make k-max ties).
+    texts = TEXTS + ["x" * 700 + " a very long text " * 10]
+    padded, alone, mates = _alone_padded_batched(model.double(), texts)
+    assert torch.allclose(padded, alone, atol=1e-9, rtol=0)
+    assert torch.allclose(padded, mates, atol=1e-9, rtol=0)
+    # Float32: within 1e-5 relative to the logit scale, on a long text of varied words.
+    texts = TEXTS + [LONG_TEXT]
+    padded, alone, mates = _alone_padded_batched(model.float(), texts)
+    scale = padded.abs().max().clamp(min=1)
+    assert ((padded - alone).abs().max() / scale) < 1e-5
+    assert ((padded - mates).abs().max() / scale) < 1e-5
+
+
+def test_paper_sized_model_is_padding_invariant_in_float32():
+    torch.manual_seed(0)
+    model = VDCNN(ModelConfig(depth=9)).eval()
+    padded, alone, mates = _alone_padded_batched(model, TEXTS)
+    assert (padded - alone).abs().max() < 1e-5
+    assert (padded - mates).abs().max() < 1e-5
+
+
+def test_training_batchnorm_counts_only_real_positions():
+    torch.manual_seed(0)
+    model = VDCNN(small_config(depth=9, shortcut=True)).train()
+    ids, lengths = CharEncoder().encode_batch(TEXTS, 200)
+    ids, lengths = torch.from_numpy(ids).long(), torch.from_numpy(lengths).long()
+    short = ids[:, : int(lengths.max())]
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    out_short = model(short, lengths)
+    stats_short = model.stages[0][0].bn1.running_mean.clone()
+    model.load_state_dict(state)
+    out_long = model(ids, lengths)  # same batch, padded further
+    assert torch.allclose(out_short, out_long, atol=1e-5)
+    assert torch.allclose(stats_short, model.stages[0][0].bn1.running_mean, atol=1e-6)
+
+
+def test_unmasked_mode_sees_padding():
+    torch.manual_seed(0)
+    model = VDCNN(small_config(depth=9, mask_padding=False)).eval()
+    ids, _ = CharEncoder().encode_batch(TEXTS[:2], 256)
+    ids = torch.from_numpy(ids)
+    with torch.no_grad():
+        assert not torch.allclose(model(ids), model(ids[:, :120]), atol=1e-4)
+
+
+@pytest.mark.parametrize("downsample", list(DOWNSAMPLERS))
+@pytest.mark.parametrize("shortcut,kind", [(False, "projection"), (True, "projection"), (True, "zero_pad")])
+def test_batchnorm_folding_keeps_outputs(downsample, shortcut, kind):
+    torch.manual_seed(0)
+    model = VDCNN(small_config(depth=17, downsample=downsample, shortcut=shortcut, shortcut_kind=kind))
+    ids, lengths = CharEncoder().encode_batch(TEXTS * 3, 160)
+    ids, lengths = torch.from_numpy(ids).long(), torch.from_numpy(lengths).long()
+    model.train()
+    for _ in range(3):  # give BatchNorm non-trivial running statistics
+        model(ids, lengths)
+    model.eval()
+    with torch.no_grad():
+        before = model(ids, lengths)
+        after = fold_batchnorm(model)(ids, lengths)
+    assert torch.allclose(before, after, atol=1e-4, rtol=1e-4)
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules())
+
+
+@pytest.mark.parametrize("bad", [dict(depth=7), dict(downsample="avg"), dict(shortcut_kind="dense"),
+                                 dict(depth=None, stages=(1, 0, 1, 1)), dict(dropout=1.5), dict(num_classes=1)])
+def test_bad_model_settings_raise_clear_errors(bad):
+    from vdcnn.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        ModelConfig(**bad)
+
+
+def test_custom_stages():
+    cfg = ModelConfig(depth=None, stages=(3, 1, 1, 2), shortcut=True)
+    assert cfg.conv_layers == 1 + 2 * 7
+    assert len(VDCNN(cfg).stages[0]) == 3

@@ -1,0 +1,113 @@
+"""Encoded arrays and batches: texts encoded once, batches bucketed by length."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .encoders import Encoder
+
+
+@dataclass
+class Encoded:
+    """Ids ``(N, max_length)`` in a compact dtype, true lengths and labels."""
+
+    ids: np.ndarray
+    lengths: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def subset(self, index: np.ndarray) -> "Encoded":
+        return Encoded(self.ids[index], self.lengths[index], self.labels[index])
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("VDCNN_CACHE", Path.home() / ".cache" / "vdcnn"))
+
+
+def encode_texts(encoder: Encoder, texts: Sequence[str], labels: np.ndarray, max_length: int,
+                 use_cache: bool = True, chunk: int = 8192) -> Encoded:
+    """Encode once; a second call with the same texts and encoder reads ``$VDCNN_CACHE``."""
+    key = None
+    if use_cache:
+        h = hashlib.sha256(json.dumps(encoder.to_dict(), sort_keys=True).encode())
+        h.update(str(max_length).encode())
+        for t in texts:
+            h.update(t.encode("utf-8", "surrogatepass"))
+            h.update(b"\0")
+        key = cache_dir() / f"{h.hexdigest()[:32]}.npz"
+        if key.is_file():
+            try:
+                with np.load(key) as z:
+                    return Encoded(z["ids"], z["lengths"], np.asarray(labels, dtype=np.int64))
+            except (OSError, ValueError, KeyError):
+                pass  # unreadable cache entry: encode again
+    parts = [encoder.encode_batch(texts[i:i + chunk], max_length) for i in range(0, len(texts), chunk)]
+    if parts:
+        ids = np.concatenate([p[0] for p in parts])
+        lengths = np.concatenate([p[1] for p in parts])
+    else:
+        ids = np.zeros((0, max_length), dtype=encoder.dtype)
+        lengths = np.zeros(0, dtype=np.int32)
+    if key is not None:
+        try:
+            key.parent.mkdir(parents=True, exist_ok=True)
+            tmp = key.with_suffix(f".{os.getpid()}.tmp.npz")
+            np.savez(tmp, ids=ids, lengths=lengths)
+            os.replace(tmp, key)
+        except OSError:
+            pass  # a cache is a convenience; a read-only home must not stop training
+    return Encoded(ids, lengths, np.asarray(labels, dtype=np.int64))
+
+
+def batch_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None, bucket: bool,
+                pool: int = 50) -> list[np.ndarray]:
+    """Index batches. Shuffled when ``rng`` is given; with ``bucket``, texts of similar
+    length share a batch (sorted within pools of ``pool`` batches), batch order shuffled."""
+    n = len(lengths)
+    index = rng.permutation(n) if rng is not None else np.arange(n)
+    if bucket:
+        size = batch_size * pool
+        chunks = [index[i:i + size] for i in range(0, n, size)]
+        index = np.concatenate([c[np.argsort(lengths[c], kind="stable")] for c in chunks]) if chunks else index
+    batches = [index[i:i + batch_size] for i in range(0, n, batch_size)]
+    if bucket and rng is not None:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+def make_batch(data: Encoded, index: np.ndarray, trim: bool, device: torch.device | str = "cpu",
+               multiple: int = 8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(ids, lengths, labels)`` tensors; with ``trim`` the ids are cut to the batch's
+    longest text (rounded up to ``multiple``), which masking makes exact."""
+    lengths = data.lengths[index]
+    ids = data.ids[index]
+    if trim:
+        longest = max(int(lengths.max(initial=1)), 1)
+        longest = min(-(-longest // multiple) * multiple, ids.shape[1])
+        ids = ids[:, :longest]
+    return (
+        torch.from_numpy(np.ascontiguousarray(ids).astype(np.int64)).to(device, non_blocking=True),
+        torch.from_numpy(lengths.astype(np.int64)).to(device, non_blocking=True),
+        torch.from_numpy(data.labels[index]).to(device, non_blocking=True),
+    )
+
+
+def iterate_ids(ids: np.ndarray, lengths: np.ndarray, batch_size: int, trim: bool = True,
+                device: torch.device | str = "cpu") -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+    """Inference batches in length order: yields ``(positions, ids, lengths)``."""
+    data = Encoded(ids, lengths, np.zeros(len(lengths), dtype=np.int64))
+    order = np.argsort(lengths, kind="stable") if trim else np.arange(len(lengths))
+    for i in range(0, len(order), batch_size):
+        index = order[i:i + batch_size]
+        x, n, _ = make_batch(data, index, trim, device)
+        yield index, x, n

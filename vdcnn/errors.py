@@ -1,0 +1,17 @@
+"""Errors the user can fix: the CLI prints them as one line and exits non-zero."""
+
+
+class VdcnnError(Exception):
+    """A problem with the user's input, data, options or files (not a bug)."""
+
+
+class ConfigError(VdcnnError):
+    """An unknown key, a wrong type or an out-of-range value in a config or option."""
+
+
+class DataError(VdcnnError):
+    """A dataset that cannot be found, read or mapped to texts and labels."""
+
+
+class CheckpointError(VdcnnError):
+    """A run folder or model file that is missing, corrupt, unsafe or incompatible."""

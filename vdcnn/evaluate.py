@@ -1,0 +1,118 @@
+"""Inference over encoded arrays, classification metrics and plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .batching import iterate_ids
+
+
+@torch.inference_mode()
+def predict_logits(model: torch.nn.Module, ids: np.ndarray, lengths: np.ndarray, batch_size: int = 256,
+                   device: torch.device | str = "cpu", trim: bool = True, autocast_dtype: torch.dtype | None = None
+                   ) -> np.ndarray:
+    """Logits ``(N, classes)`` in input order; batches run in length order, trimmed."""
+    was_training = model.training
+    model.eval()
+    out = np.zeros((len(lengths), model.config.num_classes), dtype=np.float32)
+    device = torch.device(device)
+    for index, x, n in iterate_ids(ids, lengths, batch_size, trim, device):
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            logits = model(x, n)
+        out[index] = logits.float().cpu().numpy()
+    model.train(was_training)
+    return out
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    return F.softmax(torch.from_numpy(logits).double(), dim=-1).numpy()
+
+
+def classification_report(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str],
+                          logits: np.ndarray | None = None) -> dict[str, Any]:
+    """Accuracy, error, macro-F1, per-class precision/recall/F1 and the confusion matrix."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    k = len(labels)
+    classes = list(range(k))
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
+    report: dict[str, Any] = {
+        "n": int(len(y_true)),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "error": float(1 - accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=classes, average="macro", zero_division=0)),
+        "labels": list(labels),
+        "per_class": {
+            labels[i]: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+            for i in classes
+        },
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=classes).tolist(),
+    }
+    if logits is not None and len(y_true):
+        loss = F.cross_entropy(torch.from_numpy(logits).float(), torch.from_numpy(np.asarray(y_true)).long())
+        report["loss"] = float(loss)
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """Human-readable summary: headline metrics, per-class table, confusion matrix."""
+    labels = report["labels"]
+    width = max(12, *(len(x) for x in labels))
+    lines = [
+        f"examples  {report['n']}",
+        f"accuracy  {report['accuracy'] * 100:.2f} %",
+        f"error     {report['error'] * 100:.2f} %",
+        f"macro-F1  {report['macro_f1'] * 100:.2f} %",
+        "",
+        f"{'class':<{width}}  precision  recall     f1  support",
+    ]
+    for name in labels:
+        c = report["per_class"][name]
+        lines.append(f"{name:<{width}}  {c['precision']:9.4f}  {c['recall']:6.4f}  {c['f1']:.4f}  {c['support']:7d}")
+    lines += ["", "confusion matrix (rows: true, columns: predicted)"]
+    short = [x[:10] for x in labels]
+    cell = max(8, *(len(x) for x in short))
+    lines.append(" " * width + "  " + " ".join(f"{x:>{cell}}" for x in short))
+    for name, row in zip(labels, report["confusion_matrix"]):
+        lines.append(f"{name:<{width}}  " + " ".join(f"{v:>{cell}d}" for v in row))
+    return "\n".join(lines)
+
+
+def plot_confusion(report: dict[str, Any], path: str | Path, title: str = "Confusion matrix") -> None:
+    """Confusion matrix as a PNG, counts and row-normalised colours."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(report["confusion_matrix"], dtype=float)
+    labels = report["labels"]
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    size = max(4.5, 0.6 * len(labels) + 2.5)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{title} (accuracy {report['accuracy'] * 100:.2f} %)")
+    if len(labels) <= 20:
+        for i in range(len(labels)):
+            for j in range(len(labels)):
+                ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center",
+                        color="white" if norm[i, j] > 0.5 else "black", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
+    fig.tight_layout()
+    _save_png(fig, path)
+    plt.close(fig)
+
+
+def _save_png(fig: Any, path: str | Path) -> None:
+    from .checkpoint import atomic_write
+
+    atomic_write(path, lambda p: fig.savefig(p, dpi=120, format="png"))

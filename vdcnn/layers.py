@@ -1,0 +1,234 @@
+"""Building blocks of VDCNN: residual conv blocks, shortcuts, k-max pooling, downsampling.
+
+Every module takes ``(x, lengths)`` and returns ``(y, lengths)``. ``x`` is
+``(batch, channels, time)``; ``lengths`` holds each text's number of real
+positions, or is ``None`` when padding is not masked (the paper's behaviour).
+With lengths, padded positions never reach a convolution (they are zeroed),
+a pooling (they are -inf) or a BatchNorm statistic, so a text's output does not
+depend on how much padding or which batch-mates it comes with.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Lengths = Tensor | None
+
+
+def length_mask(lengths: Tensor, size: int) -> Tensor:
+    """``(batch, 1, size)`` bool mask, True at real positions."""
+    return (torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]).unsqueeze(1)
+
+
+def halve(lengths: Lengths) -> Lengths:
+    """Real length after any of the stride-2 downsamplings: ceil(L / 2)."""
+    return None if lengths is None else (lengths + 1) // 2
+
+
+def zero_padding(x: Tensor, lengths: Lengths) -> Tensor:
+    return x if lengths is None else x.masked_fill(~length_mask(lengths, x.size(-1)), 0.0)
+
+
+class MaskedBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d whose training statistics count only real (unpadded) positions."""
+
+    def forward(self, x: Tensor, lengths: Lengths = None) -> Tensor:  # type: ignore[override]
+        if lengths is None or not self.training:
+            return super().forward(x)
+        mask = length_mask(lengths, x.size(-1)).to(x.dtype)
+        count = mask.sum() * 1.0
+        mean = (x * mask).sum((0, 2)) / count
+        centred = (x - mean[None, :, None]) * mask
+        var = centred.pow(2).sum((0, 2)) / count
+        if self.track_running_stats and self.running_mean is not None:
+            with torch.no_grad():
+                momentum = self.momentum if self.momentum is not None else 0.1
+                unbiased = var * count / (count - 1).clamp(min=1)
+                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), momentum)
+                self.running_var.lerp_(unbiased.detach().to(self.running_var.dtype), momentum)
+                self.num_batches_tracked += 1
+        scale = torch.rsqrt(var + self.eps)
+        if self.affine:
+            return (x - mean[None, :, None]) * (scale * self.weight)[None, :, None] + self.bias[None, :, None]
+        return (x - mean[None, :, None]) * scale[None, :, None]
+
+
+_KEY_DROP_BITS = {torch.float32: 10, torch.float64: 39}
+
+
+def _selection_key(x: Tensor) -> Tensor:
+    """``x`` with its mantissa cut to 13 bits: a monotone coarsening that turns values
+    equal up to rounding (repeated characters computed by differently blocked
+    convolutions) into exact ties, which the stable sort gives to the earlier position."""
+    bits = _KEY_DROP_BITS.get(x.dtype)
+    if bits is None:
+        return x
+    itype = torch.int32 if x.dtype == torch.float32 else torch.int64
+    return (x.contiguous().view(itype) & ~((1 << bits) - 1)).view(x.dtype)
+
+
+def kmax_pool(x: Tensor, k: Tensor | int, lengths: Lengths = None, out_size: int | None = None) -> Tensor:
+    """Keep the ``k`` largest values of each channel in their original order.
+
+    ``k`` is an int, or a per-sample tensor (k-max downsampling keeps the top half
+    of each text's own positions). Padded positions are never chosen; slots a
+    short text cannot fill are zero. Ties go to the earlier position, so the
+    choice never depends on padding. ``out_size`` is the output length.
+    """
+    batch, channels, time = x.shape
+    out_size = out_size if out_size is not None else int(k if isinstance(k, int) else k.max())
+    real = x if lengths is None else x.masked_fill(~length_mask(lengths, time), float("-inf"))
+    if time < out_size:
+        real = F.pad(real, (0, out_size - time), value=float("-inf"))
+    order = torch.sort(_selection_key(real), dim=2, descending=True, stable=True).indices[:, :, :out_size]
+    keep = torch.as_tensor(k, device=x.device).reshape(-1, 1, 1)
+    if lengths is not None:
+        keep = torch.minimum(keep, lengths.reshape(-1, 1, 1))
+    slots = torch.arange(out_size, device=x.device).reshape(1, 1, -1)
+    sentinel = real.size(-1)  # index of an extra zero column
+    order = torch.where(slots < keep, order, sentinel)
+    positions = torch.sort(order, dim=2).values
+    padded = torch.cat([zero_padding(x, lengths), x.new_zeros(batch, channels, sentinel + 1 - time)], dim=2)
+    return padded.gather(2, positions)
+
+
+class KMaxPool1d(nn.Module):
+    """Order-preserving k-max pooling to a fixed ``k`` (the head's k = 8)."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.k = k
+
+    def forward(self, x: Tensor, lengths: Lengths = None) -> Tensor:
+        return kmax_pool(x, self.k, lengths)
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}"
+
+
+class MaxPoolDown(nn.Module):
+    """Max-pool, kernel 3, stride 2: length L -> ceil(L / 2)."""
+
+    def forward(self, x: Tensor, lengths: Lengths = None) -> tuple[Tensor, Lengths]:
+        if lengths is not None:
+            x = x.masked_fill(~length_mask(lengths, x.size(-1)), float("-inf"))
+        return F.max_pool1d(x, kernel_size=3, stride=2, padding=1), halve(lengths)
+
+
+class KMaxDown(nn.Module):
+    """k-max pooling to half the length, each text keeping the top half of its own positions."""
+
+    def forward(self, x: Tensor, lengths: Lengths = None) -> tuple[Tensor, Lengths]:
+        out_size = (x.size(-1) + 1) // 2
+        if lengths is None:
+            return kmax_pool(x, out_size), None
+        new_lengths = halve(lengths)
+        return kmax_pool(x, new_lengths, lengths, out_size=out_size), new_lengths
+
+
+class Identity2(nn.Module):
+    """No downsampling."""
+
+    def forward(self, x: Tensor, lengths: Lengths = None) -> tuple[Tensor, Lengths]:
+        return x, lengths
+
+
+# Downsampling between stages, by name. ``conv`` is not a pooling layer: the next
+# stage's first block convolves with stride 2 instead (see ``ConvBlock``).
+DOWNSAMPLERS: dict[str, Callable[[], nn.Module] | None] = {
+    "max": MaxPoolDown,
+    "kmax": KMaxDown,
+    "conv": None,
+    "none": None,
+}
+
+SHORTCUT_KINDS = ("projection", "zero_pad")
+
+
+class ProjectionShortcut(nn.Module):
+    """1x1 convolution + BatchNorm with the block's stride: ResNet's option B."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False)
+        self.bn = MaskedBatchNorm1d(out_channels)
+
+    def forward(self, x: Tensor, out_lengths: Lengths) -> Tensor:
+        return self.bn(self.conv(x), out_lengths)
+
+
+class ZeroPadShortcut(nn.Module):
+    """Subsample with the block's stride and zero-fill the new channels: ResNet's option A."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.extra, self.stride = out_channels - in_channels, stride
+
+    def forward(self, x: Tensor, out_lengths: Lengths) -> Tensor:
+        return F.pad(x[:, :, :: self.stride], (0, 0, 0, self.extra))
+
+
+class IdentityShortcut(nn.Module):
+    def forward(self, x: Tensor, out_lengths: Lengths) -> Tensor:
+        return x
+
+
+def make_shortcut(in_channels: int, out_channels: int, stride: int, kind: str) -> nn.Module:
+    """The shortcut for a block: identity when shapes match, else projection or zero padding."""
+    if in_channels == out_channels and stride == 1:
+        return IdentityShortcut()
+    if kind == "projection":
+        return ProjectionShortcut(in_channels, out_channels, stride)
+    if kind == "zero_pad":
+        if out_channels < in_channels:
+            raise ValueError("zero-pad shortcuts cannot reduce channels")
+        return ZeroPadShortcut(in_channels, out_channels, stride)
+    raise ValueError(f"unknown shortcut kind {kind!r}; choose one of {', '.join(SHORTCUT_KINDS)}")
+
+
+def drop_path(x: Tensor, p: float, training: bool) -> Tensor:
+    """Stochastic depth: drop a sample's whole residual branch with probability p."""
+    if p == 0.0 or not training:
+        return x
+    keep = x.new_empty(x.size(0), 1, 1).bernoulli_(1 - p)
+    return x * keep / (1 - p)
+
+
+class ConvBlock(nn.Module):
+    """(Conv1d k3 -> BatchNorm -> ReLU) x 2, plus the input through a shortcut if asked.
+
+    As in the VDCNN paper the shortcut is added to the output of the second
+    ReLU, so a block whose residual branch outputs zero is exactly the identity.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        shortcut: bool = False,
+        shortcut_kind: str = "projection",
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.stride = stride
+        self.conv1 = nn.Conv1d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = MaskedBatchNorm1d(out_channels)
+        self.conv2 = nn.Conv1d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.bn2 = MaskedBatchNorm1d(out_channels)
+        self.shortcut = make_shortcut(in_channels, out_channels, stride, shortcut_kind) if shortcut else None
+        self.drop_path = drop_path
+
+    def forward(self, x: Tensor, lengths: Lengths = None) -> tuple[Tensor, Lengths]:
+        x = zero_padding(x, lengths)
+        out_lengths = halve(lengths) if self.stride == 2 else lengths
+        out = F.relu(self.bn1(self.conv1(x), out_lengths))
+        out = zero_padding(out, out_lengths)
+        out = F.relu(self.bn2(self.conv2(out), out_lengths))
+        if self.shortcut is not None:
+            out = drop_path(out, self.drop_path, self.training) + self.shortcut(x, out_lengths)
+        return out, out_lengths

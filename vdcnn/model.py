@@ -1,0 +1,257 @@
+"""The VDCNN model: embedding, temporal conv, residual stages, k-max pooling, FC head."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .errors import ConfigError
+from .layers import DOWNSAMPLERS, SHORTCUT_KINDS, ConvBlock, KMaxPool1d, Lengths, zero_padding
+
+# Blocks per stage for the paper's depths (2 conv layers per block, plus the first conv).
+DEPTHS: dict[int, tuple[int, ...]] = {9: (1, 1, 1, 1), 17: (2, 2, 2, 2), 29: (5, 5, 2, 2), 49: (8, 8, 5, 3)}
+CHANNELS: tuple[int, ...] = (64, 128, 256, 512)
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a VDCNN; saved next to its weights."""
+
+    vocab_size: int = 71
+    num_classes: int = 4
+    depth: int | None = 9
+    stages: tuple[int, ...] | None = None  # blocks per stage; overrides depth
+    channels: tuple[int, ...] = CHANNELS
+    embedding_dim: int = 16
+    shortcut: bool = False
+    shortcut_kind: str = "projection"
+    downsample: str = "max"
+    kmax: int = 8
+    fc_dims: tuple[int, ...] = (2048, 2048)
+    dropout: float = 0.0
+    drop_path: float = 0.0
+    mask_padding: bool = True
+    pad_id: int = 0
+
+    def __post_init__(self) -> None:
+        self.channels = tuple(self.channels)
+        self.fc_dims = tuple(self.fc_dims)
+        if self.stages is not None:
+            self.stages = tuple(self.stages)
+        self.validate()
+
+    @property
+    def blocks(self) -> tuple[int, ...]:
+        """Blocks per stage, from ``stages`` or the paper's ``depth`` presets."""
+        if self.stages is not None:
+            return self.stages
+        return DEPTHS[self.depth]  # type: ignore[index]
+
+    @property
+    def conv_layers(self) -> int:
+        """Depth as the paper counts it: convolutional layers including the first."""
+        return 1 + 2 * sum(self.blocks)
+
+    def validate(self) -> None:
+        if self.stages is None:
+            if self.depth not in DEPTHS:
+                raise ConfigError(f"depth must be one of {', '.join(map(str, DEPTHS))} (or give stages), got {self.depth!r}")
+        else:
+            if not self.stages or any(not isinstance(b, int) or b < 1 for b in self.stages):
+                raise ConfigError(f"stages must be a list of positive block counts, got {list(self.stages)!r}")
+            if len(self.stages) != len(self.channels):
+                raise ConfigError(f"stages has {len(self.stages)} entries but channels has {len(self.channels)}")
+        if self.downsample not in DOWNSAMPLERS:
+            raise ConfigError(f"downsample must be one of {', '.join(DOWNSAMPLERS)}, got {self.downsample!r}")
+        if self.shortcut_kind not in SHORTCUT_KINDS:
+            raise ConfigError(f"shortcut_kind must be one of {', '.join(SHORTCUT_KINDS)}, got {self.shortcut_kind!r}")
+        for name in ("vocab_size", "num_classes", "embedding_dim", "kmax"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.num_classes < 2:
+            raise ConfigError(f"num_classes must be at least 2, got {self.num_classes}")
+        if any(not isinstance(c, int) or c < 1 for c in self.channels + self.fc_dims):
+            raise ConfigError("channels and fc_dims must be positive integers")
+        for name in ("dropout", "drop_path"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"unknown model setting(s): {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+class VDCNN(nn.Module):
+    """Very deep CNN for text (Conneau et al. 2017) with optional residual shortcuts.
+
+    ``forward(ids, lengths=None)``: ``ids`` is ``(batch, time)``; without
+    ``lengths`` each text's length is taken as the position after its last
+    non-pad id, so trailing padding never changes a prediction.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.embedding = nn.Embedding(c.vocab_size, c.embedding_dim, padding_idx=c.pad_id)
+        self.first_conv = nn.Conv1d(c.embedding_dim, c.channels[0], kernel_size=3, padding=1)
+        self.stages = nn.ModuleList()
+        self.downsamples = nn.ModuleList()
+        in_ch = c.channels[0]
+        pool = DOWNSAMPLERS[c.downsample]
+        for i, (n_blocks, out_ch) in enumerate(zip(c.blocks, c.channels)):
+            # Between stages: a pooling layer, or (conv) a stride-2 first convolution.
+            self.downsamples.append(pool() if (i > 0 and pool is not None) else nn.Identity())
+            stride = 2 if (i > 0 and c.downsample == "conv") else 1
+            blocks = []
+            for j in range(n_blocks):
+                blocks.append(
+                    ConvBlock(in_ch, out_ch, stride if j == 0 else 1, c.shortcut, c.shortcut_kind, c.drop_path)
+                )
+                in_ch = out_ch
+            self.stages.append(nn.ModuleList(blocks))
+        self.kmax = KMaxPool1d(c.kmax)
+        layers: list[nn.Module] = []
+        width = in_ch * c.kmax
+        for dim in c.fc_dims:
+            layers += [nn.Linear(width, dim), nn.ReLU(inplace=True)]
+            if c.dropout:
+                layers.append(nn.Dropout(c.dropout))
+            width = dim
+        layers.append(nn.Linear(width, c.num_classes))
+        self.head = nn.Sequential(*layers)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """He initialisation for convolutions and linear layers."""
+        for m in self.modules():
+            if isinstance(m, (nn.Conv1d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm1d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        # A small classifier layer starts every class near equal probability.
+        nn.init.normal_(self.head[-1].weight, std=0.01)
+
+    def lengths_from_ids(self, ids: Tensor) -> Tensor:
+        """Position after the last non-pad id of each row (at least 1)."""
+        real = ids != self.config.pad_id
+        last = ids.size(1) - real.flip(1).int().argmax(1)
+        return torch.where(real.any(1), last, torch.ones_like(last))
+
+    def features(self, ids: Tensor, lengths: Lengths = None) -> Tensor:
+        """Pooled ``(batch, channels * kmax)`` features before the FC head."""
+        if self.config.mask_padding:
+            lengths = self.lengths_from_ids(ids) if lengths is None else lengths.clamp(min=1, max=ids.size(1))
+        else:
+            lengths = None
+        x = self.embedding(ids.long()).transpose(1, 2)
+        x = self.first_conv(zero_padding(x, lengths))
+        for down, blocks in zip(self.downsamples, self.stages):
+            if not isinstance(down, nn.Identity):
+                x, lengths = down(x, lengths)
+            for block in blocks:
+                x, lengths = block(x, lengths)
+        return self.kmax(x, lengths).flatten(1)
+
+    def forward(self, ids: Tensor, lengths: Lengths = None) -> Tensor:
+        return self.head(self.features(ids, lengths))
+
+    def stage_modules(self) -> list[nn.Module]:
+        """One module per stage, for per-stage gradient norms."""
+        return list(self.stages)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def forward_flops(config: ModelConfig, length: int = 1024) -> int:
+    """Forward FLOPs (2 x multiply-adds) of convolutions and linear layers for one text."""
+    c = config
+    t = length
+    flops = 2 * c.embedding_dim * c.channels[0] * 3 * t
+    in_ch = c.channels[0]
+    for i, (n_blocks, out_ch) in enumerate(zip(c.blocks, c.channels)):
+        if i > 0 and c.downsample != "none":
+            t = (t + 1) // 2
+        for j in range(n_blocks):
+            flops += 2 * in_ch * out_ch * 3 * t + 2 * out_ch * out_ch * 3 * t
+            if c.shortcut and c.shortcut_kind == "projection" and in_ch != out_ch:
+                flops += 2 * in_ch * out_ch * t
+            in_ch = out_ch
+    width = in_ch * c.kmax
+    for dim in c.fc_dims + (c.num_classes,):
+        flops += 2 * width * dim
+        width = dim
+    return flops
+
+
+def describe(config: ModelConfig, length: int = 1024) -> list[dict[str, Any]]:
+    """Per-stage layout rows: stage, blocks, channels, output length, parameters."""
+    model = VDCNN(config)
+    rows: list[dict[str, Any]] = [
+        {"stage": "embedding + conv", "blocks": "-", "channels": config.channels[0], "length": length,
+         "params": count_parameters(model.embedding) + count_parameters(model.first_conv)}
+    ]
+    t = length
+    for i, (blocks, down) in enumerate(zip(model.stages, model.downsamples)):
+        if i > 0 and config.downsample != "none":
+            t = (t + 1) // 2
+        rows.append({"stage": f"stage {i + 1}", "blocks": len(blocks), "channels": config.channels[i],
+                     "length": t, "params": count_parameters(blocks)})
+    rows.append({"stage": f"k-max (k={config.kmax}) + FC", "blocks": "-", "channels": config.num_classes,
+                 "length": config.kmax, "params": count_parameters(model.head)})
+    return rows
+
+
+def fold_batchnorm(model: VDCNN) -> VDCNN:
+    """Fold eval-mode BatchNorm into the preceding convolution (in place) for inference.
+
+    Valid only in eval mode; masking stays correct because the folded conv adds
+    its bias at padded positions, which are zeroed again before the next conv.
+    """
+    model.eval()
+    for module in list(model.modules()):
+        pairs = []
+        if isinstance(module, ConvBlock):
+            pairs = [("conv1", "bn1"), ("conv2", "bn2")]
+        elif module.__class__.__name__ == "ProjectionShortcut":
+            pairs = [("conv", "bn")]
+        for conv_name, bn_name in pairs:
+            conv, bn = getattr(module, conv_name), getattr(module, bn_name)
+            if isinstance(bn, nn.Identity):
+                continue
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            fused = nn.Conv1d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                              bias=True).to(conv.weight.device, conv.weight.dtype)
+            with torch.no_grad():
+                fused.weight.copy_(conv.weight * scale[:, None, None])
+                base = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+                fused.bias.copy_((base - bn.running_mean) * scale + bn.bias)
+            setattr(module, conv_name, fused)
+            setattr(module, bn_name, _PassThroughNorm())
+    return model
+
+
+class _PassThroughNorm(nn.Identity):
+    """Stands in for a folded BatchNorm; accepts and ignores lengths."""
+
+    def forward(self, x: Tensor, lengths: Lengths = None) -> Tensor:  # type: ignore[override]
+        return x
+
+

@@ -1,0 +1,74 @@
+"""Prediction as a library: ``Classifier.load(run).predict(texts)``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .checkpoint import load_run
+from .encoders import Encoder
+from .evaluate import predict_logits, softmax
+from .model import VDCNN, fold_batchnorm
+from .train import resolve_device
+
+
+class Classifier:
+    """A trained model with its encoder and label names, ready to classify raw texts."""
+
+    def __init__(self, model: VDCNN, encoder: Encoder, labels: list[str], max_length: int,
+                 device: torch.device | str = "cpu", batch_size: int = 256) -> None:
+        self.model = model
+        self.encoder = encoder
+        self.labels = labels
+        self.max_length = max_length
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.model.to(self.device).eval()
+
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str = "auto", batch_size: int = 256, fold_bn: bool = True
+             ) -> "Classifier":
+        """Load a run folder; BatchNorm is folded into the convolutions for speed."""
+        model, encoder, labels, meta = load_run(run_dir)
+        if fold_bn:
+            fold_batchnorm(model)
+        max_length = int(meta.get("run", {}).get("encoder", {}).get("max_length", 1024))
+        return cls(model, encoder, labels, max_length, resolve_device(device), batch_size)
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Class probabilities ``(N, classes)`` in input order."""
+        ids, lengths = self.encoder.encode_batch(texts, self.max_length)
+        trim = self.model.config.mask_padding
+        return softmax(predict_logits(self.model, ids, lengths, self.batch_size, self.device, trim))
+
+    def predict(self, texts: Sequence[str], top_k: int = 1) -> list[list[tuple[str, float]]]:
+        """The ``top_k`` (label, probability) pairs for each text, most likely first."""
+        probs = self.predict_proba(texts)
+        top = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
+        return [[(self.labels[j], float(p[j])) for j in row] for row, p in zip(top, probs)]
+
+    def predict_stream(self, chunks: Iterable[Sequence[str]]) -> Iterator[tuple[Sequence[str], np.ndarray]]:
+        """Probabilities chunk by chunk, so memory stays bounded for input of any size."""
+        for chunk in chunks:
+            if len(chunk):
+                yield chunk, self.predict_proba(chunk)
+
+
+def format_predictions(probs: np.ndarray, labels: Sequence[str], top_k: int = 1, fmt: str = "tsv") -> list[str]:
+    """Output lines: ``label<TAB>prob`` (top-k pairs on one line) or a JSON object per text."""
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
+    lines = []
+    for row, p in zip(top, probs):
+        if fmt == "jsonl":
+            obj: dict[str, Any] = {"label": labels[row[0]], "probability": round(float(p[row[0]]), 6),
+                                   "probabilities": {name: round(float(v), 6) for name, v in zip(labels, p)}}
+            if top_k > 1:
+                obj["top_k"] = [[labels[j], round(float(p[j]), 6)] for j in row]
+            lines.append(json.dumps(obj, ensure_ascii=False))
+        else:
+            lines.append("\t".join(f"{labels[j]}\t{p[j]:.4f}" for j in row))
+    return lines
