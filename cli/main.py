@@ -40,7 +40,7 @@ TRAIN_FLAGS = {
     "schedule": "train.schedule", "warmup": "train.warmup_epochs", "weight_decay": "train.weight_decay",
     "label_smoothing": "train.label_smoothing", "grad_clip": "train.grad_clip", "ema": "train.ema_decay",
     "augment_crop": "train.augment_crop", "augment_noise": "train.augment_noise", "early_stop": "train.early_stop",
-    "seed": "train.seed", "device": "train.device", "threads": "train.threads", "bf16": "train.bf16",
+    "seed": "train.seed", "device": "train.device", "sync_bn": "train.sync_bn", "threads": "train.threads", "bf16": "train.bf16",
     "limit": "data.limit", "val_fraction": "data.val_fraction", "text_column": "data.text_columns",
     "label_column": "data.label_column", "test_split": "data.test_split",
 }
@@ -112,6 +112,8 @@ def train(
     seed: Optional[int] = typer.Option(None),
     device: Optional[str] = typer.Option(None, help="auto, cpu or cuda."),
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast on GPU."),
+    sync_bn: Optional[bool] = typer.Option(None, "--sync-bn/--no-sync-bn",
+                                           help="Under torchrun: BatchNorm statistics over all processes."),
     threads: Optional[int] = typer.Option(None, help="CPU threads (0 = torch default)."),
     limit: Optional[int] = typer.Option(None, help="Train on a stratified subset of N rows."),
     val_fraction: Optional[float] = typer.Option(None, help="Validation share carved from train."),
@@ -276,6 +278,96 @@ def info(
     typer.echo(f"forward FLOPs per text at length {length}: {forward_flops(model_cfg, length) / 1e9:.3f} G")
     if extra:
         typer.echo(extra)
+
+
+# `vdcnn compare` takes the training options of `vdcnn train`, less those it varies or manages itself.
+_COMPARE_REUSED = {"config", "set_", "progress"}
+_COMPARE_OWN = {"depth", "stages", "shortcut", "out", "resume"}
+
+
+def _with_train_options(func):
+    """Give ``func(..., **options)`` the recipe options of ``train`` (same flags, help and defaults)."""
+    import inspect
+
+    own = inspect.signature(func, eval_str=True)
+    reused = [p for name, p in inspect.signature(train, eval_str=True).parameters.items()
+              if (name in TRAIN_FLAGS or name in _COMPARE_REUSED) and name not in _COMPARE_OWN
+              and name not in own.parameters]
+    params = [p for p in own.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD] + reused
+    func.__signature__ = own.replace(parameters=params)
+    func.__annotations__ = {p.name: p.annotation for p in params}
+    return func
+
+
+def _parse_depths(text: str) -> List[int]:
+    from vdcnn.errors import ConfigError
+
+    try:
+        depths = [int(x) for x in text.replace(",", " ").split()]
+    except ValueError:
+        raise ConfigError(f"--depths expects comma-separated integers such as 9,49, got {text!r}") from None
+    if not depths:
+        raise ConfigError("--depths is empty")
+    return depths
+
+
+@app.command()
+@_with_train_options
+def compare(
+    runs: Optional[List[Path]] = typer.Argument(None, metavar="RUN",
+                                                help="Finished run folders to tabulate (no training)."),
+    depths: Optional[str] = typer.Option(None, help="Depths to train, comma-separated (default 9,17,29,49)."),
+    shortcut: Optional[str] = typer.Option(None, help="Shortcut variants: both, on or off (default both)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o",
+                                       help="Study folder: one run folder per variant plus the tables "
+                                            "(default: runs/compare-DATASET; with RUN folders, their parent)."),
+    **options,
+) -> None:
+    """Shortcut x depth study: train one run per depth and shortcut setting (same data, seed and recipe),
+    then tabulate and plot them. Run the same command again to resume an interrupted study.
+    With RUN folders, tabulates those runs instead (no training). Takes every recipe option of `train`.
+    """
+    from vdcnn.compare import OUTPUT_FILES, collect_histories, collect_runs, format_table, run_compare, write_outputs
+    from vdcnn.errors import ConfigError
+
+    config, settings, progress = options.pop("config", None), options.pop("set_", []), options.pop("progress", True)
+    if runs:
+        given = [k for k, v in options.items() if v not in (None, [])]
+        if config is not None or given or settings or depths is not None or shortcut is not None:
+            raise ConfigError("with RUN folders, compare tabulates them as they are; training options "
+                              "(--depths, --shortcut, --config, recipe flags) do not apply")
+        rows = collect_runs(runs)
+        parents = {Path(r).resolve().parent for r in runs}
+        out = out or (parents.pop() if len(parents) == 1 else Path("."))
+        paths = write_outputs(rows, collect_histories(rows), out)
+    else:
+        choice = (shortcut or "both").strip().lower()
+        shortcuts = {"both": [False, True], "on": [True], "off": [False]}.get(choice)
+        if shortcuts is None:
+            raise ConfigError(f"--shortcut must be both, on or off, got {shortcut!r}")
+        base = build_config(config, {k: v for k, v in options.items() if k in TRAIN_FLAGS}, settings)
+        out = out or Path("runs") / f"compare-{Path(base.data.dataset).name.split('.')[0] or 'data'}"
+        rows = run_compare(base, _parse_depths(depths or "9,17,29,49"), shortcuts, out, log=err, progress=progress)
+        paths = {k: out / v for k, v in OUTPUT_FILES.items()}
+    typer.echo(format_table(rows))
+    typer.echo("")
+    for path in paths.values():
+        typer.echo(f"wrote {path}")
+
+
+@app.command(name="export")
+def export_model(
+    run: Path = typer.Argument(..., help="Run folder."),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx or torchscript."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Bundle folder (default: RUN/export-FORMAT)."),
+) -> None:
+    """Export a run for deployment (BatchNorm folded); `vdcnn predict BUNDLE` uses it."""
+    from vdcnn.export import export_run
+
+    bundle = export_run(run, fmt, out)
+    typer.echo(str(bundle))
+    for path in sorted(p for p in bundle.iterdir() if p.is_file() and not p.name.startswith(".")):
+        typer.echo(f"  {path.name:<12} {path.stat().st_size / 1e6:10.3f} MB")
 
 
 def main() -> None:

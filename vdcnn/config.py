@@ -58,6 +58,7 @@ class TrainSettings:
     bf16: bool = True  # bf16 autocast where the device supports it (CUDA)
     nan_policy: str = "stop"  # stop | skip
     num_workers: int = 0
+    sync_bn: bool = False  # data-parallel: BatchNorm statistics over all ranks
     threads: int = 0  # torch CPU threads; 0 = torch's default
 
 

@@ -46,6 +46,11 @@ def _as_texts(texts: Iterable[Any]) -> list[str]:
     return ["" if t is None else (t if isinstance(t, str) else str(t)) for t in texts]
 
 
+def _valid_unicode(texts: Iterable[str]) -> list[str]:
+    """Replace lone surrogates, which the Rust tokenizer cannot take."""
+    return [t.encode("utf-8", "replace").decode("utf-8") for t in texts]
+
+
 class CharEncoder:
     """The paper's character alphabet, lower-cased; anything else maps to ``unk``."""
 
@@ -81,6 +86,8 @@ class CharEncoder:
             texts = [t[:max_length].lower()[:max_length] for t in texts]
         else:
             texts = [t[:max_length] for t in texts]
+        if not texts:
+            return _pack([], max_length, self.dtype)
         joined = "".join(texts).encode("utf-32-le", "surrogatepass")
         codes = np.frombuffer(joined, dtype=np.uint32)
         codes = np.minimum(codes, len(self._table) - 1)
@@ -146,7 +153,7 @@ class SubwordEncoder:
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
         )
-        tok.train_from_iterator(_as_texts(texts), trainer=trainer)
+        tok.train_from_iterator(_valid_unicode(_as_texts(texts)), trainer=trainer)
         return cls(tok)
 
     @property
@@ -164,8 +171,7 @@ class SubwordEncoder:
     def encode_batch(self, texts: Iterable[Any], max_length: int = 1024) -> tuple[np.ndarray, np.ndarray]:
         _check_max_length(max_length)
         # Cut very long strings first: a token covers at least one character.
-        texts = [t[: max_length * 16] for t in _as_texts(texts)]
-        texts = [t.encode("utf-8", "replace").decode("utf-8") for t in texts]  # lone surrogates
+        texts = _valid_unicode(t[: max_length * 16] for t in _as_texts(texts))
         encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
         pieces = [np.asarray(e.ids[:max_length], dtype=self.dtype) for e in encodings]
         return _pack(pieces, max_length, self.dtype)

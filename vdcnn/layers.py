@@ -34,16 +34,27 @@ def zero_padding(x: Tensor, lengths: Lengths) -> Tensor:
 
 
 class MaskedBatchNorm1d(nn.BatchNorm1d):
-    """BatchNorm1d whose training statistics count only real (unpadded) positions."""
+    """BatchNorm1d whose training statistics count only real (unpadded) positions.
+
+    With ``sync = True`` the statistics are summed over all data-parallel ranks
+    (the masked counterpart of SyncBatchNorm), so N processes normalise exactly
+    as one process with the whole batch would.
+    """
+
+    sync: bool = False
 
     def forward(self, x: Tensor, lengths: Lengths = None) -> Tensor:  # type: ignore[override]
-        if lengths is None or not self.training:
+        if (lengths is None and not self.sync) or not self.training:
             return super().forward(x)
+        if lengths is None:
+            lengths = torch.full((x.size(0),), x.size(-1), device=x.device, dtype=torch.long)
         mask = length_mask(lengths, x.size(-1)).to(x.dtype)
-        count = mask.sum() * 1.0
-        mean = (x * mask).sum((0, 2)) / count
-        centred = (x - mean[None, :, None]) * mask
-        var = centred.pow(2).sum((0, 2)) / count
+        if self.sync:
+            mean, var, count = self._synced_stats(x, mask)
+        else:
+            count = mask.sum() * 1.0
+            mean = (x * mask).sum((0, 2)) / count
+            var = ((x - mean[None, :, None]) * mask).pow(2).sum((0, 2)) / count
         if self.track_running_stats and self.running_mean is not None:
             with torch.no_grad():
                 momentum = self.momentum if self.momentum is not None else 0.1
@@ -56,6 +67,40 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
             return (x - mean[None, :, None]) * (scale * self.weight)[None, :, None] + self.bias[None, :, None]
         return (x - mean[None, :, None]) * scale[None, :, None]
 
+    @staticmethod
+    def _synced_stats(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        import torch.distributed as dist
+
+        xm = x * mask
+        stats = torch.cat([xm.sum((0, 2)), (xm * x).sum((0, 2)), mask.sum().reshape(1)])
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            stats = _AllReduceSum.apply(stats)
+        channels = x.size(1)
+        count = stats[-1]
+        mean = stats[:channels] / count
+        var = (stats[channels:2 * channels] / count - mean * mean).clamp(min=0)
+        return mean, var, count
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks; the gradient of a sum is the sum of the gradients."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        import torch.distributed as dist
+
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        import torch.distributed as dist
+
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
 
 _KEY_DROP_BITS = {torch.float32: 10, torch.float64: 39}
 
@@ -67,8 +112,32 @@ def _selection_key(x: Tensor) -> Tensor:
     bits = _KEY_DROP_BITS.get(x.dtype)
     if bits is None:
         return x
+    if torch.jit.is_tracing():  # TorchScript / ONNX export: the tracer cannot record view(dtype)
+        return _selection_key_arithmetic(x) if x.dtype == torch.float32 else x
     itype = torch.int32 if x.dtype == torch.float32 else torch.int64
     return (x.contiguous().view(itype) & ~((1 << bits) - 1)).view(x.dtype)
+
+
+def _selection_key_arithmetic(x: Tensor) -> Tensor:
+    """``_selection_key`` of a float32 tensor with plain arithmetic, for export.
+
+    Bit-identical to the bit-view version (checked over millions of random bit
+    patterns, zeros, infinities, subnormals and the extremes): in float64, where
+    every step is exact, scale ``|x|`` into [1, 2) by powers of two, keep 13
+    fractional bits with ``floor`` and scale back; subnormals use their fixed
+    grid of 2**-139. ONNX has no bit-cast before opset 26.
+    """
+    a = x.double().abs()
+    y, back = a, torch.ones_like(a)
+    for k in (64, 32, 16, 8, 4, 2, 1):
+        big = y >= 2.0**k
+        y, back = torch.where(big, y * 2.0**-k, y), torch.where(big, back * 2.0**k, back)
+    for k in (64, 32, 16, 8, 4, 2, 1):
+        small = y < 2.0 ** (1 - k)
+        y, back = torch.where(small, y * 2.0**k, y), torch.where(small, back * 2.0**-k, back)
+    kept = torch.floor(y * 8192.0) * (1.0 / 8192.0) * back
+    kept = torch.where(a < 2.0**-126, torch.floor(a * 2.0**139) * 2.0**-139, kept)
+    return torch.where(x < 0, -kept, kept).to(x.dtype)
 
 
 def kmax_pool(x: Tensor, k: Tensor | int, lengths: Lengths = None, out_size: int | None = None) -> Tensor:
@@ -82,9 +151,18 @@ def kmax_pool(x: Tensor, k: Tensor | int, lengths: Lengths = None, out_size: int
     batch, channels, time = x.shape
     out_size = out_size if out_size is not None else int(k if isinstance(k, int) else k.max())
     real = x if lengths is None else x.masked_fill(~length_mask(lengths, time), float("-inf"))
-    if time < out_size:
+    if torch.jit.is_tracing():
+        # A trace must not bake in whether padding was needed: always pad (same result,
+        # as the stable order puts the extra -inf columns after every real one).
+        real = F.pad(real, (0, out_size), value=float("-inf"))
+    elif time < out_size:
         real = F.pad(real, (0, out_size - time), value=float("-inf"))
-    order = torch.sort(_selection_key(real), dim=2, descending=True, stable=True).indices[:, :, :out_size]
+    if torch.onnx.is_in_onnx_export():
+        # ONNX TopK breaks ties by the lower index, as the stable sort does (and the
+        # exporter cannot translate a stable sort).
+        order = torch.topk(_selection_key(real), out_size, dim=2, largest=True, sorted=True).indices
+    else:
+        order = torch.sort(_selection_key(real), dim=2, descending=True, stable=True).indices[:, :, :out_size]
     keep = torch.as_tensor(k, device=x.device).reshape(-1, 1, 1)
     if lengths is not None:
         keep = torch.minimum(keep, lengths.reshape(-1, 1, 1))

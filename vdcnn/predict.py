@@ -32,7 +32,15 @@ class Classifier:
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto", batch_size: int = 256, fold_bn: bool = True
              ) -> "Classifier":
-        """Load a run folder; BatchNorm is folded into the convolutions for speed."""
+        """Load a run folder; BatchNorm is folded into the convolutions for speed.
+
+        An export bundle folder (``vdcnn export``) gives an ``OnnxClassifier`` or
+        ``TorchScriptClassifier`` with the same interface.
+        """
+        from .export import is_bundle, load_bundle
+
+        if is_bundle(run_dir):
+            return load_bundle(run_dir, device=device, batch_size=batch_size)  # type: ignore[return-value]
         model, encoder, labels, meta = load_run(run_dir)
         if fold_bn:
             fold_batchnorm(model)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint as ckpt
+from . import distributed
 from .augment import char_noise, random_crop
 from .batching import Encoded, batch_order, encode_texts, make_batch
 from .config import RunConfig
@@ -29,6 +30,7 @@ from .data import TextDataset, load_split, stratified_split
 from .encoders import build_encoder, encoder_from_dict
 from .errors import ConfigError, DataError, VdcnnError
 from .evaluate import classification_report, predict_logits
+from .layers import MaskedBatchNorm1d
 from .model import VDCNN, count_parameters, forward_flops
 
 
@@ -160,23 +162,31 @@ def train(cfg: RunConfig | None, out_dir: str | Path, resume: bool = False,
             raise ConfigError(f"{out_dir} already holds a run; use --resume to continue it or choose another --out")
     assert cfg is not None
     cfg.validate()
-    t = cfg.train
+    ctx = distributed.setup(resolve_device(cfg.train.device).type)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create the output folder {out_dir}: {exc.strerror}") from None
-
-    with ckpt.run_lock(out_dir):
-        return _train_locked(cfg, out_dir, state, log, progress, max_steps)
+        distributed.barrier(ctx)  # every rank has checked the folder before rank 0 writes to it
+        if not ctx.is_main:
+            return _train_locked(cfg, out_dir, state, lambda s: None, False, max_steps, ctx)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the output folder {out_dir}: {exc.strerror}") from None
+        with ckpt.run_lock(out_dir):
+            return _train_locked(cfg, out_dir, state, log, progress, max_steps, ctx)
+    finally:
+        distributed.teardown(ctx)
 
 
 def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, log: Callable[[str], None],
-                  progress: bool, max_steps: int | None) -> TrainResult:
+                  progress: bool, max_steps: int | None, ctx: distributed.DistContext) -> TrainResult:
     t = cfg.train
     started = time.perf_counter()
     if t.threads:
         torch.set_num_threads(t.threads)
     device = resolve_device(t.device)
+    if ctx.enabled and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+    main = ctx.is_main
     use_bf16 = t.bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported()
 
     # Data: load, carve validation, build the encoder on training texts, encode once.
@@ -199,6 +209,13 @@ def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, l
     torch.manual_seed(t.seed)
     model_config = cfg.model_config(encoder.vocab_size, len(labels), encoder.pad_id)
     model = VDCNN(model_config).to(device)
+    if t.sync_bn:
+        for m in model.modules():
+            if isinstance(m, MaskedBatchNorm1d):
+                m.sync = True
+    net: torch.nn.Module = model
+    if ctx.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     ema = copy.deepcopy(model) if t.ema_decay > 0 else None
     optimizer = make_optimizer(cfg, model)
     steps_per_epoch = math.ceil(len(train_set) / t.batch_size)
@@ -208,7 +225,8 @@ def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, l
         f"shortcut {'on (' + model_config.shortcut_kind + ')' if model_config.shortcut else 'off'}, "
         f"downsample {model_config.downsample}, {count_parameters(model) / 1e6:.2f} M parameters, "
         f"{forward_flops(model_config, max_len) / 1e9:.2f} GFLOPs per text at length {max_len}; "
-        f"device {device}{' (bf16 autocast)' if use_bf16 else ''}")
+        f"device {device}{' (bf16 autocast)' if use_bf16 else ''}"
+        f"{f', {ctx.world_size} processes (DDP)' if ctx.enabled else ''}")
 
     meta = ckpt.make_meta(model_config, encoder, labels, cfg.to_dict(), data_source=data.source,
                           parameters=count_parameters(model), flops=forward_flops(model_config, max_len))
@@ -230,10 +248,12 @@ def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, l
         history = ckpt.read_metrics(out_dir)
         log(f"resuming at epoch {start_epoch + 1}, step {skip_steps} of {steps_per_epoch}")
         meta["best"] = ckpt.read_config(out_dir).get("best")
-    else:
+    elif main:
         ckpt.write_json(out_dir / ckpt.CONFIG_FILE, meta)
 
     def save_state(epoch: int, step_in_epoch: int) -> None:
+        if not main:
+            return
         ckpt.save_state(out_dir / ckpt.STATE_FILE, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             **({"ema": ema.state_dict()} if ema is not None else {}),
@@ -253,13 +273,14 @@ def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, l
             with EpochProgress(f"epoch {epoch + 1}/{t.epochs}", len(batches), enabled=progress) as bar:
                 bar.advance(skip_steps)
                 for step in range(skip_steps, len(batches)):
-                    if stop.signal is not None or (max_steps is not None and global_step >= max_steps):
+                    stopping = stop.signal is not None or (max_steps is not None and global_step >= max_steps)
+                    if distributed.any_across(stopping, ctx, device):
                         save_state(epoch, step)
                         why = "interrupted" if stop.signal is not None else f"stopped after {global_step} steps"
                         raise TrainingInterrupted(
                             f"{why}: state saved at epoch {epoch + 1}, step {step}; continue with "
                             f"`vdcnn train --resume --out {out_dir}`")
-                    ids, lengths, y = make_batch(train_set, batches[step], trim, device)
+                    ids, lengths, y = make_batch(train_set, batches[step][ctx.rank::ctx.world_size], trim, device)
                     gen = torch.Generator().manual_seed(hash((t.seed, epoch, step)) & 0x7FFFFFFF)
                     if t.augment_crop:
                         ids, lengths = random_crop(ids.cpu(), lengths.cpu(), t.augment_crop, gen)
@@ -267,9 +288,9 @@ def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, l
                     if t.augment_noise:
                         ids = char_noise(ids.cpu(), lengths.cpu(), t.augment_noise, encoder.vocab_size, gen).to(device)
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                        logits = model(ids, lengths)
+                        logits = net(ids, lengths)
                         loss = F.cross_entropy(logits.float(), y, label_smoothing=t.label_smoothing)
-                    if not torch.isfinite(loss):
+                    if distributed.any_across(not bool(torch.isfinite(loss)), ctx, device):
                         if t.nan_policy == "skip":
                             epoch_sums["skipped"] += 1
                             optimizer.zero_grad(set_to_none=True)
@@ -305,6 +326,8 @@ def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, l
             # Validation, best model, metrics, resumable state.
             scored = ema if ema is not None else model
             val = _score(scored, val_set, labels, t.batch_size, device, trim, use_bf16)
+            totals = distributed.sum_across([epoch_sums["loss"], epoch_sums["correct"], epoch_sums["seen"]], ctx, device)
+            epoch_sums["loss"], epoch_sums["correct"], epoch_sums["seen"] = totals[0], int(totals[1]), int(totals[2])
             seen = max(1, epoch_sums["seen"])
             row = {
                 "epoch": epoch + 1,
@@ -322,14 +345,16 @@ def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, l
             improved = score > best_acc and math.isfinite(row["train_loss"])
             if improved:
                 best_acc, best_epoch, stale_epochs = score, epoch + 1, 0
-                ckpt.save_weights(out_dir / ckpt.WEIGHTS_FILE, scored)
                 meta["best"] = {"epoch": epoch + 1, "val_acc": row["val_acc"], "val_loss": row["val_loss"]}
-                ckpt.write_json(out_dir / ckpt.CONFIG_FILE, meta)
+                if main:
+                    ckpt.save_weights(out_dir / ckpt.WEIGHTS_FILE, scored)
+                    ckpt.write_json(out_dir / ckpt.CONFIG_FILE, meta)
             else:
                 stale_epochs += 1
             row["best"] = improved
             history.append(row)
-            ckpt.append_line(out_dir / ckpt.METRICS_FILE, _json(row))
+            if main:
+                ckpt.append_line(out_dir / ckpt.METRICS_FILE, _json(row))
             epoch_sums = {"loss": 0.0, "correct": 0, "seen": 0, "grad": [0.0] * len(model.stages), "grad_n": 0,
                           "skipped": 0}
             skip_steps = 0
@@ -340,6 +365,10 @@ def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, l
             if t.early_stop and stale_epochs >= t.early_stop:
                 log(f"early stop: no validation improvement in {t.early_stop} epochs")
                 break
+
+    distributed.barrier(ctx)
+    if not main:
+        return TrainResult(out_dir, best_acc, best_epoch, len(history), None, time.perf_counter() - started, history)
 
     # Final: score the best model on the test split, if the dataset has one.
     test = None

@@ -1,0 +1,146 @@
+"""Speed of vdcnn against the plain reference, measured in the same run.
+
+    python benchmarks/speed.py [--depths 9,29] [--n 2048] [--train-steps 8] [--skip-train]
+
+Prints one table: figure, reference, ratio, machine. Texts are real AG News test
+rows from $VDCNN_DATA_DIR (both sides get the same texts). Inference: the
+reference pads every text to 1024 and runs batches of 256; vdcnn goes through
+``Classifier.predict_proba`` (encoding included, length-bucketed batches, folded
+BatchNorm, inference mode). Training: samples/s over the same number of steps,
+batch 64 on CPU (128 on GPU), reference at fixed length 1024 in fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.reference import PlainVDCNN  # noqa: E402
+from vdcnn.batching import Encoded, batch_order, make_batch  # noqa: E402
+from vdcnn.data import load_split  # noqa: E402
+from vdcnn.encoders import CharEncoder  # noqa: E402
+from vdcnn.model import VDCNN, ModelConfig, fold_batchnorm  # noqa: E402
+from vdcnn.predict import Classifier  # noqa: E402
+
+
+def machine() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads"
+
+
+def timed(fn, repeat: int = 1) -> float:
+    fn()  # warm-up
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / repeat
+
+
+def inference(depth: int, texts: list[str], device: str) -> tuple[float, float]:
+    torch.manual_seed(0)
+    ref = PlainVDCNN(depth).to(device).eval()
+    ids, _ = CharEncoder().encode_batch(texts, 1024)
+    ids_t = torch.from_numpy(ids.astype(np.int64)).to(device)
+    batch = 1024 if device == "cuda" else 256
+
+    def run_ref():
+        with torch.no_grad():
+            for i in range(0, len(ids_t), batch):
+                ref(ids_t[i:i + batch])
+
+    model = fold_batchnorm(VDCNN(ModelConfig(depth=depth)).eval())
+    clf = Classifier(model, CharEncoder(), ["a", "b", "c", "d"], 1024, device, batch)
+    t_ref = timed(run_ref)
+    t_ours = timed(lambda: clf.predict_proba(texts))
+    return len(texts) / t_ours, len(texts) / t_ref
+
+
+def training(depth: int, texts: list[str], device: str, steps: int) -> tuple[float, float]:
+    batch = 128 if device == "cuda" else 64
+    torch.manual_seed(0)
+    ids, lengths = CharEncoder().encode_batch(texts, 1024)
+    labels = np.random.default_rng(0).integers(0, 4, len(texts))
+    data = Encoded(ids, lengths, labels)
+    order = batch_order(lengths, batch, np.random.default_rng(0), bucket=True)[:steps]
+
+    ref = PlainVDCNN(depth).to(device).train()
+    opt_ref = torch.optim.SGD(ref.parameters(), lr=0.01, momentum=0.9)
+    ref_batches = [make_batch(data, idx, trim=False, device=device) for idx in order]
+
+    def run_ref():
+        for x, _, y in ref_batches:
+            loss = F.cross_entropy(ref(x), y)
+            opt_ref.zero_grad()
+            loss.backward()
+            opt_ref.step()
+
+    model = VDCNN(ModelConfig(depth=depth)).to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    use_bf16 = device == "cuda"
+
+    def run_ours():
+        for idx in order:
+            x, n, y = make_batch(data, idx, trim=True, device=device)
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=use_bf16):
+                loss = F.cross_entropy(model(x, n).float(), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    seen = sum(len(i) for i in order)
+    return seen / timed(run_ours), seen / timed(run_ref)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--depths", default="9,29")
+    parser.add_argument("--n", type=int, default=2048, help="AG News test texts used (spread over the split)")
+    parser.add_argument("--train-steps", type=int, default=8)
+    parser.add_argument("--skip-train", action="store_true")
+    args = parser.parse_args()
+    if not os.environ.get("VDCNN_DATA_DIR"):
+        sys.exit("set VDCNN_DATA_DIR to the folder holding ag_news/ (e.g. ../shared/data)")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    all_texts = load_split("ag_news", "test").texts
+    step = max(1, len(all_texts) // args.n)
+    texts = all_texts[::step][: args.n]
+    rows = []
+    for depth in [int(d) for d in args.depths.split(",")]:
+        ours, ref = inference(depth, texts, device)
+        rows.append((f"{device} inference d{depth}, texts/s", ours, ref))
+        print(f"  {rows[-1][0]}: {ours:.0f} vs {ref:.0f}", file=sys.stderr)
+        if not args.skip_train:
+            ours, ref = training(depth, texts, device, args.train_steps)
+            rows.append((f"{device} training d{depth}, samples/s", ours, ref))
+            print(f"  {rows[-1][0]}: {ours:.0f} vs {ref:.0f}", file=sys.stderr)
+    where = machine()
+    width = max(len(r[0]) for r in rows)
+    print(f"{'figure':<{width}}  {'vdcnn':>9}  {'reference':>9}  {'ratio':>6}  machine")
+    for name, ours, ref in rows:
+        print(f"{name:<{width}}  {ours:>9.0f}  {ref:>9.0f}  {ours / ref:>5.2f}x  {where}")
+
+
+if __name__ == "__main__":
+    main()

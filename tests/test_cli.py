@@ -1,0 +1,187 @@
+"""The CLI end to end as a user runs it: train, info, eval, predict, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cli.main import app
+from tests.conftest import TINY, real_data_dir, write_topic_csv
+
+PREDICT_TEXTS = [
+    "The striker scored a late goal in the final",
+    "Shares fell after the bank cut its forecast",
+    "",
+    "A software update fixes a security flaw — ünïcödé 📱",
+]
+
+
+def test_train_writes_a_complete_run_folder(tiny_run):
+    names = {p.name for p in tiny_run.iterdir()}
+    assert {"config.json", "model.safetensors", "last.pt", "metrics.jsonl"} <= names
+    assert not any(n.endswith(".tmp") or n == ".lock" for n in names)
+    meta = json.loads((tiny_run / "config.json").read_text())
+    assert meta["format_version"] == 1
+    assert meta["labels"] == ["business", "sports", "tech"]
+    assert meta["encoder"]["type"] == "char"
+    rows = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert all({"train_loss", "val_loss", "val_acc", "grad_norm"} <= set(r) for r in rows)
+    assert set(rows[0]["grad_norm"]) == {"stage1", "stage2", "stage3", "stage4"}
+    # The saved weights are those of the best validation epoch.
+    best = max(rows, key=lambda r: r["val_acc"])
+    assert meta["best"]["epoch"] == best["epoch"]
+
+
+def test_predict_file_and_stdin_give_the_same_lines(runner, tiny_run, tmp_path):
+    text_file = tmp_path / "in.txt"
+    text_file.write_text("\n".join(PREDICT_TEXTS) + "\n", encoding="utf-8")
+    from_file = runner.invoke(app, ["predict", str(tiny_run), str(text_file)])
+    from_stdin = runner.invoke(app, ["predict", str(tiny_run), "-"], input=text_file.read_text(encoding="utf-8"))
+    assert from_file.exit_code == 0, from_file.output
+    assert from_file.stdout == from_stdin.stdout
+    lines = from_file.stdout.splitlines()
+    assert len(lines) == len(PREDICT_TEXTS)
+    for line in lines:
+        label, prob = line.split("\t")
+        assert label in {"business", "sports", "tech"} and 0 < float(prob) <= 1
+
+
+def test_predict_top_k_and_jsonl(runner, tiny_run, tmp_path):
+    text_file = tmp_path / "in.txt"
+    text_file.write_text("\n".join(PREDICT_TEXTS) + "\n", encoding="utf-8")
+    top2 = runner.invoke(app, ["predict", str(tiny_run), str(text_file), "--top-k", "2"]).stdout.splitlines()
+    assert all(len(line.split("\t")) == 4 for line in top2)
+    rows = [json.loads(x) for x in runner.invoke(app, ["predict", str(tiny_run), str(text_file), "--format",
+                                                       "jsonl"]).stdout.splitlines()]
+    assert len(rows) == len(PREDICT_TEXTS)
+    for row, line in zip(rows, top2):
+        assert abs(sum(row["probabilities"].values()) - 1) < 1e-4
+        assert row["label"] == line.split("\t")[0]
+
+
+def test_predict_matches_the_library(tiny_run):
+    from vdcnn.predict import Classifier
+
+    clf = Classifier.load(tiny_run)
+    unfolded = Classifier.load(tiny_run, fold_bn=False)
+    assert np.allclose(clf.predict_proba(PREDICT_TEXTS), unfolded.predict_proba(PREDICT_TEXTS), atol=1e-5)
+    top = clf.predict(PREDICT_TEXTS, top_k=3)
+    assert [len(t) for t in top] == [3] * len(PREDICT_TEXTS)
+    assert all(t[0][1] >= t[1][1] >= t[2][1] for t in top)
+
+
+def test_eval_reports_metrics_json_and_png(runner, tiny_run, tmp_path):
+    report_path, png = tmp_path / "report.json", tmp_path / "cm.png"
+    result = runner.invoke(app, ["eval", str(tiny_run), str(tiny_run.parent / "topics.csv"), "--json", str(report_path),
+                                 "--plot", str(png)])
+    assert result.exit_code == 0, result.output
+    assert "accuracy" in result.stdout and "sports" in result.stdout
+    report = json.loads(report_path.read_text())
+    assert {"accuracy", "macro_f1", "per_class", "confusion_matrix", "labels"} <= set(report)
+    assert np.array(report["confusion_matrix"]).sum() == 120
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_defaults_to_the_runs_dataset(runner, tiny_run, tmp_path):
+    result = runner.invoke(app, ["eval", str(tiny_run), "--json", str(tmp_path / "r.json"), "--plot",
+                                 str(tmp_path / "p.png")])
+    # The topic CSV has no test split of its own: a single file serves every split.
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "r.json").read_text())["n"] == 120
+
+
+@pytest.mark.parametrize("flag,word", [("--shortcut", "shortcut on"), ("--no-shortcut", "shortcut off")])
+def test_shortcut_flag_trains_and_info_shows_it(runner, topic_csv, tmp_path, flag, word):
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--dataset", str(topic_csv), "--out", str(out), "--max-length", "48",
+                                 "--epochs", "1", "--batch-size", "32", flag, "--depth", "17", "--no-progress", *TINY])
+    assert result.exit_code == 0, result.output
+    info = runner.invoke(app, ["info", str(out)])
+    assert word in info.stdout and "depth 17" in info.stdout
+
+
+def test_info_of_presets(runner):
+    out = runner.invoke(app, ["info", "--depth", "29"]).stdout
+    assert "16,639,924" in out and "1.818 G" in out and "stage 4" in out
+    out49 = runner.invoke(app, ["info", "--config", "configs/vdcnn49.yaml"]).stdout
+    assert "depth 49" in out49 and "shortcut on" in out49
+
+
+def _weights(run: Path) -> dict:
+    return torch.load(run / "last.pt", weights_only=True)["model"]
+
+
+def test_resume_after_interrupted_epoch_gives_identical_weights(topic_csv, tmp_path):
+    from vdcnn.config import load_config
+    from vdcnn.train import TrainingInterrupted, train
+
+    def config():
+        cfg = load_config(None)
+        for key, value in {"data.dataset": str(topic_csv), "encoder.max_length": 48, "train.epochs": 2,
+                           "train.batch_size": 16, "model.channels": [8, 16, 32, 64], "model.fc_dims": [32],
+                           "model.dropout": 0.2, "train.optimizer": "adamw", "train.lr": 0.003,
+                           "train.augment_noise": 0.05, "train.ema_decay": 0.9}.items():
+            cfg.set(key, value)
+        return cfg
+
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    train(config(), straight, progress=False, log=lambda s: None)
+    with pytest.raises(TrainingInterrupted):
+        train(config(), broken, progress=False, log=lambda s: None, max_steps=9)  # mid epoch 2 (7 steps/epoch)
+    assert json.loads((broken / "config.json").read_text()).get("results") is None
+    train(None, broken, resume=True, progress=False, log=lambda s: None)
+    a, b = _weights(straight), _weights(broken)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert load_file(straight / "model.safetensors").keys() == load_file(broken / "model.safetensors").keys()
+    for k, v in load_file(straight / "model.safetensors").items():
+        assert torch.equal(v, load_file(broken / "model.safetensors")[k])
+
+
+def test_resume_needs_only_the_run_folder(runner, tiny_run, tmp_path):
+    result = runner.invoke(app, ["train", "--resume", "--out", str(tmp_path / "nowhere")])
+    assert result.exit_code != 0
+    result = runner.invoke(app, ["train", "--resume", "--out", str(tiny_run), "--epochs", "5"])
+    assert result.exit_code != 0
+
+
+def test_offline_hub_name_fails_fast_with_a_clear_message(tmp_path):
+    env = {**os.environ, "VDCNN_DATA_DIR": str(tmp_path)}
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "train", "--dataset", "yelp_polarity", "--out",
+                           str(tmp_path / "run")], capture_output=True, text=True, env=env, timeout=60)
+    assert time.perf_counter() - start < 10
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    message = proc.stderr.strip().splitlines()[-1]
+    assert message.startswith("error:") and "--dataset" in message
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_issue_quick_command_on_real_ag_news(runner, tmp_path):
+    """The README's first command: a one-epoch depth-9 run on 2,000 real AG News rows."""
+    real_data_dir()
+    out = tmp_path / "agnews"
+    result = runner.invoke(app, ["train", "--dataset", "ag_news", "--depth", "9", "--max-length", "256", "--epochs",
+                                 "1", "--limit", "2000", "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["labels"] == ["World", "Sports", "Business", "Sci/Tech"]
+    assert meta["results"]["test_acc"] is not None
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(Path("data/samples/predict.txt").read_text(encoding="utf-8").splitlines()) + "\n",
+                     encoding="utf-8")
+    a = runner.invoke(app, ["predict", str(out), str(texts)])
+    b = runner.invoke(app, ["predict", str(out), "-"], input=texts.read_text(encoding="utf-8"))
+    assert a.exit_code == 0 and a.stdout == b.stdout
+    assert len(a.stdout.splitlines()) == len(texts.read_text(encoding="utf-8").splitlines())
+    assert {line.split("\t")[0] for line in a.stdout.splitlines()} <= set(meta["labels"])
