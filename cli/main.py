@@ -217,14 +217,20 @@ def predict(
         raise ConfigError(f"--input-format must be lines, csv or jsonl, got {input_format!r}")
     clf = Classifier.load(run, device=device, batch_size=batch_size)
     top_k = min(top_k, len(clf.labels))
+    stats: dict = {}
     if input_format == "lines":
-        chunks = read_lines(file, chunk_size=chunk_size)
+        chunks = read_lines(file, chunk_size=chunk_size, stats=stats)
     else:
-        chunks = read_records(file, input_format, text_column, chunk_size=chunk_size)
+        chunks = read_records(file, input_format, text_column, chunk_size=chunk_size, stats=stats)
     out = sys.stdout
     for _texts, probs in clf.predict_stream(chunks):
         out.write("\n".join(format_predictions(probs, clf.labels, top_k, fmt)) + "\n")
         out.flush()
+    # Input is never refused for its bytes (one output line per input line); say what was repaired.
+    bad, nul = stats.get("invalid_utf8_lines", 0), stats.get("nul_lines", 0)
+    if bad or nul:
+        err(f"warning: {bad} of {stats['lines']} lines had invalid UTF-8 (replaced by U+FFFD) and {nul} had NUL "
+            f"bytes (replaced by spaces)")
 
 
 @app.command()
@@ -374,11 +380,30 @@ def main() -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit."""
     from vdcnn.errors import VdcnnError
 
+    try:  # typer >= 0.2x vendors its own click
+        from typer import _click as click
+    except ImportError:  # pragma: no cover
+        import click
+
     debug = "--debug" in sys.argv[1:]
     try:
-        app(standalone_mode=True)
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except SystemExit:
         raise
+    except click.exceptions.NoArgsIsHelpError as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:  # bad option or argument: one line too, not a usage box
+        hint = ""
+        ctx = getattr(exc, "ctx", None)
+        if ctx is not None:
+            hint = f" (see `{ctx.command_path} --help`)"
+        err(f"error: {exc.format_message()}{hint}")
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err("interrupted")
+        sys.exit(130)
     except BrokenPipeError:
         # The reader (e.g. `head`) went away; exit quietly like other Unix tools.
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -18,6 +18,7 @@ import errno
 import json
 import os
 import tempfile
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -45,6 +46,18 @@ def _describe_os_error(exc: OSError, path: Path) -> str:
     return f"cannot write {path}: {exc.strerror or exc}"
 
 
+def _fault_sleep(path: Path) -> None:
+    """Test hook: ``VDCNN_FAULT_SLEEP_IN_SAVE=[NAME:]SECONDS`` sleeps between writing the temp file and
+    renaming it (for NAME only, if given), so a fault-injection test can ``kill -9`` mid-save."""
+    spec = os.environ.get("VDCNN_FAULT_SLEEP_IN_SAVE")
+    if spec:
+        name, _, seconds = spec.rpartition(":")
+        if not name or name == path.name:
+            import time
+
+            time.sleep(float(seconds))
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp_path)`` then rename the temp file onto ``path`` (same folder)."""
     path = Path(path)
@@ -53,9 +66,16 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         tmp = Path(name)
-        write(tmp)
+        try:
+            write(tmp)
+        except OSError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. torch.save reports a full disk as RuntimeError
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"cannot write {path}: {reason} (is the disk full?)") from exc
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        _fault_sleep(path)
         os.replace(tmp, path)
         tmp = None
         try:
@@ -120,7 +140,9 @@ def load_state(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"no training state to resume from: {path} is missing")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it better
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - every failure here is a bad file
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
@@ -207,11 +229,12 @@ def load_run(run_dir: str | Path, weights: str = WEIGHTS_FILE) -> tuple[VDCNN, E
     try:
         model_config = ModelConfig.from_dict(meta["model"])
         encoder = encoder_from_dict(meta["encoder"])
-    except (ConfigError, TypeError) as exc:
+    except (ConfigError, TypeError, ValueError, KeyError, AttributeError) as exc:
         raise CheckpointError(f"{run_dir / CONFIG_FILE}: {exc}") from None
     labels = meta["labels"]
     if not isinstance(labels, list) or len(labels) != model_config.num_classes:
-        raise CheckpointError(f"{run_dir / CONFIG_FILE}: {len(labels)} label names for {model_config.num_classes} classes")
+        n = len(labels) if isinstance(labels, list) else "no list of"
+        raise CheckpointError(f"{run_dir / CONFIG_FILE}: {n} label names for {model_config.num_classes} classes")
     if encoder.vocab_size != model_config.vocab_size:
         raise CheckpointError(
             f"{run_dir / CONFIG_FILE}: encoder vocabulary ({encoder.vocab_size}) does not match the model's "
@@ -256,6 +279,9 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
     try:
         os.write(fd, str(os.getpid()).encode())
         os.close(fd)
+        # Temp files of a writer killed mid-save (kill -9, power loss) are garbage now that we hold the lock.
+        for stale in Path(run_dir).glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
         yield
     finally:
         path.unlink(missing_ok=True)

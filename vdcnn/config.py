@@ -227,4 +227,7 @@ def load_config(path: str | Path | None = None) -> RunConfig:
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"{p}: not valid YAML ({first})") from None
-    return RunConfig.from_dict(data or {}, source=str(p))
+    if data is None:
+        raise ConfigError(f"{p}: the config file is empty (no settings); give a YAML preset with sections "
+                          f"such as model: and train:")
+    return RunConfig.from_dict(data, source=str(p))

@@ -396,7 +396,36 @@ def _check_file(path: Path, fmt: str) -> bytes:
             ) from None
     if not head.strip():
         raise DataError(f"{path}: file is empty (only whitespace)")
+    if fmt != "parquet":
+        _scan_text(path, fmt)
     return head
+
+
+def _scan_text(path: Path, fmt: str, block: int = 1 << 20) -> None:
+    """Labelled data is refused, not silently "repaired", when any byte is not UTF-8 text: NUL bytes
+    mean a binary file, invalid UTF-8 a file in another encoding. One streaming pass, bounded memory."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
+    offset = 0
+    try:
+        with _open_binary(path) as f:
+            while True:
+                chunk = f.read(block)
+                nul = chunk.find(b"\x00")
+                if nul >= 0:
+                    raise DataError(f"{path}: looks like a binary file (NUL byte at offset {offset + nul}), "
+                                    f"not {fmt.upper()} text")
+                try:
+                    decoder.decode(chunk, final=not chunk)
+                except UnicodeDecodeError as exc:
+                    raise DataError(
+                        f"{path}: not UTF-8 text (invalid byte at offset {offset + max(0, exc.start)}); "
+                        "convert it to UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+                    ) from None
+                if not chunk:
+                    return
+                offset += len(chunk)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: cannot read file ({_one_line(exc)})") from None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -429,6 +458,8 @@ def _quiet_datasets():
 
     enabled = ds_logging.is_progress_bar_enabled()
     counts = getattr(datasets.config, "HF_UPDATE_DOWNLOAD_COUNTS", None)
+    verbosity = ds_logging.get_verbosity()
+    ds_logging.set_verbosity(ds_logging.CRITICAL)  # its "Failed to read file" log would repeat our one-line error
     if enabled:
         ds_logging.disable_progress_bar()
     if counts is not None:
@@ -436,6 +467,7 @@ def _quiet_datasets():
     try:
         yield
     finally:
+        ds_logging.set_verbosity(verbosity)
         if counts is not None:
             datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = counts
         if enabled:
@@ -1095,17 +1127,31 @@ def _open_stream(path_or_dash: str):
         raise DataError(f"{path}: cannot open ({_one_line(exc)})") from None
 
 
-def _decoded_lines(stream, name: str) -> Iterator[str]:
-    """Lines decoded as UTF-8 (invalid bytes replaced), NULs as spaces, newline kept."""
+def _decoded_lines(stream, name: str, stats: dict[str, int] | None = None) -> Iterator[str]:
+    """Lines decoded as UTF-8 (invalid bytes replaced by U+FFFD), NULs as spaces, newline kept.
+
+    ``stats`` (if given) counts ``lines``, ``invalid_utf8_lines`` and ``nul_lines`` as they go."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    if stats is not None:
+        for key in ("lines", "invalid_utf8_lines", "nul_lines"):
+            stats.setdefault(key, 0)
     try:
         for raw in stream:
-            line = decoder.decode(raw)
+            # Only the last line can lack its newline: flush a cut-off UTF-8 sequence into it.
+            line = decoder.decode(raw, final=not raw.endswith(b"\n"))
+            if stats is not None:
+                stats["lines"] += 1
+                if "\ufffd" in line and line.count("\ufffd") != raw.count(b"\xef\xbf\xbd"):
+                    stats["invalid_utf8_lines"] += 1
             if "\x00" in line:
                 line = line.replace("\x00", " ")
+                if stats is not None:
+                    stats["nul_lines"] += 1
             yield line
         tail = decoder.decode(b"", final=True)
         if tail:
+            if stats is not None:
+                stats["invalid_utf8_lines"] += 1
             yield tail
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{name}: read error ({_one_line(exc)})") from None
@@ -1124,10 +1170,15 @@ def _check_chunk_size(chunk_size: int) -> None:
         raise ConfigError(f"chunk_size must be a positive integer, got {chunk_size!r}")
 
 
-def read_lines(path_or_dash: str, *, chunk_size: int = 4096) -> Iterator[list[str]]:
+def read_lines(path_or_dash: str, *, chunk_size: int = 4096,
+               stats: dict[str, int] | None = None) -> Iterator[list[str]]:
     """Stream one text per line from a file (``.gz`` ok) or stdin (``-``), in lists of up to
     ``chunk_size`` lines. Memory stays bounded by the chunk; empty lines are kept as ``""`` so
-    outputs stay aligned with input lines."""
+    outputs stay aligned with input lines.
+
+    Never refuses text for its bytes: invalid UTF-8 is replaced by U+FFFD and NUL bytes by spaces;
+    ``stats`` (a dict, optional) receives the counts of ``lines``, ``invalid_utf8_lines`` and
+    ``nul_lines`` so the caller can say how many lines were affected."""
     _check_chunk_size(chunk_size)
     name = "<stdin>" if path_or_dash == "-" else str(path_or_dash)
     stream, owned = _open_stream(str(path_or_dash))
@@ -1135,7 +1186,7 @@ def read_lines(path_or_dash: str, *, chunk_size: int = 4096) -> Iterator[list[st
     def gen() -> Iterator[list[str]]:
         try:
             chunk: list[str] = []
-            for line in _decoded_lines(stream, name):
+            for line in _decoded_lines(stream, name, stats):
                 chunk.append(_strip_newline(line))
                 if len(chunk) >= chunk_size:
                     yield chunk
@@ -1150,10 +1201,12 @@ def read_lines(path_or_dash: str, *, chunk_size: int = 4096) -> Iterator[list[st
 
 
 def read_records(
-    path_or_dash: str, input_format: str, text_column: str, *, chunk_size: int = 4096
+    path_or_dash: str, input_format: str, text_column: str, *, chunk_size: int = 4096,
+    stats: dict[str, int] | None = None,
 ) -> Iterator[list[str]]:
     """Stream ``text_column`` of a CSV/TSV (header required) or JSON-lines file (or stdin ``-``)
-    in lists of up to ``chunk_size`` texts. Missing values become ``""``."""
+    in lists of up to ``chunk_size`` texts. Missing values become ``""``. Bytes are decoded as in
+    :func:`read_lines` (``stats`` counts physical lines)."""
     _check_chunk_size(chunk_size)
     fmt = str(input_format).lower()
     if fmt not in ("csv", "tsv", "jsonl"):
@@ -1173,7 +1226,7 @@ def read_records(
 
     def csv_values() -> Iterator[str]:
         csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-        reader = csv.reader(_decoded_lines(stream, name), delimiter="\t" if fmt == "tsv" else ",")
+        reader = csv.reader(_decoded_lines(stream, name, stats), delimiter="\t" if fmt == "tsv" else ",")
         try:
             header = next(reader, None)
             if header is None:
@@ -1193,7 +1246,7 @@ def read_records(
             raise DataError(f"{name}: malformed {fmt.upper()} at line {reader.line_num} ({exc})") from None
 
     def jsonl_values() -> Iterator[str]:
-        for i, line in enumerate(_decoded_lines(stream, name), start=1):
+        for i, line in enumerate(_decoded_lines(stream, name, stats), start=1):
             if not line.strip():
                 continue
             try:

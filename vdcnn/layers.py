@@ -102,44 +102,6 @@ class _AllReduceSum(torch.autograd.Function):
         return grad
 
 
-_KEY_DROP_BITS = {torch.float32: 10, torch.float64: 39}
-
-
-def _selection_key(x: Tensor) -> Tensor:
-    """``x`` with its mantissa cut to 13 bits: a monotone coarsening that turns values
-    equal up to rounding (repeated characters computed by differently blocked
-    convolutions) into exact ties, which the stable sort gives to the earlier position."""
-    bits = _KEY_DROP_BITS.get(x.dtype)
-    if bits is None:
-        return x
-    if torch.jit.is_tracing():  # TorchScript / ONNX export: the tracer cannot record view(dtype)
-        return _selection_key_arithmetic(x) if x.dtype == torch.float32 else x
-    itype = torch.int32 if x.dtype == torch.float32 else torch.int64
-    return (x.contiguous().view(itype) & ~((1 << bits) - 1)).view(x.dtype)
-
-
-def _selection_key_arithmetic(x: Tensor) -> Tensor:
-    """``_selection_key`` of a float32 tensor with plain arithmetic, for export.
-
-    Bit-identical to the bit-view version (checked over millions of random bit
-    patterns, zeros, infinities, subnormals and the extremes): in float64, where
-    every step is exact, scale ``|x|`` into [1, 2) by powers of two, keep 13
-    fractional bits with ``floor`` and scale back; subnormals use their fixed
-    grid of 2**-139. ONNX has no bit-cast before opset 26.
-    """
-    a = x.double().abs()
-    y, back = a, torch.ones_like(a)
-    for k in (64, 32, 16, 8, 4, 2, 1):
-        big = y >= 2.0**k
-        y, back = torch.where(big, y * 2.0**-k, y), torch.where(big, back * 2.0**k, back)
-    for k in (64, 32, 16, 8, 4, 2, 1):
-        small = y < 2.0 ** (1 - k)
-        y, back = torch.where(small, y * 2.0**k, y), torch.where(small, back * 2.0**-k, back)
-    kept = torch.floor(y * 8192.0) * (1.0 / 8192.0) * back
-    kept = torch.where(a < 2.0**-126, torch.floor(a * 2.0**139) * 2.0**-139, kept)
-    return torch.where(x < 0, -kept, kept).to(x.dtype)
-
-
 def kmax_pool(x: Tensor, k: Tensor | int, lengths: Lengths = None, out_size: int | None = None) -> Tensor:
     """Keep the ``k`` largest values of each channel in their original order.
 
@@ -160,9 +122,9 @@ def kmax_pool(x: Tensor, k: Tensor | int, lengths: Lengths = None, out_size: int
     if torch.onnx.is_in_onnx_export():
         # ONNX TopK breaks ties by the lower index, as the stable sort does (and the
         # exporter cannot translate a stable sort).
-        order = torch.topk(_selection_key(real), out_size, dim=2, largest=True, sorted=True).indices
+        order = torch.topk(real, out_size, dim=2, largest=True, sorted=True).indices
     else:
-        order = torch.sort(_selection_key(real), dim=2, descending=True, stable=True).indices[:, :, :out_size]
+        order = torch.sort(real, dim=2, descending=True, stable=True).indices[:, :, :out_size]
     keep = torch.as_tensor(k, device=x.device).reshape(-1, 1, 1)
     if lengths is not None:
         keep = torch.minimum(keep, lengths.reshape(-1, 1, 1))

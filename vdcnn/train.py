@@ -28,7 +28,7 @@ from .batching import Encoded, batch_order, encode_texts, make_batch
 from .config import RunConfig
 from .data import TextDataset, load_split, stratified_split
 from .encoders import build_encoder, encoder_from_dict
-from .errors import ConfigError, DataError, VdcnnError
+from .errors import CheckpointError, ConfigError, DataError, VdcnnError
 from .evaluate import classification_report, predict_logits
 from .layers import MaskedBatchNorm1d
 from .model import VDCNN, count_parameters, forward_flops
@@ -154,7 +154,13 @@ def train(cfg: RunConfig | None, out_dir: str | Path, resume: bool = False,
     if resume:
         meta = ckpt.read_config(out_dir)
         cfg = RunConfig.from_dict(meta.get("run", {}), source=str(out_dir / ckpt.CONFIG_FILE))
-        state = ckpt.load_state(out_dir / ckpt.STATE_FILE)
+        if (out_dir / ckpt.STATE_FILE).exists() or (out_dir / ckpt.WEIGHTS_FILE).exists() or ckpt.read_metrics(out_dir):
+            state = ckpt.load_state(out_dir / ckpt.STATE_FILE)  # a missing last.pt after progress: refuse
+        else:
+            # Stopped before its first checkpoint (killed while loading data): nothing to lose, the
+            # recipe in config.json is all there is, so start it over (same seed, same result).
+            log(f"{out_dir} has no saved training state yet (the run stopped before its first checkpoint): "
+                "starting it over")
     elif cfg is None:
         raise ConfigError("a config is needed to start a new run")
     else:
@@ -167,12 +173,19 @@ def train(cfg: RunConfig | None, out_dir: str | Path, resume: bool = False,
         distributed.barrier(ctx)  # every rank has checked the folder before rank 0 writes to it
         if not ctx.is_main:
             return _train_locked(cfg, out_dir, state, lambda s: None, False, max_steps, ctx)
+        created = not out_dir.exists()
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot create the output folder {out_dir}: {exc.strerror}") from None
-        with ckpt.run_lock(out_dir):
-            return _train_locked(cfg, out_dir, state, log, progress, max_steps, ctx)
+        try:
+            with ckpt.run_lock(out_dir):
+                return _train_locked(cfg, out_dir, state, log, progress, max_steps, ctx)
+        except BaseException:
+            # Bad data or options found before the run was recorded: leave no empty run folder behind.
+            if created and not any(out_dir.iterdir()):
+                out_dir.rmdir()
+            raise
     finally:
         distributed.teardown(ctx)
 
@@ -231,21 +244,31 @@ def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, l
     meta = ckpt.make_meta(model_config, encoder, labels, cfg.to_dict(), data_source=data.source,
                           parameters=count_parameters(model), flops=forward_flops(model_config, max_len))
     start_epoch, skip_steps, global_step, elapsed_before = 0, 0, 0, 0.0
-    best_acc, best_epoch, stale_epochs = -1.0, -1, 0
+    best_acc, best_epoch, stale_epochs = float("-inf"), -1, 0  # -inf: without validation the score is -loss
     history: list[dict[str, Any]] = []
     epoch_sums = {"loss": 0.0, "correct": 0, "seen": 0, "grad": [0.0] * len(model.stages), "grad_n": 0, "skipped": 0}
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if ema is not None and "ema" in state:
-            ema.load_state_dict(state["ema"])
-        start_epoch, skip_steps, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
-        best_acc, best_epoch, stale_epochs = state["best_acc"], state["best_epoch"], state["stale_epochs"]
-        epoch_sums = state.get("epoch_sums", epoch_sums)
-        elapsed_before = float(state.get("elapsed_s", 0.0))
-        torch.set_rng_state(state["torch_rng"])
-        history = ckpt.read_metrics(out_dir)
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if ema is not None and "ema" in state:
+                ema.load_state_dict(state["ema"])
+            start_epoch, skip_steps, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+            best_acc, best_epoch, stale_epochs = state["best_acc"], state["best_epoch"], state["stale_epochs"]
+            epoch_sums = state.get("epoch_sums", epoch_sums)
+            elapsed_before = float(state.get("elapsed_s", 0.0))
+            torch.set_rng_state(state["torch_rng"])
+        except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as exc:
+            first = " ".join(str(exc).split())[:200] or type(exc).__name__
+            raise CheckpointError(f"{out_dir / ckpt.STATE_FILE} does not fit this run's config.json "
+                                  f"({type(exc).__name__}: {first})") from None
+        # Rows of epochs after the saved state (a kill between the metrics line and the state save)
+        # are dropped: those epochs are trained again.
+        rows = ckpt.read_metrics(out_dir)
+        history = [r for r in rows if isinstance(r.get("epoch"), int) and r["epoch"] <= start_epoch]
+        if main and len(history) != len(rows):
+            ckpt.write_text(out_dir / ckpt.METRICS_FILE, "".join(_json(r) + "\n" for r in history))
         log(f"resuming at epoch {start_epoch + 1}, step {skip_steps} of {steps_per_epoch}")
         meta["best"] = ckpt.read_config(out_dir).get("best")
     elif main:
@@ -262,6 +285,9 @@ def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, l
             "epoch_sums": epoch_sums, "torch_rng": torch.get_rng_state(),
             "elapsed_s": elapsed_before + time.perf_counter() - started,
         })
+
+    if state is None:
+        save_state(0, 0)  # resumable from the first step on: a kill now never leaves config.json without last.pt
 
     from .progress import EpochProgress
 
@@ -292,13 +318,18 @@ def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, l
                         loss = F.cross_entropy(logits.float(), y, label_smoothing=t.label_smoothing)
                     if distributed.any_across(not bool(torch.isfinite(loss)), ctx, device):
                         if t.nan_policy == "skip":
+                            if not _finite(model):
+                                raise TrainingDiverged(
+                                    f"loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1} because the "
+                                    f"weights themselves are no longer finite: skipping batches cannot recover; "
+                                    f"the best checkpoint is kept. Lower --lr or add gradient clipping")
                             epoch_sums["skipped"] += 1
                             optimizer.zero_grad(set_to_none=True)
                             global_step += 1
                             scheduler.step()
                             continue
                         raise TrainingDiverged(
-                            f"loss became {float(loss)} at epoch {epoch + 1}, step {step + 1}; the best checkpoint "
+                            f"loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1}; the best checkpoint "
                             f"is kept. Lower --lr, add gradient clipping, or set train.nan_policy: skip")
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
@@ -342,7 +373,8 @@ def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, l
                 "skipped_steps": epoch_sums["skipped"],
             }
             score = row["val_acc"] if row["val_acc"] is not None else -row["train_loss"]
-            improved = score > best_acc and math.isfinite(row["train_loss"])
+            improved = (score > best_acc and math.isfinite(row["train_loss"]) and _finite(scored)
+                        and (row["val_loss"] is None or math.isfinite(row["val_loss"])))  # never save a NaN model
             if improved:
                 best_acc, best_epoch, stale_epochs = score, epoch + 1, 0
                 meta["best"] = {"epoch": epoch + 1, "val_acc": row["val_acc"], "val_loss": row["val_loss"]}
@@ -372,6 +404,9 @@ def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, l
 
     # Final: score the best model on the test split, if the dataset has one.
     test = None
+    if not (out_dir / ckpt.WEIGHTS_FILE).exists():
+        raise TrainingDiverged(f"no epoch produced a finite model, so {out_dir / ckpt.WEIGHTS_FILE} was never "
+                               "written; lower --lr or add gradient clipping")
     best_model, *_ = ckpt.load_run(out_dir)
     best_model.to(device)
     try:
@@ -395,6 +430,11 @@ def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, l
     }
     ckpt.write_json(out_dir / ckpt.CONFIG_FILE, meta)
     return TrainResult(out_dir, best_acc, best_epoch, len(history), test, wall, history)
+
+
+def _finite(model: torch.nn.Module) -> bool:
+    """Whether every parameter and buffer is finite (a NaN model must never become the best one)."""
+    return all(bool(torch.isfinite(t).all()) for t in (*model.parameters(), *model.buffers()) if t.is_floating_point())
 
 
 def _score(model: torch.nn.Module, data: Encoded, labels: list[str], batch_size: int, device: torch.device,
