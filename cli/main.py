@@ -206,7 +206,11 @@ def predict(
     chunk_size: int = typer.Option(4096, min=1, help="Lines read at a time (bounds memory)."),
     device: str = typer.Option("auto"),
 ) -> None:
-    """Classify texts: one output line per input line, in input order."""
+    """Classify texts: one output line per input line, in input order.
+
+    Input is never refused for its bytes: invalid UTF-8 becomes U+FFFD and NUL bytes spaces, and a
+    warning on stderr says how many lines were affected. (Training and eval data are refused instead.)
+    """
     from vdcnn.data import read_lines, read_records
     from vdcnn.errors import ConfigError
     from vdcnn.predict import Classifier, format_predictions
@@ -386,6 +390,13 @@ def main() -> None:
         import click
 
     debug = "--debug" in sys.argv[1:]
+
+    def _terminate(signum, frame):  # SIGTERM before training starts: stop like Ctrl-C (training saves first)
+        raise KeyboardInterrupt
+
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         code = app(standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)

@@ -590,6 +590,25 @@ def test_signal_saves_state_exits_130_and_resume_finishes(cli, tmp_path, sig):
     assert [r["epoch"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())] == [1, 2, 3, 4]
 
 
+def test_sigterm_before_training_starts_exits_cleanly(cli, tmp_path):
+    """SIGTERM while the data loads: exit 130, no traceback, and a folder that resumes or re-runs."""
+    data = write_topic_csv(tmp_path / "topics.csv", rows_per_class=150)
+    out = tmp_path / "run"
+    proc = _spawn_train(data, out, epochs=2)
+    _wait_for(lambda: (out / ".lock").exists(), proc)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert not (out / ".lock").exists()
+    if (out / "config.json").exists():
+        result = cli("train", "--resume", "--out", out)
+    else:
+        assert not out.exists()  # nothing half-written
+        result = cli("train", "--dataset", data, "--out", out, "--epochs", "2", "--seed", "3", *TRAIN_FAST)
+    assert result.code == 0, result.err
+
+
 def _check_no_torn_files(out: Path) -> None:
     """Whatever a kill left behind: the named files are complete (the temp files do not count)."""
     if (out / "config.json").exists():

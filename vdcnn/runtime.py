@@ -1,0 +1,37 @@
+"""Process-level speed settings for CPU work."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+_M_TRIM_THRESHOLD = -1
+_M_TOP_PAD = -2
+_M_MMAP_THRESHOLD = -3
+_tuned = False
+
+
+def tune_malloc() -> bool:
+    """Keep freed activation buffers in the heap instead of returning them to the OS.
+
+    glibc hands blocks above 128 KiB back with munmap and maps them again on the
+    next batch, so every forward pass page-faults its activations in anew; raising
+    the mmap and trim thresholds (what ``GLIBC_TUNABLES`` would do at start-up)
+    lets the allocator reuse them. A no-op off glibc. Returns whether it applied.
+    """
+    global _tuned
+    if _tuned:
+        return True
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    ok = mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)  # glibc's largest allowed value on 64-bit
+    ok &= mallopt(_M_TRIM_THRESHOLD, 1024 * 1024 * 1024)
+    ok &= mallopt(_M_TOP_PAD, 64 * 1024 * 1024)
+    _tuned = bool(ok)
+    return _tuned
