@@ -79,6 +79,19 @@ def test_kmax_keeps_top_values_in_original_order(k):
     assert torch.equal(kmax_pool(z, 8), brute_force_kmax(z, 8))
 
 
+def test_kmax_fast_path_matches_the_stable_sort_on_ties_and_signs():
+    torch.manual_seed(2)
+    x = torch.relu(torch.randn(4, 6, 64)) - 0.3 * (torch.rand(4, 6, 64) < 0.2)  # ties at 0 and -0.3, signs
+    x[0, 0, :5] = -0.0
+    assert torch.equal(kmax_pool(x, 8), brute_force_kmax(x, 8))
+    lengths = torch.tensor([64, 40, 9, 3])
+    masked = x.clone()
+    for b, n in enumerate(lengths):
+        masked[b, :, n:] = float("-inf")
+    expected = brute_force_kmax(masked, 8).nan_to_num(neginf=0.0)
+    assert torch.equal(kmax_pool(x, 8, lengths), expected)
+
+
 def test_kmax_respects_lengths_and_short_texts():
     x = torch.tensor([[[5.0, 1.0, 9.0, 7.0, 100.0, 100.0]]])
     # Only the first 4 positions are real: the padded 100s must never be chosen.

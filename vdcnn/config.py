@@ -55,7 +55,7 @@ class TrainSettings:
     early_stop: int = 0  # stop after N epochs without validation improvement; 0 = off
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    bf16: bool = True  # bf16 autocast where the device supports it (CUDA)
+    bf16: bool = True  # bf16 autocast where the device runs it natively (CUDA, CPUs with AVX512-BF16/AMX)
     nan_policy: str = "stop"  # stop | skip
     num_workers: int = 0
     sync_bn: bool = False  # data-parallel: BatchNorm statistics over all ranks

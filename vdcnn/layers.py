@@ -30,7 +30,19 @@ def halve(lengths: Lengths) -> Lengths:
 
 
 def zero_padding(x: Tensor, lengths: Lengths) -> Tensor:
-    return x if lengths is None else x.masked_fill(~length_mask(lengths, x.size(-1)), 0.0)
+    if lengths is None:
+        return x
+    mask = ~length_mask(lengths, x.size(-1))
+    # Without autograd (inference) the fresh activation can be overwritten in place.
+    return x.masked_fill_(mask, 0.0) if _may_overwrite(x) else x.masked_fill(mask, 0.0)
+
+
+def _may_overwrite(x: Tensor) -> bool:
+    return torch.is_inference(x) or (not torch.is_grad_enabled() and not x.requires_grad)
+
+
+def relu(x: Tensor) -> Tensor:
+    return F.relu(x, inplace=_may_overwrite(x))
 
 
 class MaskedBatchNorm1d(nn.BatchNorm1d):
@@ -102,6 +114,17 @@ class _AllReduceSum(torch.autograd.Function):
         return grad
 
 
+def _topk_earliest(x: Tensor, k: int) -> Tensor:
+    """Indices of the k largest float32 values along the last axis, ties to the earlier
+    position: exactly the stable sort's choice, via top-k on unique int64 keys
+    (order-preserving integer image of the float, then the reversed position)."""
+    bits = (x + 0.0).contiguous().view(torch.int32).to(torch.int64)  # + 0.0 turns -0.0 into 0.0
+    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # monotone in the float value
+    time = x.size(-1)
+    key = ordered * time + (time - 1 - torch.arange(time, device=x.device))
+    return key.topk(k, dim=-1).indices
+
+
 def kmax_pool(x: Tensor, k: Tensor | int, lengths: Lengths = None, out_size: int | None = None) -> Tensor:
     """Keep the ``k`` largest values of each channel in their original order.
 
@@ -123,6 +146,8 @@ def kmax_pool(x: Tensor, k: Tensor | int, lengths: Lengths = None, out_size: int
         # ONNX TopK breaks ties by the lower index, as the stable sort does (and the
         # exporter cannot translate a stable sort).
         order = torch.topk(real, out_size, dim=2, largest=True, sorted=True).indices
+    elif real.dtype == torch.float32 and not torch.jit.is_tracing() and 4 * out_size <= real.size(-1):
+        order = _topk_earliest(real, out_size)
     else:
         order = torch.sort(real, dim=2, descending=True, stable=True).indices[:, :, :out_size]
     keep = torch.as_tensor(k, device=x.device).reshape(-1, 1, 1)
@@ -266,9 +291,9 @@ class ConvBlock(nn.Module):
     def forward(self, x: Tensor, lengths: Lengths = None) -> tuple[Tensor, Lengths]:
         x = zero_padding(x, lengths)
         out_lengths = halve(lengths) if self.stride == 2 else lengths
-        out = F.relu(self.bn1(self.conv1(x), out_lengths))
+        out = relu(self.bn1(self.conv1(x), out_lengths))
         out = zero_padding(out, out_lengths)
-        out = F.relu(self.bn2(self.conv2(out), out_lengths))
+        out = relu(self.bn2(self.conv2(out), out_lengths))
         if self.shortcut is not None:
             out = drop_path(out, self.drop_path, self.training) + self.shortcut(x, out_lengths)
         return out, out_lengths

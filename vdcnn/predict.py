@@ -13,6 +13,8 @@ from .checkpoint import load_run
 from .encoders import Encoder
 from .evaluate import predict_logits, softmax
 from .model import VDCNN, fold_batchnorm
+from .errors import ConfigError
+from .runtime import bf16_supported, tune_malloc
 from .train import resolve_device
 
 
@@ -20,7 +22,7 @@ class Classifier:
     """A trained model with its encoder and label names, ready to classify raw texts."""
 
     def __init__(self, model: VDCNN, encoder: Encoder, labels: list[str], max_length: int,
-                 device: torch.device | str = "cpu", batch_size: int = 256) -> None:
+                 device: torch.device | str = "cpu", batch_size: int = 256, bf16: bool = False) -> None:
         self.model = model
         self.encoder = encoder
         self.labels = labels
@@ -28,11 +30,17 @@ class Classifier:
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.model.to(self.device).eval()
+        if bf16 and not bf16_supported(self.device.type):
+            raise ConfigError(f"bf16 was asked for but {self.device.type} here has no native bf16 support")
+        self.autocast = torch.bfloat16 if bf16 else None
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str = "auto", batch_size: int = 256, fold_bn: bool = True
-             ) -> "Classifier":
+    def load(cls, run_dir: str | Path, device: str = "auto", batch_size: int = 256, fold_bn: bool = True,
+             bf16: bool = False) -> "Classifier":
         """Load a run folder; BatchNorm is folded into the convolutions for speed.
+
+        ``bf16`` runs in bfloat16 autocast where the hardware has it: faster, but
+        probabilities then move by about 1e-3 and may depend on batch-mates.
 
         An export bundle folder (``vdcnn export``) gives an ``OnnxClassifier`` or
         ``TorchScriptClassifier`` with the same interface.
@@ -41,17 +49,18 @@ class Classifier:
 
         if is_bundle(run_dir):
             return load_bundle(run_dir, device=device, batch_size=batch_size)  # type: ignore[return-value]
+        tune_malloc()
         model, encoder, labels, meta = load_run(run_dir)
         if fold_bn:
             fold_batchnorm(model)
         max_length = int(meta.get("run", {}).get("encoder", {}).get("max_length", 1024))
-        return cls(model, encoder, labels, max_length, resolve_device(device), batch_size)
+        return cls(model, encoder, labels, max_length, resolve_device(device), batch_size, bf16)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Class probabilities ``(N, classes)`` in input order."""
         ids, lengths = self.encoder.encode_batch(texts, self.max_length)
         trim = self.model.config.mask_padding
-        return softmax(predict_logits(self.model, ids, lengths, self.batch_size, self.device, trim))
+        return softmax(predict_logits(self.model, ids, lengths, self.batch_size, self.device, trim, self.autocast))
 
     def predict(self, texts: Sequence[str], top_k: int = 1) -> list[list[tuple[str, float]]]:
         """The ``top_k`` (label, probability) pairs for each text, most likely first."""

@@ -35,3 +35,15 @@ def tune_malloc() -> bool:
     ok &= mallopt(_M_TOP_PAD, 64 * 1024 * 1024)
     _tuned = bool(ok)
     return _tuned
+
+
+def bf16_supported(device_type: str) -> bool:
+    """Whether bf16 autocast runs natively on this device (CUDA, or a CPU with AVX512-BF16/AMX)."""
+    import torch
+
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False

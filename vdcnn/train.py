@@ -32,6 +32,7 @@ from .errors import CheckpointError, ConfigError, DataError, VdcnnError
 from .evaluate import classification_report, predict_logits
 from .layers import MaskedBatchNorm1d
 from .model import VDCNN, count_parameters, forward_flops
+from .runtime import bf16_supported, tune_malloc
 
 
 class TrainingInterrupted(VdcnnError):
@@ -88,9 +89,10 @@ def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimi
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # Fused kernels (one pass over all parameters) on CPU and GPU alike.
     if t.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum)
-    return torch.optim.AdamW(groups, lr=t.lr)
+        return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, fused=True)
+    return torch.optim.AdamW(groups, lr=t.lr, fused=True)
 
 
 def stage_grad_norms(model: VDCNN) -> list[float]:
@@ -194,13 +196,14 @@ def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, l
                   progress: bool, max_steps: int | None, ctx: distributed.DistContext) -> TrainResult:
     t = cfg.train
     started = time.perf_counter()
+    tune_malloc()
     if t.threads:
         torch.set_num_threads(t.threads)
     device = resolve_device(t.device)
     if ctx.enabled and device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)
     main = ctx.is_main
-    use_bf16 = t.bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    use_bf16 = t.bf16 and bf16_supported(device.type)
 
     # Data: load, carve validation, build the encoder on training texts, encode once.
     data, train_idx, val_idx = load_training_data(cfg)

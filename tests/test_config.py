@@ -1,0 +1,52 @@
+"""Presets and settings: every preset loads and builds; bad keys and types are named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cli.main import build_config
+from vdcnn.config import CONFIG_DIR, load_config
+from vdcnn.errors import ConfigError
+from vdcnn.model import VDCNN
+
+PRESETS = sorted(CONFIG_DIR.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
+def test_every_preset_loads_and_builds(path):
+    cfg = load_config(path)
+    model = VDCNN(cfg.model_config(vocab_size=71, num_classes=4))
+    assert sum(p.numel() for p in model.parameters()) > 1e6
+    assert load_config(path.stem).to_dict() == cfg.to_dict()  # by name as well as by path
+
+
+def test_paper_presets_follow_the_paper():
+    for depth in (9, 17, 29, 49):
+        cfg = load_config(f"vdcnn{depth}")
+        assert cfg.model["depth"] == depth
+        assert (cfg.train.optimizer, cfg.train.lr, cfg.train.momentum, cfg.train.batch_size) == ("sgd", 0.01, 0.9, 128)
+        assert cfg.encoder.max_length == 1024 and cfg.encoder.name == "char"
+
+
+def test_flags_override_the_preset():
+    cfg = build_config(Path("configs/vdcnn29.yaml"), {"depth": 9, "lr": 0.5, "shortcut": True}, ["train.momentum=0.8"])
+    assert cfg.model["depth"] == 9 and cfg.model["shortcut"] is True
+    assert cfg.train.lr == 0.5 and cfg.train.momentum == 0.8
+
+
+@pytest.mark.parametrize("text,word", [
+    ("train: {lrr: 0.1}", "train.lrr"),
+    ("train: {epochs: ten}", "train.epochs"),
+    ("model: {depth: 7}", "depth"),
+    ("model: {vocab_size: 10}", "model.vocab_size"),
+    ("optimiser: {lr: 1}", "optimiser"),
+    ("encoder: {max_length: 0}", "encoder.max_length"),
+    ("train: {optimizer: rmsprop}", "train.optimizer"),
+])
+def test_bad_config_names_the_key(tmp_path, text, word):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=word.replace(".", r"\.")):
+        load_config(path)
