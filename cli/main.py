@@ -122,6 +122,8 @@ def train(
     test_split: Optional[str] = typer.Option(None, help="Split scored at the end (default test)."),
     set_: List[str] = typer.Option([], "--set", help="Any setting, e.g. --set train.momentum=0.8."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    profile: bool = typer.Option(False, "--profile",
+                                 help="Time each phase (data, forward, backward, optimiser, validation) per epoch."),
 ) -> None:
     """Train a VDCNN on a dataset; the run folder holds everything needed to use it."""
     from vdcnn.errors import ConfigError
@@ -133,14 +135,14 @@ def train(
         given = {k: v for k, v in locals().items() if k in TRAIN_FLAGS and v not in (None, [])}
         if config is not None or given or set_:
             raise ConfigError("--resume takes no other settings: the run folder knows its dataset and recipe")
-        result = run_training(None, out, resume=True, log=err, progress=progress)
+        result = run_training(None, out, resume=True, log=err, progress=progress, profile=profile)
     else:
         overrides = {k: v for k, v in locals().items() if k in TRAIN_FLAGS}
         if stages is not None:
             overrides["stages"] = [s for s in stages.replace(",", " ").split()]
         cfg = build_config(config, overrides, set_)
         out = out or _default_out(cfg)
-        result = run_training(cfg, out, log=err, progress=progress)
+        result = run_training(cfg, out, log=err, progress=progress, profile=profile)
     err(f"best validation accuracy {result.best_val_accuracy * 100:.2f} % at epoch {result.best_epoch}; "
         f"run folder: {result.out_dir}")
 
@@ -293,7 +295,7 @@ def info(
 
 
 # `vdcnn compare` takes the training options of `vdcnn train`, less those it varies or manages itself.
-_COMPARE_REUSED = {"config", "set_", "progress"}
+_COMPARE_REUSED = {"config", "set_", "progress"}  # `profile` is left out: a study times whole runs
 _COMPARE_OWN = {"depth", "stages", "shortcut", "out", "resume"}
 
 

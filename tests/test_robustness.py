@@ -955,3 +955,10 @@ def test_config_that_does_not_match_the_weights(cli, tmp_path, tiny_run, change,
     edit_config(run, change)
     (tmp_path / "in.txt").write_text("hello\n")
     fails_cleanly(cli, ["predict", run, tmp_path / "in.txt"], tmp_path, contains=(word, "config.json"))
+
+
+def test_run_files_get_the_permissions_of_the_umask(tiny_run):
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("config.json", "model.safetensors", "last.pt", "metrics.jsonl"):
+        assert (tiny_run / name).stat().st_mode & 0o777 == 0o666 & ~mask, name

@@ -18,7 +18,7 @@ import io
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ from .checkpoint import _describe_os_error, atomic_write, load_run, write_json
 from .encoders import Encoder, encoder_from_dict
 from .errors import CheckpointError, ConfigError
 from .model import VDCNN, fold_batchnorm
+from .predict import TextClassifier
 
 BUNDLE_FILE = "bundle.json"
 BUNDLE_FORMAT_VERSION = 1
@@ -224,7 +225,7 @@ def _run_torchscript(module: Any, ids: np.ndarray, lengths: np.ndarray, device: 
     return module(x, n).float().cpu().numpy()
 
 
-class BundleClassifier:
+class BundleClassifier(TextClassifier):
     """An exported model with its encoder and label names; the interface of ``Classifier``."""
 
     format = ""
@@ -255,18 +256,6 @@ class BundleClassifier:
         from .evaluate import softmax
 
         return softmax(self.predict_logits(texts))
-
-    def predict(self, texts: Sequence[str], top_k: int = 1) -> list[list[tuple[str, float]]]:
-        """The ``top_k`` (label, probability) pairs for each text, most likely first."""
-        probs = self.predict_proba(texts)
-        top = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
-        return [[(self.labels[j], float(p[j])) for j in row] for row, p in zip(top, probs)]
-
-    def predict_stream(self, chunks: Iterable[Sequence[str]]) -> Iterator[tuple[Sequence[str], np.ndarray]]:
-        """Probabilities chunk by chunk, so memory stays bounded for input of any size."""
-        for chunk in chunks:
-            if len(chunk):
-                yield chunk, self.predict_proba(chunk)
 
     @classmethod
     def _parts(cls, bundle_dir: str | Path, fmt: str) -> tuple[dict[str, Any], Encoder, Path]:

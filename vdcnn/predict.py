@@ -18,7 +18,28 @@ from .runtime import bf16_supported, tune_malloc
 from .train import resolve_device
 
 
-class Classifier:
+class TextClassifier:
+    """What every classifier offers on top of its ``predict_proba``: top-k labels and streaming."""
+
+    labels: list[str]
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, texts: Sequence[str], top_k: int = 1) -> list[list[tuple[str, float]]]:
+        """The ``top_k`` (label, probability) pairs for each text, most likely first."""
+        probs = self.predict_proba(texts)
+        top = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
+        return [[(self.labels[j], float(p[j])) for j in row] for row, p in zip(top, probs)]
+
+    def predict_stream(self, chunks: Iterable[Sequence[str]]) -> Iterator[tuple[Sequence[str], np.ndarray]]:
+        """Probabilities chunk by chunk, so memory stays bounded for input of any size."""
+        for chunk in chunks:
+            if len(chunk):
+                yield chunk, self.predict_proba(chunk)
+
+
+class Classifier(TextClassifier):
     """A trained model with its encoder and label names, ready to classify raw texts."""
 
     def __init__(self, model: VDCNN, encoder: Encoder, labels: list[str], max_length: int,
@@ -62,17 +83,6 @@ class Classifier:
         trim = self.model.config.mask_padding
         return softmax(predict_logits(self.model, ids, lengths, self.batch_size, self.device, trim, self.autocast))
 
-    def predict(self, texts: Sequence[str], top_k: int = 1) -> list[list[tuple[str, float]]]:
-        """The ``top_k`` (label, probability) pairs for each text, most likely first."""
-        probs = self.predict_proba(texts)
-        top = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
-        return [[(self.labels[j], float(p[j])) for j in row] for row, p in zip(top, probs)]
-
-    def predict_stream(self, chunks: Iterable[Sequence[str]]) -> Iterator[tuple[Sequence[str], np.ndarray]]:
-        """Probabilities chunk by chunk, so memory stays bounded for input of any size."""
-        for chunk in chunks:
-            if len(chunk):
-                yield chunk, self.predict_proba(chunk)
 
 
 def format_predictions(probs: np.ndarray, labels: Sequence[str], top_k: int = 1, fmt: str = "tsv") -> list[str]:

@@ -32,6 +32,7 @@ from .errors import CheckpointError, ConfigError, DataError, VdcnnError
 from .evaluate import classification_report, predict_logits
 from .layers import MaskedBatchNorm1d
 from .model import VDCNN, count_parameters, forward_flops
+from .profiling import PhaseTimer, format_phases
 from .runtime import bf16_supported, tune_malloc
 
 
@@ -146,10 +147,12 @@ def load_training_data(cfg: RunConfig) -> tuple[TextDataset, np.ndarray, np.ndar
 
 def train(cfg: RunConfig | None, out_dir: str | Path, resume: bool = False,
           log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
-          progress: bool = True, max_steps: int | None = None) -> TrainResult:
+          progress: bool = True, max_steps: int | None = None, profile: bool = False) -> TrainResult:
     """Train (or, with ``resume``, continue) a run into ``out_dir``.
 
     ``max_steps`` stops after that many optimiser steps as if interrupted (for tests).
+    ``profile`` times each step's phases (data, forward, backward, optimiser) and
+    reports them per epoch, in the log and in ``metrics.jsonl``.
     """
     out_dir = Path(out_dir)
     state = None
@@ -174,7 +177,7 @@ def train(cfg: RunConfig | None, out_dir: str | Path, resume: bool = False,
     try:
         distributed.barrier(ctx)  # every rank has checked the folder before rank 0 writes to it
         if not ctx.is_main:
-            return _train_locked(cfg, out_dir, state, lambda s: None, False, max_steps, ctx)
+            return _train_locked(cfg, out_dir, state, lambda s: None, False, max_steps, ctx, profile)
         created = not out_dir.exists()
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -182,7 +185,7 @@ def train(cfg: RunConfig | None, out_dir: str | Path, resume: bool = False,
             raise ConfigError(f"cannot create the output folder {out_dir}: {exc.strerror}") from None
         try:
             with ckpt.run_lock(out_dir):
-                return _train_locked(cfg, out_dir, state, log, progress, max_steps, ctx)
+                return _train_locked(cfg, out_dir, state, log, progress, max_steps, ctx, profile)
         except BaseException:
             # Bad data or options found before the run was recorded: leave no empty run folder behind.
             if created and not any(out_dir.iterdir()):
@@ -193,7 +196,8 @@ def train(cfg: RunConfig | None, out_dir: str | Path, resume: bool = False,
 
 
 def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, log: Callable[[str], None],
-                  progress: bool, max_steps: int | None, ctx: distributed.DistContext) -> TrainResult:
+                  progress: bool, max_steps: int | None, ctx: distributed.DistContext,
+                  profile: bool = False) -> TrainResult:
     t = cfg.train
     started = time.perf_counter()
     tune_malloc()
@@ -294,6 +298,8 @@ def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, l
 
     from .progress import EpochProgress
 
+    timer = PhaseTimer(profile, device)
+
     with _StopFlag() as stop:
         for epoch in range(start_epoch, t.epochs):
             model.train()
@@ -309,14 +315,16 @@ def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, l
                         raise TrainingInterrupted(
                             f"{why}: state saved at epoch {epoch + 1}, step {step}; continue with "
                             f"`vdcnn train --resume --out {out_dir}`")
-                    ids, lengths, y = make_batch(train_set, batches[step][ctx.rank::ctx.world_size], trim, device)
-                    gen = torch.Generator().manual_seed(hash((t.seed, epoch, step)) & 0x7FFFFFFF)
-                    if t.augment_crop:
-                        ids, lengths = random_crop(ids.cpu(), lengths.cpu(), t.augment_crop, gen)
-                        ids, lengths = ids.to(device), lengths.to(device)
-                    if t.augment_noise:
-                        ids = char_noise(ids.cpu(), lengths.cpu(), t.augment_noise, encoder.vocab_size, gen).to(device)
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    with timer.phase("data"):
+                        ids, lengths, y = make_batch(train_set, batches[step][ctx.rank::ctx.world_size], trim, device)
+                        gen = torch.Generator().manual_seed(hash((t.seed, epoch, step)) & 0x7FFFFFFF)
+                        if t.augment_crop:
+                            ids, lengths = random_crop(ids.cpu(), lengths.cpu(), t.augment_crop, gen)
+                            ids, lengths = ids.to(device), lengths.to(device)
+                        if t.augment_noise:
+                            ids = char_noise(ids.cpu(), lengths.cpu(), t.augment_noise, encoder.vocab_size,
+                                             gen).to(device)
+                    with timer.phase("forward"), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                         logits = net(ids, lengths)
                         loss = F.cross_entropy(logits.float(), y, label_smoothing=t.label_smoothing)
                     if distributed.any_across(not bool(torch.isfinite(loss)), ctx, device):
@@ -334,23 +342,25 @@ def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, l
                         raise TrainingDiverged(
                             f"loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1}; the best checkpoint "
                             f"is kept. Lower --lr, add gradient clipping, or set train.nan_policy: skip")
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if global_step % 10 == 0:
-                        for i, g in enumerate(stage_grad_norms(model)):
-                            epoch_sums["grad"][i] += g
-                        epoch_sums["grad_n"] += 1
-                    if t.grad_clip:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-                    optimizer.step()
-                    scheduler.step()
-                    global_step += 1
-                    if ema is not None:
-                        with torch.no_grad():
-                            for pe, pm in zip(ema.parameters(), model.parameters()):
-                                pe.lerp_(pm, 1 - t.ema_decay)
-                            for be, bm in zip(ema.buffers(), model.buffers()):
-                                be.copy_(bm)
+                    with timer.phase("backward"):
+                        optimizer.zero_grad(set_to_none=True)
+                        loss.backward()
+                    with timer.phase("optimiser"):
+                        if global_step % 10 == 0:
+                            for i, g in enumerate(stage_grad_norms(model)):
+                                epoch_sums["grad"][i] += g
+                            epoch_sums["grad_n"] += 1
+                        if t.grad_clip:
+                            torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+                        optimizer.step()
+                        scheduler.step()
+                        global_step += 1
+                        if ema is not None:
+                            with torch.no_grad():
+                                for pe, pm in zip(ema.parameters(), model.parameters()):
+                                    pe.lerp_(pm, 1 - t.ema_decay)
+                                for be, bm in zip(ema.buffers(), model.buffers()):
+                                    be.copy_(bm)
                     epoch_sums["loss"] += float(loss.detach()) * len(y)
                     epoch_sums["correct"] += int((logits.argmax(1) == y).sum())
                     epoch_sums["seen"] += len(y)
@@ -359,7 +369,8 @@ def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, l
 
             # Validation, best model, metrics, resumable state.
             scored = ema if ema is not None else model
-            val = _score(scored, val_set, labels, t.batch_size, device, trim, use_bf16)
+            with timer.phase("validation"):
+                val = _score(scored, val_set, labels, t.batch_size, device, trim, use_bf16)
             totals = distributed.sum_across([epoch_sums["loss"], epoch_sums["correct"], epoch_sums["seen"]], ctx, device)
             epoch_sums["loss"], epoch_sums["correct"], epoch_sums["seen"] = totals[0], int(totals[1]), int(totals[2])
             seen = max(1, epoch_sums["seen"])
@@ -375,6 +386,8 @@ def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, l
                 "grad_norm": {f"stage{i + 1}": g / max(1, epoch_sums["grad_n"]) for i, g in enumerate(epoch_sums["grad"])},
                 "skipped_steps": epoch_sums["skipped"],
             }
+            if profile:
+                row["profile_s"] = timer.reset()
             score = row["val_acc"] if row["val_acc"] is not None else -row["train_loss"]
             improved = (score > best_acc and math.isfinite(row["train_loss"]) and _finite(scored)
                         and (row["val_loss"] is None or math.isfinite(row["val_loss"])))  # never save a NaN model
@@ -397,6 +410,8 @@ def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, l
             val_txt = f"val loss {row['val_loss']:.4f} acc {row['val_acc'] * 100:.2f} %" if val else "no validation"
             log(f"epoch {epoch + 1}/{t.epochs}: train loss {row['train_loss']:.4f} acc {row['train_acc'] * 100:.2f} %, "
                 f"{val_txt}, {row['samples_per_s']:.0f} texts/s{'  (best, saved)' if improved else ''}")
+            if profile:
+                log(f"  time per phase: {format_phases(row['profile_s'])}")
             if t.early_stop and stale_epochs >= t.early_stop:
                 log(f"early stop: no validation improvement in {t.early_stop} epochs")
                 break
