@@ -46,4 +46,5 @@ class PhaseTimer:
 def format_phases(totals: dict[str, float]) -> str:
     """``data 1.2 s (4 %), forward 10.3 s (38 %), ...`` in the order the phases ran."""
     whole = sum(totals.values()) or 1.0
-    return ", ".join(f"{name} {secs:.1f} s ({100 * secs / whole:.0f} %)" for name, secs in totals.items())
+    return ", ".join(f"{name} {secs:.{1 if secs >= 1 else 2}f} s ({100 * secs / whole:.0f} %)"
+                     for name, secs in totals.items())
