@@ -58,10 +58,13 @@ def _fault_sleep(path: Path) -> None:
             time.sleep(float(seconds))
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it; done once, at import, before any threads
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
@@ -79,7 +82,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
         except Exception as exc:  # noqa: BLE001 - e.g. torch.save reports a full disk as RuntimeError
             reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(f"cannot write {path}: {reason} (is the disk full?)") from exc
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp (and some writers) make 0600; a plain open() would not
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp (and some writers) make 0600; a plain open() would not
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         _fault_sleep(path)

@@ -253,7 +253,7 @@ def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, l
     start_epoch, skip_steps, global_step, elapsed_before = 0, 0, 0, 0.0
     best_acc, best_epoch, stale_epochs = float("-inf"), -1, 0  # -inf: without validation the score is -loss
     history: list[dict[str, Any]] = []
-    epoch_sums = {"loss": 0.0, "correct": 0, "seen": 0, "grad": [0.0] * len(model.stages), "grad_n": 0, "skipped": 0}
+    epoch_sums = _fresh_epoch_sums(len(model.stages))
     if state is not None:
         try:
             model.load_state_dict(state["model"])
@@ -403,8 +403,7 @@ def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, l
             history.append(row)
             if main:
                 ckpt.append_line(out_dir / ckpt.METRICS_FILE, _json(row))
-            epoch_sums = {"loss": 0.0, "correct": 0, "seen": 0, "grad": [0.0] * len(model.stages), "grad_n": 0,
-                          "skipped": 0}
+            epoch_sums = _fresh_epoch_sums(len(model.stages))
             skip_steps = 0
             save_state(epoch + 1, 0)
             val_txt = f"val loss {row['val_loss']:.4f} acc {row['val_acc'] * 100:.2f} %" if val else "no validation"
@@ -448,6 +447,11 @@ def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, l
     }
     ckpt.write_json(out_dir / ckpt.CONFIG_FILE, meta)
     return TrainResult(out_dir, best_acc, best_epoch, len(history), test, wall, history)
+
+
+def _fresh_epoch_sums(stages: int) -> dict[str, Any]:
+    """Running sums of one epoch (saved in the training state, so a resumed epoch continues them)."""
+    return {"loss": 0.0, "correct": 0, "seen": 0, "grad": [0.0] * stages, "grad_n": 0, "skipped": 0}
 
 
 def _finite(model: torch.nn.Module) -> bool:
