@@ -102,10 +102,20 @@ def main() -> None:
     for preset in args.configs:
         for seed in [int(s) for s in args.seeds.split(",")]:
             rows.append(vdcnn_row(preset, args.out, seed))
-    table = format_table(rows, machine())
+    table = format_table(rows, machine()) + "\n\n" + seed_summary(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     write_text(args.out / "accuracy.md", table + "\n")
     print(table)
+
+
+def seed_summary(rows: list[dict]) -> str:
+    """One line per VDCNN preset: mean test accuracy over its seeds and their spread (max - min)."""
+    by_preset: dict[str, list[float]] = {}
+    for r in rows:
+        if r["model"].startswith("VDCNN ("):
+            by_preset.setdefault(r["model"].split(",")[0][len("VDCNN ("):], []).append(r["test"] * 100)
+    return "\n".join(f"{name}: {len(accs)} seed(s), test mean {np.mean(accs):.2f} %, spread "
+                     f"{max(accs) - min(accs):.2f} points" for name, accs in by_preset.items())
 
 
 if __name__ == "__main__":

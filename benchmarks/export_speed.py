@@ -16,7 +16,6 @@ import argparse
 import csv
 import gzip
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -26,11 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vdcnn.checkpoint import make_meta, save_weights, write_json
-from vdcnn.encoders import CharEncoder
-from vdcnn.export import OnnxClassifier, export_run
-from vdcnn.model import VDCNN, ModelConfig, count_parameters
-from vdcnn.predict import Classifier
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.speed import machine  # noqa: E402
+from vdcnn.checkpoint import make_meta, save_weights, write_json  # noqa: E402
+from vdcnn.encoders import CharEncoder  # noqa: E402
+from vdcnn.export import OnnxClassifier, export_run  # noqa: E402
+from vdcnn.model import VDCNN, ModelConfig, count_parameters  # noqa: E402
+from vdcnn.predict import Classifier  # noqa: E402
 
 LABELS = ["World", "Sports", "Business", "Sci/Tech"]
 
@@ -43,18 +44,6 @@ def read_ag_news_test(limit: int | None) -> list[str]:
     with gzip.open(path, "rt", encoding="utf-8", newline="") as f:
         texts = [f"{row[1]} {row[2]}" for row in csv.reader(f)]
     return texts[:limit] if limit else texts
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores visible, {torch.get_num_threads()} threads"
 
 
 def timed(fn, texts: list[str]) -> tuple[float, np.ndarray]:

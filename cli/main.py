@@ -267,7 +267,7 @@ def info(
         extra = f"encoder: {enc.name} (vocab {enc.vocab_size}); labels: {', '.join(meta['labels'])}"
         res = meta.get("results") or meta.get("best")
         if res:
-            extra += "\nresults: " + ", ".join(f"{k} {v}" for k, v in res.items() if v is not None)
+            extra += "\nresults: " + ", ".join(f"{k} {_result_value(k, v)}" for k, v in res.items() if v is not None)
     else:
         overrides = {"depth": depth, "stages": [s for s in stages.replace(",", " ").split()] if stages else None,
                      "shortcut": shortcut, "downsample": downsample, "max_length": max_length}
@@ -382,6 +382,15 @@ def export_model(
     typer.echo(str(bundle))
     for path in sorted(p for p in bundle.iterdir() if p.is_file() and not p.name.startswith(".")):
         typer.echo(f"  {path.name:<12} {path.stat().st_size / 1e6:10.3f} MB")
+
+
+def _result_value(key: str, value: object) -> str:
+    """Accuracies and F1 as percentages, losses to 4 decimals, the rest as is."""
+    if isinstance(value, float) and key.endswith(("_acc", "_f1")):
+        return f"{value * 100:.2f} %"
+    if isinstance(value, float) and "loss" in key:
+        return f"{value:.4f}"
+    return str(value)
 
 
 def main() -> None:

@@ -56,11 +56,10 @@ def test_a_text_gets_the_same_probabilities_alone_or_among_much_longer_texts(tin
 
 def test_bucketed_and_unbucketed_inference_agree_on_real_texts():
     """Length-bucketed, trimmed batches (the default) give the logits of plain padded batches,
-    and a text scored alone gets the same label as in a batch.
+    and a text scored alone gets the same logits as in a batch, within the project's 1e-4.
 
-    Exactness stops at float rounding: oneDNN picks its convolution kernels by shape, so a
-    text alone and the same text in a wider batch see rounding differences of ~1e-6, which
-    k-max pooling can turn into a small jump where two values nearly tie."""
+    Exactness stops at float rounding (~1e-6 here): kernels are picked by shape. A batch of
+    one would get other convolution kernels, so inference never runs one (see predict_logits)."""
     from vdcnn.data import load_split
     from vdcnn.encoders import CharEncoder
     from vdcnn.model import VDCNN, ModelConfig
@@ -75,7 +74,7 @@ def test_bucketed_and_unbucketed_inference_agree_on_real_texts():
     np.testing.assert_allclose(bucketed, padded, atol=1e-4, rtol=1e-4)
     alone = np.concatenate([predict_logits(model, ids[i:i + 1], lengths[i:i + 1], 1) for i in range(len(texts))])
     assert (alone.argmax(1) == bucketed.argmax(1)).all()
-    assert np.median(np.abs(alone - bucketed).max(1)) < 1e-5
+    assert np.abs(alone - bucketed).max() < 1e-4
 
 
 def test_folded_and_unfolded_batchnorm_predict_alike(tiny_run):

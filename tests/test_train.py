@@ -16,7 +16,7 @@ from vdcnn.augment import char_noise, random_crop
 from vdcnn.config import load_config
 from vdcnn.encoders import CharEncoder
 from vdcnn.layers import ConvBlock, drop_path
-from vdcnn.model import VDCNN, ModelConfig
+from vdcnn.model import VDCNN, ModelConfig, recalibrate_batchnorm
 from vdcnn.train import lr_multiplier, make_optimizer, train
 
 TEXTS = ["Wall Street rallies as tech shares climb to a record high after strong earnings reports.",
@@ -100,6 +100,43 @@ def test_ema_weights_are_saved_and_differ_from_the_raw_weights(topic_csv, tmp_pa
     raw_move = (state["model"][k] - init[k]).norm()
     ema_move = (state["ema"][k] - init[k]).norm()
     assert 0 < ema_move < raw_move
+
+
+def test_batchnorm_recalibration_averages_the_batch_statistics_of_real_positions():
+    torch.manual_seed(0)
+    model = VDCNN(ModelConfig(channels=(8, 16, 32, 64), fc_dims=(32,), embedding_dim=8))
+    ids, lengths = _batch()
+    first, second = (ids[:3], lengths[:3]), (ids[3:], lengths[3:])
+    bn = model.stages[0][0].bn1
+    stats = []
+    for batch in (first, second):  # each batch's own statistics: momentum 1 replaces the running ones
+        bn.momentum = 1.0
+        model.train()(*batch)
+        stats.append(bn.running_mean.clone())
+    bn.momentum = 0.1
+    model.eval()
+    assert recalibrate_batchnorm(model, [first, second]) == 2
+    torch.testing.assert_close(bn.running_mean, (stats[0] + stats[1]) / 2)
+    assert bn.momentum == 0.1 and not model.training, "momentum and mode are restored"
+    # Padding never enters the statistics: the same texts padded further give the same result.
+    wide = [(torch.nn.functional.pad(i, (0, 40)), n) for i, n in (first, second)]
+    recalibrate_batchnorm(model, wide)
+    torch.testing.assert_close(bn.running_mean, (stats[0] + stats[1]) / 2)
+
+
+def test_ema_batchnorm_statistics_are_recomputed_for_the_ema_weights(topic_csv, tmp_path):
+    for name, batches in (("copied", 0), ("recomputed", 4)):
+        train(_tiny_cfg(topic_csv, epochs=1, ema_decay=0.9, ema_bn_batches=batches), tmp_path / name,
+              progress=False, log=lambda s: None)
+    copied = torch.load(tmp_path / "copied" / "last.pt", weights_only=True)
+    recomputed = torch.load(tmp_path / "recomputed" / "last.pt", weights_only=True)
+    key = "stages.0.0.bn1.running_mean"
+    # Same seed and data, so the raw runs are identical; only the EMA's statistics differ.
+    torch.testing.assert_close(copied["model"][key], recomputed["model"][key])
+    assert torch.equal(copied["ema"][key], copied["model"][key])
+    assert not torch.allclose(recomputed["ema"][key], recomputed["model"][key])
+    saved = load_file(tmp_path / "recomputed" / "model.safetensors")
+    assert torch.equal(saved[key], recomputed["ema"][key])
 
 
 def test_drop_path_drops_whole_samples_and_keeps_the_mean():

@@ -49,6 +49,7 @@ class TrainSettings:
     label_smoothing: float = 0.0
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     ema_decay: float = 0.0  # exponential moving average of weights; 0 = off
+    ema_bn_batches: int = 32  # EMA: recompute BatchNorm statistics on this many training batches; 0 = copy the live ones
     augment_crop: float = 0.0  # probability of a random crop of a text longer than max_length/2
     augment_noise: float = 0.0  # fraction of characters replaced at random
     bucket: bool = True  # length-bucketed batches (exact thanks to padding masks)
@@ -155,8 +156,9 @@ class RunConfig:
                 raise ConfigError(f"train.{name} must be in [0, 1), got {getattr(t, name)}")
         if t.step_epochs < 1 or not 0 < t.step_gamma <= 1:
             raise ConfigError("train.step_epochs must be >= 1 and train.step_gamma in (0, 1]")
-        if t.early_stop < 0 or t.num_workers < 0 or t.threads < 0:
-            raise ConfigError("train.early_stop, train.num_workers and train.threads must not be negative")
+        if t.early_stop < 0 or t.num_workers < 0 or t.threads < 0 or t.ema_bn_batches < 0:
+            raise ConfigError("train.early_stop, train.num_workers, train.threads and train.ema_bn_batches "
+                              "must not be negative")
 
 
 def _positive(name: str, value: int) -> None:

@@ -69,11 +69,12 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
             var = ((x - mean[None, :, None]) * mask).pow(2).sum((0, 2)) / count
         if self.track_running_stats and self.running_mean is not None:
             with torch.no_grad():
-                momentum = self.momentum if self.momentum is not None else 0.1
+                self.num_batches_tracked += 1
+                # momentum None: a plain average over the batches seen since the last reset.
+                momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
                 unbiased = var * count / (count - 1).clamp(min=1)
                 self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), momentum)
                 self.running_var.lerp_(unbiased.detach().to(self.running_var.dtype), momentum)
-                self.num_batches_tracked += 1
         scale = torch.rsqrt(var + self.eps)
         if self.affine:
             return (x - mean[None, :, None]) * (scale * self.weight)[None, :, None] + self.bias[None, :, None]

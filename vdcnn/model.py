@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -217,6 +217,33 @@ def describe(config: ModelConfig, length: int = 1024) -> list[dict[str, Any]]:
     rows.append({"stage": f"k-max (k={config.kmax}) + FC", "blocks": "-", "channels": config.num_classes,
                  "length": config.kmax, "params": count_parameters(model.head)})
     return rows
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]]) -> int:
+    """Recompute every BatchNorm's running statistics for the model's current weights.
+
+    Averaged weights (EMA, SWA) never produced the running statistics they inherit
+    from the live model; one forward pass in training mode over ``(ids, lengths)``
+    batches, averaging the batch statistics equally, gives them their own.
+    Returns the number of batches used (0 leaves the statistics untouched).
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    batches = list(batches)
+    if not norms or not batches:
+        return 0
+    was_training = model.training
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    for ids, lengths in batches:
+        model(ids, lengths)
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum
+    model.train(was_training)
+    return len(batches)
 
 
 def fold_batchnorm(model: VDCNN) -> VDCNN:

@@ -31,7 +31,7 @@ from .encoders import build_encoder, encoder_from_dict
 from .errors import CheckpointError, ConfigError, DataError, VdcnnError
 from .evaluate import classification_report, predict_logits
 from .layers import MaskedBatchNorm1d
-from .model import VDCNN, count_parameters, forward_flops
+from .model import VDCNN, count_parameters, forward_flops, recalibrate_batchnorm
 from .profiling import PhaseTimer, format_phases
 from .runtime import bf16_supported, tune_malloc
 
@@ -369,8 +369,14 @@ def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, l
 
             # Validation, best model, metrics, resumable state.
             scored = ema if ema is not None else model
+            if ema is not None and t.ema_bn_batches:
+                with timer.phase("bn recalibration"):
+                    recal = batch_order(train_set.lengths, t.batch_size, np.random.default_rng([t.seed, epoch, 1]),
+                                        t.bucket)[: t.ema_bn_batches]
+                    recalibrate_batchnorm(ema, (make_batch(train_set, b[ctx.rank::ctx.world_size], trim, device)[:2]
+                                                for b in recal))
             with timer.phase("validation"):
-                val = _score(scored, val_set, labels, t.batch_size, device, trim, use_bf16)
+                val = _score(scored, val_set, labels, t.batch_size, device, trim)
             totals = distributed.sum_across([epoch_sums["loss"], epoch_sums["correct"], epoch_sums["seen"]], ctx, device)
             epoch_sums["loss"], epoch_sums["correct"], epoch_sums["seen"] = totals[0], int(totals[1]), int(totals[2])
             seen = max(1, epoch_sums["seen"])
@@ -433,7 +439,7 @@ def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, l
         log(f"no test evaluation: {exc}")
     else:
         test_enc = encode_texts(encoder, test_data.texts, test_data.labels, max_len)
-        test = _score(best_model, test_enc, labels, t.batch_size, device, trim, use_bf16)
+        test = _score(best_model, test_enc, labels, t.batch_size, device, trim)
         log(f"test ({test_data.source}): accuracy {test['accuracy'] * 100:.2f} %, macro-F1 {test['macro_f1'] * 100:.2f} %")
     wall = elapsed_before + time.perf_counter() - started
     meta["results"] = {
@@ -460,11 +466,11 @@ def _finite(model: torch.nn.Module) -> bool:
 
 
 def _score(model: torch.nn.Module, data: Encoded, labels: list[str], batch_size: int, device: torch.device,
-           trim: bool, use_bf16: bool) -> dict[str, Any] | None:
+           trim: bool) -> dict[str, Any] | None:
+    """Accuracy report in fp32 even when training ran in bf16, so it matches ``vdcnn eval``."""
     if len(data) == 0:
         return None
-    logits = predict_logits(model, data.ids, data.lengths, max(batch_size, 256), device, trim,
-                            torch.bfloat16 if use_bf16 else None)
+    logits = predict_logits(model, data.ids, data.lengths, max(batch_size, 256), device, trim)
     return classification_report(data.labels, logits.argmax(1), labels, logits)
 
 
