@@ -13,6 +13,7 @@ train time, machine; also writes it to OUT/accuracy.md.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -63,20 +64,16 @@ def vdcnn_row(preset: str, out: Path, seed: int) -> dict:
     cfg.set("data.dataset", "ag_news")
     run = out / f"{Path(preset).stem}-seed{seed}"
     if (run / "config.json").exists():
-        import json
-
         meta = json.loads((run / "config.json").read_text())
         if not meta.get("results"):
             train(None, run, resume=True, progress=False)
     else:
         train(cfg, run, progress=False)
-    import json
-
     meta = json.loads((run / "config.json").read_text())
     res = meta["results"]
     model = meta["model"]
     depth = 1 + 2 * sum(model["stages"]) if model.get("stages") else model["depth"]
-    return {"model": f"VDCNN ({Path(preset).stem}, seed {seed})", "encoder": meta["encoder"]["type"], "depth": depth,
+    return {"model": f"VDCNN ({Path(preset).stem}, seed {seed})", "preset": Path(preset).stem, "encoder": meta["encoder"]["type"], "depth": depth,
             "shortcut": "yes" if model["shortcut"] else "no", "val": res["best_val_acc"], "test": res["test_acc"],
             "time": res["wall_time_s"]}
 
@@ -112,8 +109,8 @@ def seed_summary(rows: list[dict]) -> str:
     """One line per VDCNN preset: mean test accuracy over its seeds and their spread (max - min)."""
     by_preset: dict[str, list[float]] = {}
     for r in rows:
-        if r["model"].startswith("VDCNN ("):
-            by_preset.setdefault(r["model"].split(",")[0][len("VDCNN ("):], []).append(r["test"] * 100)
+        if "preset" in r:
+            by_preset.setdefault(r["preset"], []).append(r["test"] * 100)
     return "\n".join(f"{name}: {len(accs)} seed(s), test mean {np.mean(accs):.2f} %, spread "
                      f"{max(accs) - min(accs):.2f} points" for name, accs in by_preset.items())
 

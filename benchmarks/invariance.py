@@ -45,8 +45,9 @@ def main() -> None:
     args = parser.parse_args()
 
     clf = Classifier.load(args.run, device="cpu", bf16=args.bf16)
-    texts = load_split("ag_news", "test").texts[: args.n]
-    longest = sorted(load_split("ag_news", "test").texts, key=len)[-args.mates:]
+    split = load_split("ag_news", "test").texts
+    texts = split[: args.n]
+    longest = sorted(split, key=len)[-args.mates:]
 
     start = time.perf_counter()
     batched = clf.predict_proba(texts)

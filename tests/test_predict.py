@@ -59,7 +59,7 @@ def test_bucketed_and_unbucketed_inference_agree_on_real_texts():
     and a text scored alone gets the same logits as in a batch, within the project's 1e-4.
 
     Exactness stops at float rounding (~1e-6 here): kernels are picked by shape. A batch of
-    one would get other convolution kernels, so inference never runs one (see predict_logits)."""
+    one would get other convolution kernels, so inference never runs one (see iterate_ids)."""
     from vdcnn.data import load_split
     from vdcnn.encoders import CharEncoder
     from vdcnn.model import VDCNN, ModelConfig

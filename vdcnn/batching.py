@@ -104,10 +104,15 @@ def make_batch(data: Encoded, index: np.ndarray, trim: bool, device: torch.devic
 
 def iterate_ids(ids: np.ndarray, lengths: np.ndarray, batch_size: int, trim: bool = True,
                 device: torch.device | str = "cpu") -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
-    """Inference batches in length order: yields ``(positions, ids, lengths)``."""
+    """Inference batches in length order: yields ``(positions, ids, lengths)``.
+
+    Never a batch of one: oneDNN runs one through other convolution kernels, whose
+    rounding differs by ~1e-6, so a lone text is repeated and the batch has more rows
+    than ``positions``; callers keep the first ``len(positions)`` outputs.
+    """
     data = Encoded(ids, lengths, np.zeros(len(lengths), dtype=np.int64))
     order = np.argsort(lengths, kind="stable") if trim else np.arange(len(lengths))
     for i in range(0, len(order), batch_size):
         index = order[i:i + batch_size]
-        x, n, _ = make_batch(data, index, trim, device)
+        x, n, _ = make_batch(data, np.repeat(index, 2) if len(index) == 1 else index, trim, device)
         yield index, x, n

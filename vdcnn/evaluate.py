@@ -22,15 +22,8 @@ def predict_logits(model: torch.nn.Module, ids: np.ndarray, lengths: np.ndarray,
     out = np.zeros((len(lengths), model.config.num_classes), dtype=np.float32)
     device = torch.device(device)
     for index, x, n in iterate_ids(ids, lengths, batch_size, trim, device):
-        single = x.size(0) == 1
-        if single:
-            # oneDNN runs a batch of one through other convolution kernels, whose rounding
-            # differs by ~1e-6; a duplicated row keeps a lone text on the batched kernels.
-            x, n = x.expand(2, -1), n.expand(2)
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            logits = model(x, n)
-        if single:
-            logits = logits[:1]
+            logits = model(x, n)[: len(index)]
         out[index] = logits.float().cpu().numpy()
     model.train(was_training)
     return out

@@ -248,7 +248,7 @@ class BundleClassifier(TextClassifier):
             return out
         ids, lengths = self.encoder.encode_batch(texts, self.max_length)
         for index, x, n in iterate_ids(ids, lengths, self.batch_size, self.mask_padding):
-            out[index] = self._run(x.numpy(), n.numpy())
+            out[index] = self._run(x.numpy(), n.numpy())[: len(index)]
         return out
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:

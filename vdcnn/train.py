@@ -359,8 +359,9 @@ def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, l
                             with torch.no_grad():
                                 for pe, pm in zip(ema.parameters(), model.parameters()):
                                     pe.lerp_(pm, 1 - t.ema_decay)
-                                for be, bm in zip(ema.buffers(), model.buffers()):
-                                    be.copy_(bm)
+                                if not t.ema_bn_batches:  # else recomputed before each validation
+                                    for be, bm in zip(ema.buffers(), model.buffers()):
+                                        be.copy_(bm)
                     epoch_sums["loss"] += float(loss.detach()) * len(y)
                     epoch_sums["correct"] += int((logits.argmax(1) == y).sum())
                     epoch_sums["seen"] += len(y)
