@@ -37,8 +37,8 @@ class PhaseTimer:
             self.totals[name] = self.totals.get(name, 0.0) + time.perf_counter() - start
 
     def reset(self) -> dict[str, float]:
-        """The totals so far (seconds, rounded), then start again from zero."""
-        totals = {k: round(v, 3) for k, v in self.totals.items()}
+        """The totals so far in seconds (to the microsecond, so a short phase never reads 0), then zero them."""
+        totals = {k: round(v, 6) for k, v in self.totals.items()}
         self.totals = {}
         return totals
 
