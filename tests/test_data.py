@@ -462,9 +462,9 @@ def test_registry_real_ag_news(monkeypatch):
     root = _data_dir()
     monkeypatch.setenv("VDCNN_DATA_DIR", str(root))
     train = load_split("ag_news", "train")
-    assert len(train) == 19702
+    assert len(train) == 63743
     assert train.label_names == ["World", "Sports", "Business", "Sci/Tech"]
-    assert train.class_counts().tolist() == [4906, 4788, 4847, 5161]
+    assert train.class_counts().tolist() == [15827, 15970, 15958, 15988]
     test = load_split("ag_news", "test")
     assert len(test) == 7600
     assert test.class_counts().tolist() == [1900] * 4

@@ -61,7 +61,7 @@ def test_every_tour_command_runs(runner, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_quick_start_preset_reaches_80_percent(runner, tmp_path):
-    """The README's main job as written: 4 epochs on all 19,702 rows, then eval on the full test split."""
+    """The README's main job as written: the preset on all 63,743 rows, then eval on the full test split."""
     real_data_dir()
     out = tmp_path / "quick"
     assert runner.invoke(app, ["train", "--config", str(ROOT / "configs/ag_news_quick.yaml"), "--out", str(out),
