@@ -40,6 +40,8 @@ __all__ = [
     "REGISTRY",
     "TextDataset",
     "load_split",
+    "load_splits",
+    "Splits",
     "stratified_split",
     "read_lines",
     "read_records",
@@ -1066,6 +1068,70 @@ def load_split(
     if limit is not None and limit < len(ds):
         ds = ds.subset(_stratified_subset(ds.labels, int(limit), seed))
     return ds
+
+
+@dataclass
+class Splits:
+    """The three splits of a run, labelled by one rule (the training split's label names)."""
+
+    train: TextDataset
+    val: TextDataset  # empty when no validation is wanted
+    test: TextDataset | None  # None: the dataset has no test split
+    val_note: str  # where validation came from, for the data line
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.train.label_names
+
+
+def has_split(source: str, split: str) -> bool:
+    """Whether ``source`` has a ``split`` at all (a single file has only its training rows)."""
+    name = _resolve_name(str(source))
+    if name is not None:
+        folder = _local_registry_dir(name)
+        if folder is None:
+            return True  # hub datasets in the registry all have their test split
+    else:
+        folder = Path(str(source)).expanduser()
+        if not folder.is_dir():
+            return False
+    prefixes = _SPLIT_PREFIXES.get(split.lower(), (split.lower(),))
+    try:
+        stems = [_split_ext(p)[0] for p in folder.iterdir() if p.is_file()]
+    except OSError:
+        return True  # let load_split report the folder error
+    return any(stem.startswith(pre) for stem in stems for pre in prefixes)
+
+
+def load_splits(
+    source: str,
+    *,
+    text_columns: Sequence[str] | None = None,
+    label_column: str | None = None,
+    val_fraction: float = 0.1,
+    limit: int | None = None,
+    test_split: str = "test",
+    seed: int = 0,
+) -> Splits:
+    """Train, validation and test of a dataset, read before any training starts.
+
+    A test split that exists but cannot be read is an error here, naming the file; a dataset
+    with no test split at all gives ``test=None``.
+    """
+    data = load_split(source, "train", text_columns=text_columns, label_column=label_column, limit=limit, seed=seed)
+    if data.n_present_classes < 2:
+        raise DataError(f"{data.source}: the training split has only one class; a classifier needs at least two")
+    if val_fraction > 0:
+        train_idx, val_idx = stratified_split(data.labels, val_fraction, seed)
+        note = f"{len(val_idx)} rows ({val_fraction:.0%}) carved from train"
+    else:
+        train_idx, val_idx = np.arange(len(data.texts)), np.arange(0)
+        note = "none"
+    test = None
+    if test_split and has_split(source, test_split):
+        test = load_split(source, test_split, text_columns=text_columns, label_column=label_column,
+                          label_names=data.label_names)
+    return Splits(train=data.subset(train_idx), val=data.subset(val_idx), test=test, val_note=note)
 
 
 def _load_path(

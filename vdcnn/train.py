@@ -26,7 +26,7 @@ from . import distributed
 from .augment import char_noise, random_crop
 from .batching import Encoded, batch_order, encode_texts, make_batch
 from .config import RunConfig
-from .data import TextDataset, load_split, stratified_split
+from .data import Splits, load_splits
 from .encoders import build_encoder, encoder_from_dict
 from .errors import CheckpointError, ConfigError, DataError, VdcnnError
 from .evaluate import classification_report, predict_logits
@@ -129,20 +129,14 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
-def load_training_data(cfg: RunConfig) -> tuple[TextDataset, np.ndarray, np.ndarray]:
-    """Train split with its validation carve-out (indices into the train split)."""
+def load_training_data(cfg: RunConfig) -> Splits:
+    """Train, validation and test splits of the run's dataset (the test split read before training)."""
     d = cfg.data
-    data = load_split(d.dataset, "train", text_columns=d.text_columns, label_column=d.label_column,
-                      limit=d.limit, seed=cfg.train.seed)
-    if len(data.texts) == 0:
-        raise DataError(f"{data.source}: the training split has no rows")
-    if data.n_present_classes < 2:
-        raise DataError(f"{data.source}: the training split has only one class; a classifier needs at least two")
-    if d.val_fraction > 0:
-        train_idx, val_idx = stratified_split(data.labels, d.val_fraction, cfg.train.seed)
-    else:
-        train_idx, val_idx = np.arange(len(data.texts)), np.arange(0)
-    return data, train_idx, val_idx
+    splits = load_splits(d.dataset, text_columns=d.text_columns, label_column=d.label_column,
+                         val_fraction=d.val_fraction, limit=d.limit, test_split=d.test_split, seed=cfg.train.seed)
+    if len(splits.train.texts) == 0:
+        raise DataError(f"{splits.train.source}: the training split has no rows")
+    return splits
 
 
 def train(cfg: RunConfig | None, out_dir: str | Path, resume: bool = False,
@@ -210,20 +204,20 @@ def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, l
     use_bf16 = t.bf16 and bf16_supported(device.type)
 
     # Data: load, carve validation, build the encoder on training texts, encode once.
-    data, train_idx, val_idx = load_training_data(cfg)
-    labels = data.label_names
+    splits = load_training_data(cfg)
+    labels = splits.label_names
     if state is not None:
         meta = ckpt.read_config(out_dir)
         encoder = encoder_from_dict(meta["encoder"])
     else:
-        train_texts = [data.texts[i] for i in train_idx]
-        encoder = build_encoder(cfg.encoder.name, train_texts, cfg.encoder.vocab_size)
+        encoder = build_encoder(cfg.encoder.name, splits.train.texts, cfg.encoder.vocab_size)
     max_len = cfg.encoder.max_length
-    encoded = encode_texts(encoder, data.texts, data.labels, max_len)
-    train_set, val_set = encoded.subset(train_idx), encoded.subset(val_idx)
-    log(f"data: {data.source}: {len(train_set)} train, {len(val_set)} validation rows, "
+    train_set = encode_texts(encoder, splits.train.texts, splits.train.labels, max_len)
+    val_set = encode_texts(encoder, splits.val.texts, splits.val.labels, max_len)
+    test_txt = f"{len(splits.test)} test rows" if splits.test is not None else "no test split"
+    log(f"data: {splits.train.source}: {len(train_set)} train rows, validation {splits.val_note}, {test_txt}, "
         f"{len(labels)} classes ({', '.join(labels)}); encoder {encoder.name} (vocab {encoder.vocab_size}), "
-        f"max length {max_len}, mean length {encoded.lengths.mean():.0f}")
+        f"max length {max_len}, mean length {train_set.lengths.mean():.0f}")
 
     # Model and optimiser.
     torch.manual_seed(t.seed)
@@ -248,7 +242,7 @@ def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, l
         f"device {device}{' (bf16 autocast)' if use_bf16 else ''}"
         f"{f', {ctx.world_size} processes (DDP)' if ctx.enabled else ''}")
 
-    meta = ckpt.make_meta(model_config, encoder, labels, cfg.to_dict(), data_source=data.source,
+    meta = ckpt.make_meta(model_config, encoder, labels, cfg.to_dict(), data_source=splits.train.source,
                           parameters=count_parameters(model), flops=forward_flops(model_config, max_len))
     start_epoch, skip_steps, global_step, elapsed_before = 0, 0, 0, 0.0
     best_acc, best_epoch, stale_epochs = float("-inf"), -1, 0  # -inf: without validation the score is -loss
@@ -433,15 +427,11 @@ def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, l
                                "written; lower --lr or add gradient clipping")
     best_model, *_ = ckpt.load_run(out_dir)
     best_model.to(device)
-    try:
-        test_data = load_split(cfg.data.dataset, cfg.data.test_split, text_columns=cfg.data.text_columns,
-                               label_column=cfg.data.label_column, label_names=labels)
-    except DataError as exc:
-        log(f"no test evaluation: {exc}")
-    else:
-        test_enc = encode_texts(encoder, test_data.texts, test_data.labels, max_len)
+    if splits.test is not None:
+        test_enc = encode_texts(encoder, splits.test.texts, splits.test.labels, max_len)
         test = _score(best_model, test_enc, labels, t.batch_size, device, trim)
-        log(f"test ({test_data.source}): accuracy {test['accuracy'] * 100:.2f} %, macro-F1 {test['macro_f1'] * 100:.2f} %")
+        log(f"test ({splits.test.source}): accuracy {test['accuracy'] * 100:.2f} %, "
+            f"macro-F1 {test['macro_f1'] * 100:.2f} %")
     wall = elapsed_before + time.perf_counter() - started
     meta["results"] = {
         "best_epoch": best_epoch,
