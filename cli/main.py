@@ -43,6 +43,7 @@ TRAIN_FLAGS = {
     "seed": "train.seed", "device": "train.device", "sync_bn": "train.sync_bn", "threads": "train.threads", "bf16": "train.bf16",
     "limit": "data.limit", "val_fraction": "data.val_fraction", "text_column": "data.text_columns",
     "label_column": "data.label_column", "test_split": "data.test_split",
+    "time_budget": "train.time_budget", "class_weights": "train.class_weights", "select_by": "train.select_by",
 }
 
 
@@ -54,6 +55,7 @@ def build_config(config: Optional[Path], overrides: dict, settings: List[str]):
     from vdcnn.errors import ConfigError
 
     cfg = load_config(config)
+    cfg.auto = config is None  # no preset: the automatic recipe decides what the flags leave open
     for name, value in overrides.items():
         if value is None or (isinstance(value, list) and not value):
             continue
@@ -120,6 +122,9 @@ def train(
     text_column: List[str] = typer.Option([], help="Text column(s) of a local file (repeatable)."),
     label_column: Optional[str] = typer.Option(None, help="Label column of a local file."),
     test_split: Optional[str] = typer.Option(None, help="Split scored at the end (default test)."),
+    time_budget: Optional[str] = typer.Option(None, help="Fit the run into this time, e.g. 15m or 90s."),
+    class_weights: Optional[str] = typer.Option(None, help="none or balanced (for imbalanced classes)."),
+    select_by: Optional[str] = typer.Option(None, help="Best epoch by validation accuracy or macro_f1."),
     set_: List[str] = typer.Option([], "--set", help="Any setting, e.g. --set train.momentum=0.8."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     profile: bool = typer.Option(False, "--profile",

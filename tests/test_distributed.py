@@ -26,7 +26,7 @@ from vdcnn.train import TrainingInterrupted, train
 dataset, out, tiny = sys.argv[1], sys.argv[2], sys.argv[3:]
 overrides = dict(dataset=dataset, max_length=48, epochs=2, batch_size=16, optimizer="sgd", lr=0.01,
                  device="cpu", threads=1, sync_bn=True, bf16=False)
-cfg = build_config(None, overrides, [v for v in tiny if v != "--set"])
+cfg = build_config(tiny[1], overrides, [v for v in tiny[2:] if v != "--set"])  # tiny: --config NAME --set ...
 try:
     train(cfg, out, progress=False, max_steps=5)
 except TrainingInterrupted:

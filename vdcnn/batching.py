@@ -29,6 +29,13 @@ class Encoded:
     def subset(self, index: np.ndarray) -> "Encoded":
         return Encoded(self.ids[index], self.lengths[index], self.labels[index])
 
+    def truncated(self, max_length: int) -> "Encoded":
+        """The same texts cut to ``max_length`` ids (what encoding at that length gives)."""
+        if max_length >= self.ids.shape[1]:
+            return self
+        return Encoded(np.ascontiguousarray(self.ids[:, :max_length]), np.minimum(self.lengths, max_length),
+                       self.labels)
+
 
 def cache_dir() -> Path:
     return Path(os.environ.get("VDCNN_CACHE", Path.home() / ".cache" / "vdcnn"))

@@ -61,6 +61,9 @@ class TrainSettings:
     num_workers: int = 0
     sync_bn: bool = False  # data-parallel: BatchNorm statistics over all ranks
     threads: int = 0  # torch CPU threads; 0 = torch's default
+    time_budget: str | None = None  # e.g. "15m", "90s": fit epochs and schedule so the whole run ends on time
+    class_weights: str = "none"  # none | balanced (loss weights inverse to class frequency)
+    select_by: str = "accuracy"  # accuracy | macro_f1: the validation score that picks the best epoch
 
 
 SECTIONS: dict[str, type] = {
@@ -78,6 +81,8 @@ CHOICES = {
     ("train", "device"): ("auto", "cpu", "cuda"),
     ("train", "nan_policy"): ("stop", "skip"),
     ("encoder", "name"): ("char", "byte", "subword"),
+    ("train", "class_weights"): ("none", "balanced"),
+    ("train", "select_by"): ("accuracy", "macro_f1"),
 }
 
 
@@ -89,6 +94,11 @@ class RunConfig:
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
     data: DataSettings = field(default_factory=DataSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
+    # auto: no preset was given, so the automatic recipe (vdcnn.recipe) fills every setting the user
+    # did not set (``explicit``) once it has seen the training data. Neither is saved: a run's
+    # config.json holds the resolved recipe.
+    auto: bool = field(default=False, compare=False)
+    explicit: set[str] = field(default_factory=set, compare=False)
 
     def model_config(self, vocab_size: int, num_classes: int, pad_id: int = 0) -> ModelConfig:
         return ModelConfig(vocab_size=vocab_size, num_classes=num_classes, pad_id=pad_id, **self.model)
@@ -131,6 +141,7 @@ class RunConfig:
             self.model[key] = value
         else:
             setattr(getattr(self, section), key, value)
+        self.explicit.add(f"{section}.{key}")
 
     def validate(self) -> None:
         """Check ranges; raises ConfigError naming the setting."""

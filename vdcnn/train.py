@@ -33,6 +33,7 @@ from .evaluate import classification_report, predict_logits
 from .layers import MaskedBatchNorm1d
 from .model import VDCNN, count_parameters, forward_flops, recalibrate_batchnorm
 from .profiling import PhaseTimer, format_phases
+from .recipe import apply_recipe, char_coverage, choose_max_length
 from .runtime import bf16_supported, tune_malloc
 
 
@@ -206,13 +207,24 @@ def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, l
     # Data: load, carve validation, build the encoder on training texts, encode once.
     splits = load_training_data(cfg)
     labels = splits.label_names
+    fit_length = cfg.auto and "encoder.max_length" not in cfg.explicit
+    if cfg.auto:
+        for line in apply_recipe(cfg, splits.train.texts, splits.train.labels, len(labels)):
+            log(line)
     if state is not None:
         meta = ckpt.read_config(out_dir)
         encoder = encoder_from_dict(meta["encoder"])
     else:
         encoder = build_encoder(cfg.encoder.name, splits.train.texts, cfg.encoder.vocab_size)
+    if encoder.name == "char" and (coverage := char_coverage(splits.train.texts)) < 0.5:
+        log(f"WARNING: the character encoder's alphabet spells only {coverage:.0%} of the characters of "
+            f"{splits.train.source}; the rest are read as one 'unknown' id. Use --encoder subword or byte.")
+    train_set = encode_texts(encoder, splits.train.texts, splits.train.labels, cfg.encoder.max_length)
+    if fit_length:
+        cfg.encoder.max_length = choose_max_length(train_set.lengths)
+        train_set = train_set.truncated(cfg.encoder.max_length)
+        log(f"  max length {cfg.encoder.max_length} ids (98 % of the training texts fit whole)")
     max_len = cfg.encoder.max_length
-    train_set = encode_texts(encoder, splits.train.texts, splits.train.labels, max_len)
     val_set = encode_texts(encoder, splits.val.texts, splits.val.labels, max_len)
     test_txt = f"{len(splits.test)} test rows" if splits.test is not None else "no test split"
     log(f"data: {splits.train.source}: {len(train_set)} train rows, validation {splits.val_note}, {test_txt}, "
