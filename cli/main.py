@@ -129,6 +129,8 @@ def train(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     profile: bool = typer.Option(False, "--profile",
                                  help="Time each phase (data, forward, backward, optimiser, validation) per epoch."),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline",
+                                  help="Also fit TF-IDF + logistic regression on the same split and print both."),
 ) -> None:
     """Train a VDCNN on a dataset; the run folder holds everything needed to use it."""
     from vdcnn.errors import ConfigError
@@ -150,6 +152,41 @@ def train(
         result = run_training(cfg, out, log=err, progress=progress, profile=profile)
     err(f"best validation accuracy {result.best_val_accuracy * 100:.2f} % at epoch {result.best_epoch}; "
         f"run folder: {result.out_dir}")
+    if baseline:
+        from vdcnn.baseline import baseline_for_run
+
+        err(baseline_for_run(result.out_dir)[1])
+
+
+@app.command(name="baseline")
+def baseline_cmd(
+    dataset: str = typer.Option(..., help="Registry name or a local file/folder, as for train."),
+    val_fraction: Optional[float] = typer.Option(None, help="Validation share carved from train (default 0.1)."),
+    limit: Optional[int] = typer.Option(None, help="Train on a stratified subset of N rows."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the validation carve-out (default 0)."),
+    text_column: List[str] = typer.Option([], help="Text column(s) of a local file (repeatable)."),
+    label_column: Optional[str] = typer.Option(None, help="Label column of a local file."),
+    test_split: Optional[str] = typer.Option(None, help="Split scored (default test)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the scores as JSON."),
+) -> None:
+    """TF-IDF + logistic regression on exactly the split `vdcnn train` uses: the figure to beat."""
+    from vdcnn.baseline import run_baseline
+    from vdcnn.checkpoint import write_json
+
+    overrides = {"dataset": dataset, "val_fraction": val_fraction, "limit": limit, "seed": seed,
+                 "text_column": text_column, "label_column": label_column, "test_split": test_split}
+    result = run_baseline(build_config(None, overrides, []))
+    typer.echo(f"{result['name']} ({result['analyzer']}), fitted on {result['train_rows']:,} rows in "
+               f"{result['fit_s']:.1f} s")
+    typer.echo(f"{'split':<12}{'rows':>7}{'accuracy':>11}{'macro-F1':>11}")
+    for split in ("val", "test"):
+        if result[split]:
+            r = result[split]
+            typer.echo(f"{'validation' if split == 'val' else 'test':<12}{r['n']:>7}{r['accuracy'] * 100:>10.2f}%"
+                       f"{r['macro_f1'] * 100:>10.2f}%")
+    if json_out is not None:
+        write_json(json_out, result)
+        err(f"scores written to {json_out}")
 
 
 @app.command(name="eval")
