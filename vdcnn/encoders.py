@@ -20,6 +20,8 @@ PAD_ID = 0
 UNK_ID = 1
 
 # The VDCNN paper's alphabet: lower-case letters, digits, punctuation and space.
+# Han ideographs (with extension A and compatibility forms), kana and CJK punctuation.
+UNSPACED_SCRIPT = "[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]"
 PAPER_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-,;.!?:'\"/\\|_@#$%^&*~`+=<>()[]{} "
 
 
@@ -138,13 +140,18 @@ class SubwordEncoder:
 
     @classmethod
     def train(cls, texts: Iterable[Any], vocab_size: int = 8000, min_frequency: int = 2) -> "SubwordEncoder":
-        from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+        from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
         if vocab_size < 300:
             raise ConfigError(f"subword vocab_size must be at least 300, got {vocab_size}")
         tok = Tokenizer(models.BPE(unk_token="[UNK]"))
         tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+        # Scripts written without spaces (Chinese, Japanese) would reach BPE as one "word" per clause,
+        # and it would learn whole frequent clauses as tokens: each such character is its own word.
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(UNSPACED_SCRIPT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=True),
+        ])
         tok.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size,
