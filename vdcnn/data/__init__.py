@@ -11,7 +11,7 @@ is raised as :class:`~vdcnn.errors.DataError` with a one-line message naming the
 """
 
 from .dataset import TextDataset
-from .labels import LabelRule
+from .labels import LabelRule, run_label_rule
 from .registry import DATA_DIR_ENV, REGISTRY, DatasetSpec
 from .splits import Splits, has_split, load_split, load_splits, stratified_split
 from .stream import read_lines, read_records
@@ -21,6 +21,7 @@ __all__ = [
     "REGISTRY",
     "TextDataset",
     "LabelRule",
+    "run_label_rule",
     "load_split",
     "load_splits",
     "has_split",

@@ -166,3 +166,16 @@ class LabelRule:
             raise DataError(f"{source}: label value(s) {_fmt(bad)} outside the {len(self.names)} known classes "
                             f"{list(self.names)}")
         return arr
+
+
+def run_label_rule(meta: dict[str, Any], source: str = "config.json") -> LabelRule:
+    """The label rule a run was trained with (its config.json ``label_rule``); runs saved before
+    rules were stored fall back to their label names."""
+    if "label_rule" in meta:
+        rule = LabelRule.from_dict(meta["label_rule"], source)
+        if "labels" in meta and list(rule.names) != [str(n) for n in meta["labels"]]:
+            raise CheckpointError(f"{source}: label_rule names {list(rule.names)} differ from labels {meta['labels']}")
+        return rule
+    if "labels" not in meta:
+        raise CheckpointError(f"{source}: no labels recorded")
+    return LabelRule.from_names(meta["labels"])
