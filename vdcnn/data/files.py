@@ -181,7 +181,9 @@ def _sniff_text(head: bytes) -> str:
 
 def _first_rows(head: bytes, delimiter: str, n: int = 200) -> list[list[str]]:
     text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
-    lines = text.splitlines()[:-1] or text.splitlines()  # the probe's last line may be cut
+    lines = text.splitlines()
+    if len(head) >= _PROBE_BYTES and len(lines) > 1:
+        lines = lines[:-1]  # cut by the probe
     reader = csv.reader(io.StringIO("\n".join(lines[:n])), delimiter=delimiter)
     rows = []
     try:
