@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_labels import CLASSES, topic_rows
-from vdcnn.data import load_split, load_splits
+from tests.test_labels import topic_rows
+from vdcnn.data import REGISTRY, load_split, load_splits
 from vdcnn.errors import DataError
 
 # SMS-like messages with '"' that is not CSV quoting: inside, at the start, unbalanced.
@@ -147,7 +147,7 @@ def test_unreachable_hub_reads_the_datasets_cache_in_offline_mode(tmp_path, monk
         return datasets.Dataset.from_dict(
             {"text": ["Stocks rose", "The match ended"], "label": [2, 1]},
             features=datasets.Features({"text": datasets.Value("string"),
-                                        "label": datasets.ClassLabel(names=["World", "Sports", "Business", "Sci/Tech"])}))
+                                        "label": datasets.ClassLabel(names=list(REGISTRY["ag_news"].label_names))}))
 
     monkeypatch.setattr(HfApi, "dataset_info", no_answer)
     monkeypatch.setattr(datasets, "load_dataset", cached_load)
