@@ -129,7 +129,7 @@ def test_training_may_lack_a_class_named_in_classes_txt(tmp_path):
 def test_label_unseen_in_training_names_value_and_file(tmp_path):
     write(tmp_path / "train.csv", topic_rows(6, seed=1, classes=["sports", "tech"]), labels="names", header=True)
     test = write(tmp_path / "test.csv", topic_rows(2, seed=2), labels="names", header=True)
-    with pytest.raises(DataError, match=rf"{test}: label value\(s\) 'business' not seen in training"):
+    with pytest.raises(DataError, match=rf"{test}: unknown label\(s\) 'business', not seen in training"):
         load_splits(str(tmp_path))
 
 
@@ -196,7 +196,7 @@ def test_cli_train_and_eval_apply_the_stored_rule(runner, tmp_path, capsys, monk
     bad.write_text("text,label\nA chess final ended in a draw,4\nThe striker scored,1\n")
     code, output = vdcnn(capsys, monkeypatch, "eval", run, bad)
     assert code != 0 and "Traceback" not in output
-    assert f"error: {bad}: label value(s) '4' not seen in training" in output
+    assert f"error: {bad}: unknown label(s) '4', not seen in training" in output
 
 
 def test_cli_headerless_1_based_without_classes_txt(runner, tmp_path):

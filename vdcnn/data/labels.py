@@ -149,7 +149,7 @@ class LabelRule:
             if by_index is not None:
                 return by_index
         if unknown:
-            raise DataError(f"{source}: label value(s) {_fmt(unknown)} not seen in training; the model knows "
+            raise DataError(f"{source}: unknown label(s) {_fmt(unknown)}, not seen in training; the model knows "
                             f"{_fmt(list(self.values))}" + ("" if self.values == self.names else
                                                              f" (= {_fmt(list(self.names))})"))
         return np.array([index[k] for k in keys], dtype=np.int64)
