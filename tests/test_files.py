@@ -110,11 +110,18 @@ def test_headerless_char_cnn_escapes_only_in_quoted_csv(tmp_path):
     assert load_split(str(p)).texts[0] == r"path C:\temp\x"
 
 
-def test_offline_hub_env_is_one_line_and_fast(tmp_path, monkeypatch):
-    import datasets
+@pytest.mark.parametrize("variable", ["HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"])
+def test_offline_hub_env_is_one_line_and_fast(tmp_path, monkeypatch, variable):
+    from huggingface_hub import HfApi
+
+    def no_network(*a, **kw):
+        raise AssertionError("the hub was asked while offline")
 
     monkeypatch.setenv("VDCNN_DATA_DIR", str(tmp_path))
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setenv(variable, "1")  # set after `datasets` was imported: still respected
+    monkeypatch.setattr(HfApi, "dataset_info", no_network)
     t0 = time.monotonic()
     with pytest.raises(DataError) as info:
         load_split("ag_news", "test")
@@ -133,6 +140,8 @@ def test_unreachable_hub_reads_the_datasets_cache_in_offline_mode(tmp_path, monk
     from vdcnn.data import hub
 
     monkeypatch.setenv("VDCNN_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
 
     def no_answer(self, repo_id, **kw):

@@ -102,8 +102,7 @@ def open_binary(path: Path):
     return COMPRESSIONS.get(comp, open)(path, "rb")
 
 
-def _read_errors() -> tuple[type[BaseException], ...]:
-    return (OSError, EOFError, zlib.error, lzma.LZMAError, ValueError)  # BadGzipFile is an OSError
+_READ_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, ValueError)  # BadGzipFile is an OSError
 
 
 def _scan_text(path: Path, fmt: str, block: int = 1 << 20) -> _TextStats:
@@ -136,7 +135,7 @@ def _scan_text(path: Path, fmt: str, block: int = 1 << 20) -> _TextStats:
                 offset += len(chunk)
     except DataError:
         raise
-    except _read_errors() as exc:
+    except _READ_ERRORS as exc:
         raise DataError(f"{path}: cannot read file ({one_line(exc)})") from None
     lines += bool(tail.strip())
     if not head.strip():
@@ -353,7 +352,7 @@ def read_table(path: Path, wanted: Sequence[str] = ()) -> Table:
     try:
         if fmt == "parquet":
             return _read_parquet(path)
-    except _read_errors() as exc:
+    except _READ_ERRORS as exc:
         raise DataError(f"{path}: cannot read file ({one_line(exc)})") from None
     stats = _scan_text(path, fmt)
     if fmt == "sniff" or (fmt == "fasttext" and not stats.head.lstrip().startswith(b"__label__")):

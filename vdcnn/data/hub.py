@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 
 from vdcnn.errors import DataError
@@ -55,12 +56,19 @@ def _offline_mode():
         datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = saved
 
 
+def _offline_env() -> bool:
+    """HF_DATASETS_OFFLINE, else HF_HUB_OFFLINE, read now: `datasets` reads them once, at import, so a
+    variable set later (a notebook, a test) would otherwise be missed."""
+    value = os.environ.get("HF_DATASETS_OFFLINE", os.environ.get("HF_HUB_OFFLINE", ""))
+    return value.strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
 def load_hub(spec: DatasetSpec, split: str):
     """``split`` of a registry dataset as a `datasets.Dataset`: from the hub, or from the `datasets`
     cache when offline (``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE``, or the hub does not answer)."""
     import datasets
 
-    offline = bool(datasets.config.HF_HUB_OFFLINE)  # the env variables, as `datasets` read them
+    offline = bool(datasets.config.HF_HUB_OFFLINE) or _offline_env()
     why = "HF_HUB_OFFLINE is set and no cached copy was found"
     if not offline:
         reachable, error = _hub_answers(spec)
