@@ -204,7 +204,7 @@ def evaluate(
     bf16: bool = typer.Option(False, "--bf16", help="bfloat16 inference where the CPU/GPU supports it (faster, ~1e-3 off)."),
 ) -> None:
     """Score a trained run: accuracy, macro-F1, per-class table, confusion matrix."""
-    from vdcnn.data import load_split
+    from vdcnn.data import load_split, run_label_rule
     from vdcnn.errors import ConfigError
     from vdcnn.evaluate import classification_report, format_report, plot_confusion
     from vdcnn.checkpoint import read_config, write_json
@@ -222,7 +222,7 @@ def evaluate(
     clf = Classifier.load(run, device=device, batch_size=batch_size, bf16=bf16)
     ds = load_split(source, split, text_columns=text_column or (run_data.get("text_columns") if same else None),
                     label_column=label_column or (run_data.get("label_column") if same else None),
-                    label_names=clf.labels)
+                    label_rule=run_label_rule(meta, str(Path(run) / "config.json")))
     probs = clf.predict_proba(ds.texts)
     report = classification_report(ds.labels, probs.argmax(1), clf.labels, None)
     report["source"] = ds.source

@@ -255,7 +255,8 @@ def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, l
         f"{f', {ctx.world_size} processes (DDP)' if ctx.enabled else ''}")
 
     meta = ckpt.make_meta(model_config, encoder, labels, cfg.to_dict(), data_source=splits.train.source,
-                          parameters=count_parameters(model), flops=forward_flops(model_config, max_len))
+                          parameters=count_parameters(model), flops=forward_flops(model_config, max_len),
+                          label_rule=splits.label_rule.to_dict())
     start_epoch, skip_steps, global_step, elapsed_before = 0, 0, 0, 0.0
     best_acc, best_epoch, stale_epochs = float("-inf"), -1, 0  # -inf: without validation the score is -loss
     history: list[dict[str, Any]] = []

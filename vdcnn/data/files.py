@@ -1,0 +1,431 @@
+"""Reading labelled data files into columns: format sniffing, compression, headers and quoting.
+
+Every file is read by `datasets` (CSV/TSV through pandas, JSON, Parquet, text); what is decided
+here is *how* to call it: which format (by extension, or by content when the name has none), whether
+the first row is a header, and whether ``"`` is CSV quoting at all. Problems the user can fix are
+raised as :class:`~vdcnn.errors.DataError`, one line naming the file.
+"""
+
+from __future__ import annotations
+
+import bz2
+import codecs
+import csv
+import gzip
+import io
+import lzma
+import re
+import zlib
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from vdcnn.errors import DataError
+
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "json", ".json": "json", ".parquet": "parquet",
+           ".txt": "fasttext"}
+COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+# Recognised only to refuse it clearly: decompressing needs the optional `zstandard` package,
+# which is not a dependency of vdcnn.
+_ZSTD = ".zst"
+TEXT_COLUMNS = ("text", "sentence", "content", "review", "document")
+LABEL_COLUMNS = ("label", "labels", "class", "category", "target")
+_KNOWN_COLUMN_NAMES = frozenset(
+    TEXT_COLUMNS + LABEL_COLUMNS
+    + ("title", "description", "question_title", "question_content", "best_answer", "topic", "id", "sentiment", "stars")
+)
+_PROBE_BYTES = 64 * 1024
+_INT_RE = re.compile(r"^\s*[+-]?\d+\s*$")
+
+
+@dataclass
+class Table:
+    """Columns read from a file (or the hub), before texts and labels are picked from them."""
+
+    columns: dict[str, list[Any]]
+    headerless: bool = False  # column names were made up: pick the label column by content
+    charcnn_escapes: bool = False  # headerless quoted CSV: the char-CNN archives' backslash escapes
+    class_label_names: dict[str, list[str]] | None = None  # ClassLabel names per column
+
+
+@dataclass
+class _TextStats:
+    head: bytes  # first decompressed bytes, for sniffing
+    lines: int  # non-blank lines
+    has_quote: bool  # a '"' anywhere
+
+
+def one_line(exc: BaseException) -> str:
+    """The most specific one-line message of an exception chain."""
+    inner = exc
+    for _ in range(10):
+        nxt = inner.__cause__ or inner.__context__
+        if nxt is None:
+            break
+        inner = nxt
+    msg = str(inner).strip().splitlines()
+    return f"{type(inner).__name__}: {msg[0] if msg else ''}"[:300]
+
+
+def as_text(v: Any) -> str:
+    """A cell as text: None and NaN are empty."""
+    if v is None:
+        return ""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, float) and v != v:
+        return ""
+    return str(v)
+
+
+def split_ext(path: Path) -> tuple[str, str, str]:
+    """(stem, format extension, compression extension) of a file name, lower-cased."""
+    name = path.name.lower()
+    comp = ""
+    for c in (*COMPRESSIONS, _ZSTD):
+        if name.endswith(c):
+            comp, name = c, name[: -len(c)]
+            break
+    stem, dot, ext = name.rpartition(".")
+    if not dot:
+        return name, "", comp
+    return stem, "." + ext, comp
+
+
+def open_binary(path: Path):
+    """``path`` opened for reading bytes, decompressed by its extension."""
+    comp = split_ext(path)[2]
+    if comp == _ZSTD:
+        raise DataError(f"{path}: zstd-compressed files are not supported; decompress it (zstd -d) or "
+                        "recompress it as .gz, .bz2 or .xz")
+    return COMPRESSIONS.get(comp, open)(path, "rb")
+
+
+_READ_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, ValueError)  # BadGzipFile is an OSError
+
+
+def _scan_text(path: Path, fmt: str, block: int = 1 << 20) -> _TextStats:
+    """One streaming pass: refuse NUL bytes (binary) and invalid UTF-8 (another encoding) rather
+    than "repair" labelled data, and count non-blank lines and quotes for the quoting check."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
+    what = fmt.upper() if fmt != "sniff" else "text"
+    offset, lines, has_quote, head, tail = 0, 0, False, b"", b""
+    try:
+        with open_binary(path) as f:
+            while True:
+                chunk = f.read(block)
+                if not head:
+                    head = chunk[:_PROBE_BYTES]
+                nul = chunk.find(b"\x00")
+                if nul >= 0:
+                    raise DataError(f"{path}: looks like a binary file (NUL byte at offset {offset + nul}), "
+                                    f"not {what}")
+                try:
+                    decoder.decode(chunk, final=not chunk)
+                except UnicodeDecodeError as exc:
+                    raise DataError(f"{path}: not UTF-8 text (invalid byte at offset {offset + max(0, exc.start)}); "
+                                    "convert it to UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+                if not chunk:
+                    break
+                has_quote = has_quote or b'"' in chunk
+                parts = (tail + chunk).split(b"\n")
+                tail = parts.pop()
+                lines += sum(1 for p in parts if p.strip())
+                offset += len(chunk)
+    except DataError:
+        raise
+    except _READ_ERRORS as exc:
+        raise DataError(f"{path}: cannot read file ({one_line(exc)})") from None
+    lines += bool(tail.strip())
+    if not head.strip():
+        raise DataError(f"{path}: file is empty" + (" (only whitespace)" if head else ""))
+    return _TextStats(head=head, lines=lines, has_quote=has_quote)
+
+
+def _check_path(path: Path) -> None:
+    if not path.exists():
+        raise DataError(f"{path}: no such file or directory")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a data file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty")
+
+
+def _declared_format(path: Path) -> str:
+    """The format named by the extension; ``sniff`` when there is none to go by."""
+    ext = split_ext(path)[1]
+    if not ext:
+        return "sniff"
+    fmt = FORMATS.get(ext)
+    if fmt is None:
+        raise DataError(f"{path}: unsupported file type {ext!r}; use .csv, .tsv, .jsonl, .json, .parquet, fastText "
+                        ".txt or a text file with no extension (optionally .gz, .bz2 or .xz)")
+    return fmt
+
+
+def _sniff_text(head: bytes) -> str:
+    """The format of a text file by its first lines: JSON, fastText, TSV or CSV."""
+    text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
+    stripped = text.lstrip()
+    if stripped[:1] in ("{", "["):
+        return "json"
+    lines = [line for line in text.splitlines()[:50] if line.strip()]
+    if lines and lines[0].lstrip().startswith("__label__"):
+        return "fasttext"
+    if lines and all("\t" in line for line in lines[: max(1, len(lines) - 1)]):
+        return "tsv"
+    return "csv"
+
+
+def _first_rows(head: bytes, delimiter: str, n: int = 200) -> list[list[str]]:
+    text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
+    lines = text.splitlines()
+    if len(head) >= _PROBE_BYTES and len(lines) > 1:
+        lines = lines[:-1]  # cut by the probe
+    reader = csv.reader(io.StringIO("\n".join(lines[:n])), delimiter=delimiter)
+    rows = []
+    try:
+        for row in reader:
+            if row:
+                rows.append([c.strip() for c in row])
+    except csv.Error:
+        pass
+    return rows
+
+
+def _has_header(rows: list[list[str]], wanted: Sequence[str]) -> bool:
+    """Whether the first row names the columns; a first row that reads like data is data."""
+    first = rows[0]
+    if wanted and all(w in first for w in wanted):
+        return True
+    if {c.lower() for c in first} & _KNOWN_COLUMN_NAMES:
+        return True
+    if any(_INT_RE.match(c) for c in first):
+        return False  # a number is a value, not a column name
+    if any(len(c) > 40 for c in first):
+        return False  # a sentence, not a column name
+    later = rows[1:]
+    for j, cell in enumerate(first):
+        if cell and any(j < len(r) and r[j] == cell for r in later):
+            return False  # the value recurs below it: a label, not a column name
+    if len(rows) < 2:
+        return False
+    try:
+        return csv.Sniffer().has_header("\n".join(",".join(f'"{c}"' for c in r) for r in rows[:50]))
+    except csv.Error:
+        return False
+
+
+@contextmanager
+def _quiet_datasets():
+    """For local-file loads: no progress bars, no log lines, and no network "download count" ping.
+
+    `datasets` sends a HEAD request to the hub for every `load_dataset` call, even for local
+    files (``HF_UPDATE_DOWNLOAD_COUNTS``); offline, that stalls each load. All is restored after.
+    """
+    import datasets
+    from datasets.utils import logging as ds_logging
+
+    enabled = ds_logging.is_progress_bar_enabled()
+    counts = getattr(datasets.config, "HF_UPDATE_DOWNLOAD_COUNTS", None)
+    verbosity = ds_logging.get_verbosity()
+    ds_logging.set_verbosity(ds_logging.CRITICAL)  # its "Failed to read file" log would repeat our error
+    if enabled:
+        ds_logging.disable_progress_bar()
+    if counts is not None:
+        datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = False
+    try:
+        yield
+    finally:
+        ds_logging.set_verbosity(verbosity)
+        if counts is not None:
+            datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = counts
+        if enabled:
+            ds_logging.enable_progress_bar()
+
+
+def _load_local(builder: str, path: Path, **kwargs: Any):
+    import datasets
+
+    try:
+        with _quiet_datasets():
+            return datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+    except DataError:
+        raise
+    except Exception as exc:  # pyarrow / pandas / datasets errors -> user-facing message
+        if "corresponds to no data" in str(exc):
+            raise DataError(f"{path}: no data rows") from None
+        raise DataError(f"{path}: cannot read as {builder.upper()} ({one_line(exc)})") from None
+
+
+def columns_of(ds) -> dict[str, list[Any]]:
+    """All columns of a `datasets.Dataset` as python lists (one bulk conversion, not per row)."""
+    batch = ds[:] if len(ds) else {}
+    return {n: list(batch.get(n, [])) for n in ds.column_names}
+
+
+def class_label_names(ds) -> dict[str, list[str]] | None:
+    """ClassLabel names of each column that has them."""
+    import datasets
+
+    out = {name: list(feat.names) for name, feat in ds.features.items() if isinstance(feat, datasets.ClassLabel)}
+    return out or None
+
+
+def _unquoted_fits(path: Path, delimiter: str, n_columns: int) -> bool:
+    """Whether every non-blank line holds exactly ``n_columns`` fields when ``"`` is plain text.
+
+    A hand-written pass because pandas (under `datasets`) pads short rows silently, so it cannot
+    tell a file with plain quotes from a CSV whose quoted fields span lines."""
+    want = n_columns - 1
+    sep = delimiter.encode()
+    with open_binary(path) as f:
+        return all(line.count(sep) == want for line in f if line.strip())
+
+
+def _read_delimited(path: Path, stats: _TextStats, delimiter: str, wanted: Sequence[str]) -> Table:
+    import datasets
+
+    rows = _first_rows(stats.head, delimiter)
+    if not rows:
+        raise DataError(f"{path}: no columns found in the first line")
+    header = _has_header(rows, wanted)
+    first = rows[0]
+    if header:
+        names = first
+        if len(set(names)) != len(names):
+            raise DataError(f"{path}: duplicate column names in header: {names}")
+        kwargs: dict[str, Any] = {}
+    else:
+        if len(first) < 2:
+            raise DataError(f"{path}: the file has one column and no header; expected label and text columns")
+        names = [f"column{i + 1}" for i in range(len(first))]
+        kwargs = {"column_names": names, "header": None}
+    kwargs.update(sep=delimiter, features=datasets.Features({n: datasets.Value("string") for n in names}),
+                  na_filter=False, keep_default_na=False)
+    ds = _load_local("csv", path, **kwargs)
+    quoted = True
+    if stats.has_quote and len(ds) + header < stats.lines and _unquoted_fits(path, delimiter, len(names)):
+        # Quoting merged lines and every line has the same fields without it: '"' is plain text
+        # here (e.g. the raw SMS Spam Collection), so one row per line.
+        ds = _load_local("csv", path, quoting=csv.QUOTE_NONE, **kwargs)
+        quoted = False
+    return Table(columns=columns_of(ds), headerless=not header,
+                 charcnn_escapes=not header and quoted and delimiter == ",")
+
+
+_FASTTEXT_RE = re.compile(r"^\s*((?:__label__\S+\s*)+)(.*)$", re.S)
+
+
+def _read_fasttext(path: Path) -> Table:
+    ds = _load_local("text", path, encoding_errors="replace")
+    labels: list[str] = []
+    texts: list[str] = []
+    for i, line in enumerate(columns_of(ds).get("text", []), start=1):
+        if line is None or not line.strip():
+            continue
+        m = _FASTTEXT_RE.match(line)
+        if m is None:
+            raise DataError(f"{path}: line {i} does not start with '__label__NAME' (fastText format expected)")
+        first_label = m.group(1).split()[0][len("__label__"):]
+        if not first_label:
+            raise DataError(f"{path}: line {i} has an empty '__label__' tag")
+        labels.append(first_label)
+        texts.append(m.group(2).strip())
+    return Table(columns={"label": labels, "text": texts})
+
+
+def _read_parquet(path: Path) -> Table:
+    with open_binary(path) as f:
+        if f.read(4) != b"PAR1":
+            raise DataError(f"{path}: not a Parquet file (missing PAR1 magic bytes)")
+    ds = _load_local("parquet", path)
+    return Table(columns=columns_of(ds), class_label_names=class_label_names(ds))
+
+
+def read_table(path: Path, wanted: Sequence[str] = ()) -> Table:
+    """All columns of a data file. ``wanted`` (column names the caller asked for) helps tell a
+    header from data."""
+    _check_path(path)
+    fmt = _declared_format(path)
+    try:
+        if fmt == "parquet":
+            return _read_parquet(path)
+    except _READ_ERRORS as exc:
+        raise DataError(f"{path}: cannot read file ({one_line(exc)})") from None
+    stats = _scan_text(path, fmt)
+    if fmt == "sniff" or (fmt == "fasttext" and not stats.head.lstrip().startswith(b"__label__")):
+        fmt = _sniff_text(stats.head)
+    if fmt == "json":
+        ds = _load_local("json", path)
+        return Table(columns=columns_of(ds), class_label_names=class_label_names(ds))
+    if fmt == "fasttext":
+        return _read_fasttext(path)
+    return _read_delimited(path, stats, "\t" if fmt == "tsv" else ",", wanted)
+
+
+def read_classes_txt(path: Path) -> tuple[list[str], Path] | None:
+    """Class names from ``classes.txt`` beside a file (or in a folder), one per line, in class order."""
+    f = path / "classes.txt" if path.is_dir() else path.parent / "classes.txt"
+    if not f.is_file():
+        return None
+    try:
+        names = [line.strip() for line in f.read_text(encoding="utf-8", errors="replace").splitlines()]
+    except OSError as exc:
+        raise DataError(f"{f}: cannot read ({one_line(exc)})") from None
+    names = [n for n in names if n]
+    if not names:
+        raise DataError(f"{f}: classes.txt is empty")
+    if len(set(names)) != len(names):
+        raise DataError(f"{f}: duplicate class names {names}")
+    return names, f
+
+
+_SPLIT_PREFIXES = {
+    "validation": ("validation", "valid", "val", "dev"),
+    "val": ("val", "valid", "validation", "dev"),
+    "dev": ("dev", "val", "valid", "validation"),
+}
+_NOT_DATA = ("classes", "readme", "license")
+
+
+def _matches_split(stem: str, prefixes: Sequence[str], strict: bool) -> bool:
+    if strict:  # "val" must not match "values.csv"
+        return any(re.match(rf"{re.escape(p)}(?![a-z])", stem) for p in prefixes)
+    return any(stem.startswith(p) for p in prefixes)
+
+
+def split_files(folder: Path, split: str) -> list[Path]:
+    """Data files in ``folder`` whose names start with the split's name (dev/val/... for validation)."""
+    key = split.lower()
+    prefixes = _SPLIT_PREFIXES.get(key, (key,))
+    try:
+        entries = sorted(p for p in folder.iterdir() if p.is_file())
+    except OSError as exc:
+        raise DataError(f"{folder}: cannot list folder ({one_line(exc)})") from None
+    out = []
+    for p in entries:
+        stem, ext, _ = split_ext(p)
+        if (ext and ext not in FORMATS) or stem in _NOT_DATA or p.name.startswith("."):
+            continue
+        if _matches_split(stem, prefixes, strict=key in _SPLIT_PREFIXES):
+            out.append(p)
+    return out
+
+
+def split_file(folder: Path, split: str) -> Path:
+    """The one data file in ``folder`` for ``split``."""
+    candidates = split_files(folder, split)
+    prefixes = _SPLIT_PREFIXES.get(split.lower(), (split.lower(),))
+    if not candidates:
+        files = ", ".join(p.name for p in sorted(folder.iterdir())) or "(empty folder)"
+        raise DataError(f"{folder}: no file for split {split!r} (expected a name starting with {prefixes[0]!r}, "
+                        f"e.g. {prefixes[0]}.csv); files there: {files}")
+    if len(candidates) == 1:
+        return candidates[0]
+    exact = [p for p in candidates if split_ext(p)[0] in prefixes]
+    if len(exact) == 1:
+        return exact[0]
+    names = ", ".join(p.name for p in candidates)
+    raise DataError(f"{folder}: several files match split {split!r} ({names}); pass one file path")

@@ -1,0 +1,278 @@
+"""Loading a dataset's splits: one split by name, or train/validation/test of a run under one label rule."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from vdcnn.errors import ConfigError, DataError
+
+from .columns import texts_and_labels
+from .dataset import TextDataset
+from .files import read_classes_txt, read_table, split_file, split_files
+from .hub import hub_table, load_hub
+from .labels import LabelRule
+from .registry import DATA_DIR_ENV, REGISTRY, DatasetSpec, local_registry_dir, resolve_name
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split row indices into sorted (train_idx, val_idx), stratified by label.
+
+    Each class gives ``round(count * val_fraction)`` rows to validation, at least one when it
+    has two or more rows (and ``val_fraction > 0``), and always keeps at least one for training.
+    """
+    try:
+        frac = float(val_fraction)
+    except (TypeError, ValueError):
+        raise ConfigError(f"val_fraction must be a number in [0, 0.5], got {val_fraction!r}") from None
+    if not (0.0 <= frac <= 0.5):  # also rejects NaN
+        raise ConfigError(f"val_fraction must be in [0, 0.5], got {val_fraction!r}")
+    labels = np.asarray(labels)
+    n = len(labels)
+    if frac == 0.0 or n == 0:
+        return np.arange(n, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    val_parts = []
+    for cls in np.unique(labels):
+        idx = np.flatnonzero(labels == cls)
+        c = len(idx)
+        if c < 2:
+            continue
+        k = min(max(1, int(round(c * frac))), c - 1)
+        val_parts.append(rng.permutation(idx)[:k])
+    val = np.sort(np.concatenate(val_parts)).astype(np.int64) if val_parts else np.zeros(0, np.int64)
+    mask = np.ones(n, dtype=bool)
+    mask[val] = False
+    return np.flatnonzero(mask).astype(np.int64), val
+
+
+def _stratified_subset(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded, label-stratified subset of ``limit`` rows."""
+    n = len(labels)
+    if limit >= n:
+        return np.arange(n, dtype=np.int64)
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = counts * (limit / n)
+    take = np.floor(quota).astype(np.int64)
+    # Every class present gets a row when the budget allows it.
+    if limit >= len(classes):
+        take = np.maximum(take, 1)
+    take = np.minimum(take, counts)
+    # Largest remainders fill (or trim) to exactly `limit`.
+    order = np.argsort(-(quota - np.floor(quota)), kind="stable")
+    i = 0
+    while take.sum() < limit:
+        j = order[i % len(order)]
+        if take[j] < counts[j]:
+            take[j] += 1
+        i += 1
+    i = 0
+    while take.sum() > limit:
+        j = order[::-1][i % len(order)]
+        if take[j] > (1 if limit >= len(classes) else 0):
+            take[j] -= 1
+        i += 1
+    rng = np.random.default_rng(seed)
+    parts = [rng.permutation(np.flatnonzero(labels == cls))[:k] for cls, k in zip(classes, take)]
+    return np.sort(np.concatenate(parts)).astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading one split
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _RawSplit:
+    """A split's texts and raw label values, with the class names found beside them."""
+
+    texts: list[str]
+    labels: list[Any]
+    source: str
+    class_names: list[str] | None = None
+    names_origin: str = "classes.txt"
+    class_label: bool = False
+
+    def rule(self) -> LabelRule:
+        """The label rule this split decides when it is the training split."""
+        return LabelRule.decide(self.labels, source=self.source, class_names=self.class_names,
+                                names_origin=self.names_origin, class_label=self.class_label)
+
+    def dataset(self, rule: LabelRule) -> TextDataset:
+        return TextDataset(texts=self.texts, labels=rule.apply(self.labels, source=self.source),
+                           label_names=list(rule.names), source=self.source)
+
+
+def _locate(source: str) -> tuple[DatasetSpec | None, Path | None]:
+    """(registry spec or None, local path or None: the hub) for a dataset source."""
+    if not isinstance(source, (str, os.PathLike)) or not str(source).strip():
+        raise DataError(f"dataset source must be a registry name or a path, got {source!r}")
+    src = str(source)
+    name = resolve_name(src)
+    if name is not None:
+        return REGISTRY[name], local_registry_dir(name)
+    path = Path(src).expanduser()
+    if path.exists():
+        return None, path
+    root = os.environ.get(DATA_DIR_ENV)
+    if root and os.sep not in src and (Path(root).expanduser() / src).is_dir():
+        return None, Path(root).expanduser() / src  # a folder name under $VDCNN_DATA_DIR, e.g. "sst2"
+    raise DataError(f"{src}: no such file or folder, and not a known dataset name ({', '.join(REGISTRY)})")
+
+
+def _read_split(source: str, split: str, text_columns: Sequence[str] | None,
+                label_column: str | None) -> _RawSplit:
+    spec, path = _locate(source)
+    if isinstance(text_columns, str):
+        text_columns = [text_columns]
+    if path is None:
+        assert spec is not None
+        src = f"{spec.hub_id}{'/' + spec.hub_config if spec.hub_config else ''} ({split})"
+        table = hub_table(load_hub(spec, split))
+        texts, labels, col = texts_and_labels(
+            table, source=src, text_columns=list(text_columns) if text_columns is not None else list(spec.text_fields),
+            label_column=label_column or spec.label_field, clean_escapes=True)  # as the char-CNN CSVs read locally
+    else:
+        file = split_file(path, split) if path.is_dir() else path
+        src = str(file)
+        table = read_table(file, list(text_columns or []) + ([label_column] if label_column else []))
+        texts, labels, col = texts_and_labels(table, source=src, text_columns=text_columns, label_column=label_column)
+    class_label = (table.class_label_names or {}).get(col)
+    if class_label:
+        return _RawSplit(texts, labels, src, class_label, "ClassLabel", True)
+    classes = read_classes_txt(Path(src)) if path is not None else None
+    if classes:
+        return _RawSplit(texts, labels, src, classes[0], "classes.txt")
+    if spec is not None:
+        return _RawSplit(texts, labels, src, list(spec.label_names), "registry")
+    return _RawSplit(texts, labels, src)
+
+
+def _check_limit(limit: Any) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
+        raise ConfigError(f"limit must be a positive integer, got {limit!r}")
+
+
+def load_split(
+    source: str,
+    split: str = "train",
+    *,
+    text_columns: Sequence[str] | None = None,
+    label_column: str | None = None,
+    label_names: Sequence[str] | None = None,
+    label_rule: LabelRule | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+) -> TextDataset:
+    """Load one split of a registry dataset, a folder or a file.
+
+    ``source`` is a registry name (looked up under ``$VDCNN_DATA_DIR/<name>/`` first, then on
+    the Hugging Face hub), a folder under ``$VDCNN_DATA_DIR``, or a path: a folder holding
+    ``<split>*`` files (plus an optional ``classes.txt``) or a single data file (CSV, TSV,
+    JSON lines, Parquet, fastText, or a text file with no extension; ``.gz``/``.bz2``/``.xz`` ok).
+    Labels follow ``label_rule`` (a trained model's), else ``label_names`` (by name or index),
+    else the rule this split decides itself. ``limit`` keeps a seeded, stratified subset.
+    """
+    _check_limit(limit)
+    raw = _read_split(source, str(split), text_columns, label_column)
+    if label_rule is None:
+        label_rule = LabelRule.from_names(label_names) if label_names is not None else raw.rule()
+    ds = raw.dataset(label_rule)
+    if len(ds) == 0:
+        raise DataError(f"{ds.source}: no data rows")
+    if limit is not None and limit < len(ds):
+        ds = ds.subset(_stratified_subset(ds.labels, int(limit), seed))
+    return ds
+
+
+# --------------------------------------------------------------------------------------------
+# The splits of a run
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Splits:
+    """The three splits of a run, labelled by one rule (decided on the training split)."""
+
+    train: TextDataset
+    val: TextDataset  # empty when no validation is wanted
+    test: TextDataset | None  # None: the dataset has no test split
+    val_note: str  # where validation came from, for the data line
+    label_rule: LabelRule | None = None
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.train.label_names
+
+
+def has_split(source: str, split: str) -> bool:
+    """Whether ``source`` has a ``split`` at all (a single file has only its training rows)."""
+    try:
+        spec, path = _locate(source)
+    except DataError:
+        return False
+    if path is None:
+        assert spec is not None
+        return split in ("train", spec.test_split) or split == spec.validation_split
+    if not path.is_dir():
+        return False
+    try:
+        return bool(split_files(path, split))
+    except DataError:
+        return True  # let load_split report the folder error
+
+
+def _own_validation(source: str) -> str | None:
+    """The name of the dataset's own validation split, if it has one."""
+    spec, path = _locate(source)
+    if path is None:
+        return spec.validation_split if spec is not None else None
+    return "validation" if path.is_dir() and split_files(path, "validation") else None
+
+
+def _short(source: str) -> str:
+    return Path(source).name if os.path.exists(source) else source
+
+
+def load_splits(
+    source: str,
+    *,
+    text_columns: Sequence[str] | None = None,
+    label_column: str | None = None,
+    val_fraction: float = 0.1,
+    limit: int | None = None,
+    test_split: str = "test",
+    seed: int = 0,
+    label_rule: LabelRule | None = None,
+) -> Splits:
+    """Train, validation and test of a dataset, read before any training starts, under one label rule.
+
+    The rule is decided on the training split (or given, e.g. by a resumed run) and applied to the
+    others. Validation is the dataset's own (``dev``/``val``/``valid``/``validation`` files, or the
+    hub's validation split) when it has one, else ``val_fraction`` carved from train, stratified.
+    A test split that exists but cannot be read is an error here, naming the file; a dataset with
+    no test split at all gives ``test=None``.
+    """
+    _check_limit(limit)
+    raw = _read_split(source, "train", text_columns, label_column)
+    rule = label_rule or raw.rule()
+    data = raw.dataset(rule)
+    if limit is not None and limit < len(data):
+        data = data.subset(_stratified_subset(data.labels, int(limit), seed))
+    if data.n_present_classes < 2:
+        raise DataError(f"{data.source}: the training split has only one class; a classifier needs at least two")
+    kw = dict(text_columns=text_columns, label_column=label_column, label_rule=rule)
+    own = _own_validation(source)
+    if own is not None:
+        val = load_split(source, own, **kw)
+        train, note = data, f"{_short(val.source)} (the dataset's own, {len(val):,} rows)"
+    else:
+        train_idx, val_idx = stratified_split(data.labels, val_fraction, seed)
+        train, val = data.subset(train_idx), data.subset(val_idx)
+        note = f"{len(val_idx):,} rows ({float(val_fraction) * 100:g} %) carved from train" if len(val_idx) else "none"
+    test = load_split(source, test_split, **kw) if test_split and has_split(source, test_split) else None
+    return Splits(train=train, val=val, test=test, val_note=note, label_rule=rule)
