@@ -75,3 +75,31 @@ def test_two_processes_interrupted_and_resumed_match_one_process(topic_csv, tmp_
     assert a.keys() == b.keys()
     worst = max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].is_floating_point())
     assert worst < 1e-5, f"largest weight difference {worst}"
+
+
+def test_a_last_batch_smaller_than_the_world_size_trains(topic_csv, tmp_path):
+    """108 training rows in batches of 107: the last batch has one row, fewer than the two ranks.
+    It is left out on both ranks alike (a rank with no rows would average its loss over nothing)."""
+    out = tmp_path / "two"
+    recipe = [a if a != "16" else "107" for a in RECIPE]  # --batch-size 107
+    result = _run(["train", "--dataset", str(topic_csv), "--out", str(out), *recipe], 2)
+    assert result.returncode == 0, result.stderr
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert state["global_step"] == 2  # two epochs of one full batch each
+    assert len(state["rng"]["cpu"]) == 2, "every rank's RNG state is saved"
+    assert all(torch.isfinite(v).all() for v in _weights(out).values() if v.is_floating_point())
+
+
+def test_early_stop_is_decided_once_for_all_ranks(topic_csv, tmp_path):
+    """Without synced BatchNorm each rank's statistics (so its validation score) differ; the best
+    epoch and the early stop are rank 0's decisions on every rank, so no rank waits forever."""
+    out = tmp_path / "two"
+    recipe = [a for a in RECIPE if a != "--sync-bn"]
+    recipe[recipe.index("--epochs") + 1] = "12"
+    recipe[recipe.index("--lr") + 1] = "1e-12"
+    result = _run(["train", "--dataset", str(topic_csv), "--out", str(out), *recipe,
+                   "--set", "train.early_stop=1", "--set", "train.schedule=constant"], 2)
+    assert result.returncode == 0, result.stderr
+    assert "early stop" in result.stderr
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert 2 <= len(lines) < 12

@@ -740,15 +740,18 @@ def test_resume_before_the_first_checkpoint_restarts_cleanly(cli, tmp_path, paus
 
 
 def test_a_second_training_into_the_same_folder_refuses(cli, tmp_path, paused):
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    # Another process holds the run's lock (and wrote its pid into it, as a training does).
+    hold = ("import os, sys, time\nfrom filelock import FileLock\nlock = FileLock(sys.argv[1]); lock.acquire()\n"
+            "open(sys.argv[1], 'w').write(str(os.getpid())); print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(paused / ".lock")], stdout=subprocess.PIPE, text=True)
     try:
-        (paused / ".lock").write_text(str(holder.pid))
+        assert holder.stdout.readline().strip() == "held"
         line = fails_cleanly(cli, ["train", "--resume", "--out", paused], tmp_path, contains="in use")
         assert str(holder.pid) in line
     finally:
         holder.kill()
         holder.wait()
-    # The holder is dead now: its lock is stale and the training goes ahead, releasing the lock at the end.
+    # The holder is dead now: the OS released its lock, the training goes ahead and removes the lock at the end.
     result = cli("train", "--resume", "--out", paused)
     assert result.code == 0, result.err
     assert not (paused / ".lock").exists()

@@ -256,42 +256,33 @@ def load_run(run_dir: str | Path, weights: str = WEIGHTS_FILE) -> tuple[VDCNN, E
     return model, encoder, labels, meta
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextmanager
 def run_lock(run_dir: str | Path) -> Iterator[None]:
-    """Hold ``RUN/.lock`` while training; a live holder makes a second training refuse."""
+    """Hold ``RUN/.lock`` (an OS file lock, released by the OS if the process dies) while training;
+    a second training into the same folder fails at once naming the holder's pid."""
+    from filelock import FileLock, Timeout
+
     path = Path(run_dir) / LOCK_FILE
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            try:
-                pid = int(path.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and pid != os.getpid() and _pid_alive(pid):
-                raise CheckpointError(f"{run_dir} is in use by another training (pid {pid}); choose another --out") from None
-            path.unlink(missing_ok=True)  # stale lock of a dead process
-        except OSError as exc:
-            raise CheckpointError(_describe_os_error(exc, path)) from None
-    else:
-        raise CheckpointError(f"cannot take the lock {path}")
+    lock = FileLock(str(path), timeout=0)
     try:
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
+        lock.acquire()
+    except Timeout:
+        try:
+            holder = f" (pid {int(path.read_text().strip())})"
+        except (OSError, ValueError):
+            holder = ""
+        raise CheckpointError(f"{run_dir} is in use by another training{holder}; choose another --out") from None
+    except OSError as exc:
+        raise CheckpointError(_describe_os_error(exc, path)) from None
+    try:
+        try:
+            path.write_text(str(os.getpid()))  # for the message above; the lock is the flock, not this
+        except OSError:
+            pass
         # Temp files of a writer killed mid-save (kill -9, power loss) are garbage now that we hold the lock.
         for stale in Path(run_dir).glob(".*.tmp"):
             stale.unlink(missing_ok=True)
         yield
     finally:
-        path.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)  # removed while still held, so the run folder is left clean
+        lock.release()

@@ -61,7 +61,7 @@ class TrainSettings:
     num_workers: int = 0
     sync_bn: bool = False  # data-parallel: BatchNorm statistics over all ranks
     threads: int = 0  # torch CPU threads; 0 = torch's default
-    time_budget: str | None = None  # e.g. "15m", "90s": fit epochs and schedule so the whole run ends on time
+    time_budget: str | float | None = None  # seconds, or "15m", "90s": fit epochs and schedule so the whole run ends on time
     class_weights: str = "none"  # none | balanced (loss weights inverse to class frequency)
     select_by: str = "accuracy"  # accuracy | macro_f1: the validation score that picks the best epoch
 
@@ -167,6 +167,10 @@ class RunConfig:
                 raise ConfigError(f"train.{name} must be in [0, 1), got {getattr(t, name)}")
         if t.step_epochs < 1 or not 0 < t.step_gamma <= 1:
             raise ConfigError("train.step_epochs must be >= 1 and train.step_gamma in (0, 1]")
+        if t.time_budget is not None:
+            from .time_budget import parse_duration
+
+            parse_duration(t.time_budget)
         if t.early_stop < 0 or t.num_workers < 0 or t.threads < 0 or t.ema_bn_batches < 0:
             raise ConfigError("train.early_stop, train.num_workers, train.threads and train.ema_bn_batches "
                               "must not be negative")

@@ -64,6 +64,32 @@ def any_across(flag: bool, ctx: DistContext, device: torch.device) -> bool:
     return sum_across([1.0 if flag else 0.0], ctx, device)[0] > 0
 
 
+def broadcast_values(values: list[float], ctx: DistContext, device: torch.device, src: int = 0) -> list[float]:
+    """Rank ``src``'s numbers on every rank (one decision for all, e.g. best epoch and early stop)."""
+    if not ctx.enabled:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.broadcast(t, src)
+    return t.tolist()
+
+
+def gather_objects(obj: object, ctx: DistContext) -> list[object]:
+    """Every rank's ``obj`` in rank order (on every rank); ``[obj]`` in a single process."""
+    if not ctx.enabled:
+        return [obj]
+    out: list[object] = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def shard(batches: list, ctx: DistContext) -> list:
+    """This rank's rows of each batch. A batch with fewer rows than ranks (the short last one)
+    is left out on every rank alike: a rank with zero rows would average its loss over nothing (NaN)."""
+    if not ctx.enabled:
+        return batches
+    return [b[ctx.rank::ctx.world_size] for b in batches if len(b) >= ctx.world_size]
+
+
 def barrier(ctx: DistContext) -> None:
     if ctx.enabled:
         dist.barrier()

@@ -296,7 +296,7 @@ class TorchScriptClassifier(BundleClassifier):
     @classmethod
     def load(cls, bundle_dir: str | Path, device: str = "auto", batch_size: int = 256
              ) -> "TorchScriptClassifier":
-        from .train import resolve_device
+        from .runtime import resolve_device
 
         info, encoder, model_file = cls._parts(bundle_dir, "torchscript")
         dev = resolve_device(device)

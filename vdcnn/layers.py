@@ -60,13 +60,16 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
             return super().forward(x)
         if lengths is None:
             lengths = torch.full((x.size(0),), x.size(-1), device=x.device, dtype=torch.long)
-        mask = length_mask(lengths, x.size(-1)).to(x.dtype)
+        # Statistics in fp32 whatever the input dtype: under bf16 autocast a bf16 count above 256 is
+        # rounded and a bf16 mean of activations far from zero loses its low bits.
+        xf = x.float()
+        mask = length_mask(lengths, x.size(-1)).to(torch.float32)
         if self.sync:
-            mean, var, count = self._synced_stats(x, mask)
+            mean, var, count = self._synced_stats(xf, mask)
         else:
-            count = mask.sum() * 1.0
-            mean = (x * mask).sum((0, 2)) / count
-            var = ((x - mean[None, :, None]) * mask).pow(2).sum((0, 2)) / count
+            count = mask.sum()
+            mean = (xf * mask).sum((0, 2)) / count
+            var = ((xf - mean[None, :, None]) * mask).pow(2).sum((0, 2)) / count
         if self.track_running_stats and self.running_mean is not None:
             with torch.no_grad():
                 self.num_batches_tracked += 1
@@ -77,22 +80,30 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
                 self.running_var.lerp_(unbiased.detach().to(self.running_var.dtype), momentum)
         scale = torch.rsqrt(var + self.eps)
         if self.affine:
-            return (x - mean[None, :, None]) * (scale * self.weight)[None, :, None] + self.bias[None, :, None]
-        return (x - mean[None, :, None]) * scale[None, :, None]
+            y = (xf - mean[None, :, None]) * (scale * self.weight)[None, :, None] + self.bias[None, :, None]
+        else:
+            y = (xf - mean[None, :, None]) * scale[None, :, None]
+        return y.to(x.dtype)
 
     @staticmethod
     def _synced_stats(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Mean and variance over every rank's real positions, in two exact passes: the summed
+        counts and sums give the global mean, then the summed squared deviations from it give
+        the variance (what SyncBatchNorm's merge of per-rank mean/variance by count computes,
+        without E[x^2] - E[x]^2 cancellation)."""
         import torch.distributed as dist
 
-        xm = x * mask
-        stats = torch.cat([xm.sum((0, 2)), (xm * x).sum((0, 2)), mask.sum().reshape(1)])
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            stats = _AllReduceSum.apply(stats)
+        spread = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         channels = x.size(1)
-        count = stats[-1]
-        mean = stats[:channels] / count
-        var = (stats[channels:2 * channels] / count - mean * mean).clamp(min=0)
-        return mean, var, count
+        sums = torch.cat([(x * mask).sum((0, 2)), mask.sum().reshape(1)])
+        if spread:
+            sums = _AllReduceSum.apply(sums)
+        count = sums[-1]
+        mean = sums[:channels] / count.clamp(min=1)
+        deviations = ((x - mean[None, :, None]) * mask).pow(2).sum((0, 2))
+        if spread:
+            deviations = _AllReduceSum.apply(deviations)
+        return mean, deviations / count.clamp(min=1), count
 
 
 class _AllReduceSum(torch.autograd.Function):

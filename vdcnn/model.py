@@ -237,9 +237,12 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[tuple[Tensor, Tens
     for m in norms:
         m.reset_running_stats()
         m.momentum = None
-    model.train()
-    for ids, lengths in batches:
-        model(ids, lengths)
+    model.eval()  # drop-path and dropout off: the statistics of the network as it will be used ...
+    for m in norms:
+        m.train()  # ... with only the BatchNorms measuring their batches
+    with torch.no_grad():
+        for ids, lengths in batches:
+            model(ids, lengths)
     for m, momentum in zip(norms, saved):
         m.momentum = momentum
     model.train(was_training)

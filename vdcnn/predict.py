@@ -15,7 +15,7 @@ from .evaluate import predict_logits, softmax
 from .model import VDCNN, fold_batchnorm
 from .errors import ConfigError
 from .runtime import bf16_supported, tune_malloc
-from .train import resolve_device
+from .runtime import resolve_device
 
 
 class TextClassifier:

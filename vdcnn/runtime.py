@@ -47,3 +47,16 @@ def bf16_supported(device_type: str) -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+def resolve_device(name: str) -> "torch.device":
+    """``auto`` is CUDA when a GPU is present, else CPU; an unavailable ``cuda`` is a ConfigError."""
+    import torch
+
+    from .errors import ConfigError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA GPU is available")
+    return torch.device(name)

@@ -1,14 +1,14 @@
-"""Training: one function, read top to bottom.
+"""Training, read top to bottom: set up, train epochs, end each epoch, score the best model.
 
 ``train(config, out_dir)`` loads and encodes the data, builds the model and
-optimiser, runs the epochs (validation after each, best model kept, metrics
-logged, resumable state saved) and finally scores the best model on the test
-split. ``train(None, out_dir, resume=True)`` continues a run from its folder.
+optimiser (``_setup``), runs the epochs (``_train_epoch``; after each,
+``_end_epoch`` validates, keeps the best model, logs metrics and saves the
+resumable ``TrainingState``) and finally scores the best model (``_finish``).
+``train(None, out_dir, resume=True)`` continues a run from its folder.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import signal
 import sys
@@ -27,14 +27,22 @@ from .augment import char_noise, random_crop
 from .batching import Encoded, batch_order, encode_texts, make_batch
 from .config import RunConfig
 from .data import Splits, load_splits
-from .encoders import build_encoder, encoder_from_dict
+from .encoders import Encoder, build_encoder, encoder_from_dict
 from .errors import CheckpointError, ConfigError, DataError, VdcnnError
 from .evaluate import classification_report, predict_logits
 from .layers import MaskedBatchNorm1d
 from .model import VDCNN, count_parameters, forward_flops, recalibrate_batchnorm
 from .profiling import PhaseTimer, format_phases
 from .recipe import apply_recipe, char_coverage, choose_max_length
-from .runtime import bf16_supported, tune_malloc
+from .runtime import bf16_supported, resolve_device, tune_malloc
+from .time_budget import WARMUP_STEPS, TimePlan, fit_total_steps, format_duration, parse_duration
+from .train_state import EpochMeter, TrainingState, capture_rng, fresh_epoch_sums, restore_rng
+
+__all__ = ["TrainResult", "TrainingDiverged", "TrainingInterrupted", "class_weights", "lr_multiplier",
+           "make_optimizer", "train"]
+
+REFRESH_STEPS = 50  # device sums are read (and the NaN check made) at most this many steps apart
+REFRESH_S = 1.0  # ... or this often, in a single process
 
 
 class TrainingInterrupted(VdcnnError):
@@ -56,19 +64,12 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA GPU is available")
-    return torch.device(name)
-
-
-def lr_multiplier(cfg: RunConfig, steps_per_epoch: int) -> Callable[[int], float]:
-    """Learning-rate factor for a global step: warm-up, then the chosen schedule."""
+def lr_multiplier(cfg: RunConfig, steps_per_epoch: int, total_steps: int | None = None) -> Callable[[int], float]:
+    """Learning-rate factor for a global step: warm-up, then the chosen schedule over ``total_steps``
+    (``epochs x steps_per_epoch`` unless a time budget fitted another number)."""
     t = cfg.train
-    total = max(1, t.epochs * steps_per_epoch)
-    warmup = int(t.warmup_epochs * steps_per_epoch)
+    total = max(1, total_steps if total_steps is not None else t.epochs * steps_per_epoch)
+    warmup = min(int(t.warmup_epochs * steps_per_epoch), total)
     if t.schedule == "onecycle" and warmup == 0:
         warmup = int(0.1 * total)
 
@@ -97,12 +98,21 @@ def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimi
     return torch.optim.AdamW(groups, lr=t.lr, fused=True)
 
 
-def stage_grad_norms(model: VDCNN) -> list[float]:
+def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    """Balanced cross-entropy weights ``n / (K * count_k)``; a class absent from training gets 0."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).astype(np.float64)
+    weights = np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def stage_grad_norms(model: VDCNN) -> torch.Tensor:
+    """Gradient norm of each stage, as one device tensor (read later, with the other sums)."""
     norms = []
     for stage in model.stage_modules():
         grads = [p.grad for p in stage.parameters() if p.grad is not None]
-        norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))) if grads else 0.0)
-    return norms
+        norms.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+                     if grads else torch.zeros((), device=next(model.parameters()).device))
+    return torch.stack(norms)
 
 
 class _StopFlag:
@@ -149,13 +159,14 @@ def train(cfg: RunConfig | None, out_dir: str | Path, resume: bool = False,
     ``profile`` times each step's phases (data, forward, backward, optimiser) and
     reports them per epoch, in the log and in ``metrics.jsonl``.
     """
+    started = time.perf_counter()
     out_dir = Path(out_dir)
-    state = None
+    saved = None
     if resume:
         meta = ckpt.read_config(out_dir)
         cfg = RunConfig.from_dict(meta.get("run", {}), source=str(out_dir / ckpt.CONFIG_FILE))
         if (out_dir / ckpt.STATE_FILE).exists() or (out_dir / ckpt.WEIGHTS_FILE).exists() or ckpt.read_metrics(out_dir):
-            state = ckpt.load_state(out_dir / ckpt.STATE_FILE)  # a missing last.pt after progress: refuse
+            saved = ckpt.load_state(out_dir / ckpt.STATE_FILE)  # a missing last.pt after progress: refuse
         else:
             # Stopped before its first checkpoint (killed while loading data): nothing to lose, the
             # recipe in config.json is all there is, so start it over (same seed, same result).
@@ -172,7 +183,7 @@ def train(cfg: RunConfig | None, out_dir: str | Path, resume: bool = False,
     try:
         distributed.barrier(ctx)  # every rank has checked the folder before rank 0 writes to it
         if not ctx.is_main:
-            return _train_locked(cfg, out_dir, state, lambda s: None, False, max_steps, ctx, profile)
+            return _train_locked(cfg, out_dir, saved, lambda s: None, False, max_steps, ctx, profile, started)
         created = not out_dir.exists()
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -180,7 +191,7 @@ def train(cfg: RunConfig | None, out_dir: str | Path, resume: bool = False,
             raise ConfigError(f"cannot create the output folder {out_dir}: {exc.strerror}") from None
         try:
             with ckpt.run_lock(out_dir):
-                return _train_locked(cfg, out_dir, state, log, progress, max_steps, ctx, profile)
+                return _train_locked(cfg, out_dir, saved, log, progress, max_steps, ctx, profile, started)
         except BaseException:
             # Bad data or options found before the run was recorded: leave no empty run folder behind.
             if created and not any(out_dir.iterdir()):
@@ -190,30 +201,186 @@ def train(cfg: RunConfig | None, out_dir: str | Path, resume: bool = False,
         distributed.teardown(ctx)
 
 
-def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, log: Callable[[str], None],
-                  progress: bool, max_steps: int | None, ctx: distributed.DistContext,
-                  profile: bool = False) -> TrainResult:
+@dataclass
+class _Run:
+    """What a run holds while it trains: settings, data, model, optimiser and the resumable state."""
+
+    cfg: RunConfig
+    out_dir: Path
+    log: Callable[[str], None]
+    progress: bool
+    ctx: distributed.DistContext
+    device: torch.device
+    use_bf16: bool
+    started: float  # perf_counter() when train() was called
+    labels: list[str]
+    encoder: Encoder
+    train_set: Encoded
+    val_set: Encoded
+    test_set: Encoded | None
+    test_source: str
+    model: VDCNN
+    net: torch.nn.Module  # the model, wrapped for data-parallel training
+    ema: torch.optim.swa_utils.AveragedModel | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    loss_weight: torch.Tensor | None
+    steps_per_epoch: int
+    trim: bool
+    meta: dict[str, Any]
+    timer: PhaseTimer
+    state: TrainingState
+    history: list[dict[str, Any]] = field(default_factory=list)
+    save_s: float = 0.0  # time one state save took (for the time budget)
+
+    @property
+    def main(self) -> bool:
+        return self.ctx.is_main
+
+    @property
+    def total_steps(self) -> int:
+        plan = self.state.time_plan
+        return plan["total_steps"] if plan else self.cfg.train.epochs * self.steps_per_epoch
+
+    @property
+    def epochs_to_run(self) -> int:
+        return math.ceil(self.total_steps / self.steps_per_epoch)
+
+    @property
+    def scored_model(self) -> torch.nn.Module:
+        """The weights validated and kept: the EMA's when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def elapsed(self) -> float:
+        return self.state.elapsed_s + time.perf_counter() - self.started
+
+    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        """This rank's row indices for each step of ``epoch`` (the same order on every run)."""
+        t = self.cfg.train
+        return distributed.shard(batch_order(self.train_set.lengths, t.batch_size,
+                                             np.random.default_rng([t.seed, epoch]), t.bucket), self.ctx)
+
+    def save_state(self) -> None:
+        rngs = distributed.gather_objects(capture_rng(self.device), self.ctx)  # every rank's, in rank order
+        if not self.main:
+            return
+        s = self.state
+        s.rng = {"cpu": [r["cpu"] for r in rngs], **({"cuda": [r["cuda"] for r in rngs]} if "cuda" in rngs[0] else {})}
+        s.model, s.optimizer, s.scheduler = (self.model.state_dict(), self.optimizer.state_dict(),
+                                             self.scheduler.state_dict())
+        s.ema = self.ema.module.state_dict() if self.ema is not None else None
+        elapsed_before, s.elapsed_s = s.elapsed_s, self.elapsed()
+        begun = time.perf_counter()
+        try:
+            ckpt.save_state(self.out_dir / ckpt.STATE_FILE, s.to_dict())
+        finally:
+            s.elapsed_s = elapsed_before
+            s.model, s.optimizer, s.scheduler, s.ema = {}, {}, {}, None
+        self.save_s = max(self.save_s, time.perf_counter() - begun)
+
+    def fit_schedule(self, apply_now: bool = True) -> None:
+        """Stretch the learning-rate schedule over ``total_steps`` (``apply_now``: set the current rate too)."""
+        factor = lr_multiplier(self.cfg, self.steps_per_epoch, self.total_steps)
+        self.scheduler.lr_lambdas = [factor] * len(self.optimizer.param_groups)
+        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+            if apply_now:
+                group["lr"] = base * factor(self.scheduler.last_epoch)
+
+
+def _train_locked(cfg: RunConfig, out_dir: Path, saved: dict[str, Any] | None, log: Callable[[str], None],
+                  progress: bool, max_steps: int | None, ctx: distributed.DistContext, profile: bool,
+                  started: float) -> TrainResult:
+    run = _setup(cfg, out_dir, saved, log, progress, ctx, profile, started)
+    with _StopFlag() as stop:
+        while run.state.epoch < run.epochs_to_run:
+            _train_epoch(run, stop, max_steps)
+            if _end_epoch(run):
+                break
+    distributed.barrier(ctx)
+    return _finish(run)
+
+
+def _setup(cfg: RunConfig, out_dir: Path, saved: dict[str, Any] | None, log: Callable[[str], None],
+           progress: bool, ctx: distributed.DistContext, profile: bool, started: float) -> _Run:
+    """Data, encoder, model, optimiser and schedule; the saved state restored when resuming."""
     t = cfg.train
-    started = time.perf_counter()
     tune_malloc()
     if t.threads:
         torch.set_num_threads(t.threads)
     device = resolve_device(t.device)
     if ctx.enabled and device.type == "cuda":
         device = torch.device("cuda", ctx.local_rank)
-    main = ctx.is_main
+    if device.type == "cuda" and t.bucket:
+        torch.backends.cudnn.benchmark = True  # few distinct bucketed lengths: each shape's best kernel is found once
     use_bf16 = t.bf16 and bf16_supported(device.type)
+    state = TrainingState(epoch_sums=fresh_epoch_sums(0))
+    if saved is not None:
+        try:
+            state = TrainingState.from_dict(saved)
+        except (KeyError, TypeError) as exc:
+            raise CheckpointError(f"{out_dir / ckpt.STATE_FILE} is not a vdcnn training state ({exc})") from None
 
-    # Data: load, carve validation, build the encoder on training texts, encode once.
     splits = load_training_data(cfg)
+    labels = splits.label_names
+    encoder, train_set, val_set, test_set = _encode_data(cfg, splits, out_dir if saved is not None else None, log)
+    max_len = cfg.encoder.max_length
+
+    torch.manual_seed(t.seed)
+    model_config = cfg.model_config(encoder.vocab_size, len(labels), encoder.pad_id)
+    model = VDCNN(model_config).to(device)
+    if t.sync_bn:
+        for m in model.modules():
+            if isinstance(m, MaskedBatchNorm1d):
+                m.sync = True
+    net: torch.nn.Module = model
+    if ctx.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    ema = None
+    if t.ema_decay > 0:
+        ema = torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(t.ema_decay), use_buffers=False)
+        ema.n_averaged.fill_(1)  # the initial weights are the first average (else the first update copies)
+    optimizer = make_optimizer(cfg, model)
+    full_batches = distributed.shard(batch_order(train_set.lengths, t.batch_size, None, False), ctx)
+    steps_per_epoch = max(1, len(full_batches))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(cfg, steps_per_epoch))
+    weight = class_weights(train_set.labels, len(labels)).to(device) if t.class_weights == "balanced" else None
+    log(f"model: VDCNN depth {model_config.conv_layers} (stages {list(model_config.blocks)}), "
+        f"shortcut {'on (' + model_config.shortcut_kind + ')' if model_config.shortcut else 'off'}, "
+        f"downsample {model_config.downsample}, {count_parameters(model) / 1e6:.2f} M parameters, "
+        f"{forward_flops(model_config, max_len) / 1e9:.2f} GFLOPs per text at length {max_len}; "
+        f"device {device}{' (bf16 autocast)' if use_bf16 else ''}"
+        f"{f', {ctx.world_size} processes (DDP)' if ctx.enabled else ''}")
+    if weight is not None:
+        log("  class weights (balanced): " + ", ".join(f"{n} {w:.2f}" for n, w in zip(labels, weight.tolist())))
+
+    meta = ckpt.make_meta(model_config, encoder, labels, cfg.to_dict(), data_source=splits.train.source,
+                          parameters=count_parameters(model), flops=forward_flops(model_config, max_len),
+                          label_rule=splits.label_rule.to_dict())
+    run = _Run(cfg, out_dir, log, progress, ctx, device, use_bf16, started, labels, encoder, train_set, val_set,
+               test_set, splits.test.source if splits.test is not None else "", model, net, ema, optimizer,
+               scheduler, weight, steps_per_epoch, t.bucket and model_config.mask_padding, meta,
+               PhaseTimer(profile, device), state)
+    if saved is not None:
+        _restore(run)
+    else:
+        state.epoch_sums = fresh_epoch_sums(len(model.stages))
+        if run.main:
+            ckpt.write_json(out_dir / ckpt.CONFIG_FILE, meta)
+        run.save_state()  # resumable from the first step on: a kill now never leaves config.json without last.pt
+    return run
+
+
+def _encode_data(cfg: RunConfig, splits: Splits, resumed_from: Path | None, log: Callable[[str], None]
+                 ) -> tuple[Encoder, Encoded, Encoded, Encoded | None]:
+    """Build the encoder on the training texts (or read it back when resuming) and encode every split once."""
     labels = splits.label_names
     fit_length = cfg.auto and "encoder.max_length" not in cfg.explicit
     if cfg.auto:
         for line in apply_recipe(cfg, splits.train.texts, splits.train.labels, len(labels)):
             log(line)
-    if state is not None:
-        meta = ckpt.read_config(out_dir)
-        encoder = encoder_from_dict(meta["encoder"])
+    if resumed_from is not None:
+        encoder = encoder_from_dict(ckpt.read_config(resumed_from)["encoder"])
     else:
         encoder = build_encoder(cfg.encoder.name, splits.train.texts, cfg.encoder.vocab_size)
     if encoder.name == "char" and (coverage := char_coverage(splits.train.texts)) < 0.5:
@@ -226,242 +393,347 @@ def _train_locked(cfg: RunConfig, out_dir: Path, state: dict[str, Any] | None, l
         log(f"  max length {cfg.encoder.max_length} ids (98 % of the training texts fit whole)")
     max_len = cfg.encoder.max_length
     val_set = encode_texts(encoder, splits.val.texts, splits.val.labels, max_len)
+    test_set = (encode_texts(encoder, splits.test.texts, splits.test.labels, max_len)
+                if splits.test is not None else None)
     test_txt = f"{len(splits.test)} test rows" if splits.test is not None else "no test split"
     log(f"data: {splits.train.source}: {len(train_set)} train rows, validation {splits.val_note}, {test_txt}, "
         f"{len(labels)} classes ({', '.join(labels)}); encoder {encoder.name} (vocab {encoder.vocab_size}), "
         f"max length {max_len}, mean length {train_set.lengths.mean():.0f}")
+    return encoder, train_set, val_set, test_set
 
-    # Model and optimiser.
-    torch.manual_seed(t.seed)
-    model_config = cfg.model_config(encoder.vocab_size, len(labels), encoder.pad_id)
-    model = VDCNN(model_config).to(device)
-    if t.sync_bn:
-        for m in model.modules():
-            if isinstance(m, MaskedBatchNorm1d):
-                m.sync = True
-    net: torch.nn.Module = model
-    if ctx.enabled:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    ema = copy.deepcopy(model) if t.ema_decay > 0 else None
-    optimizer = make_optimizer(cfg, model)
-    steps_per_epoch = math.ceil(len(train_set) / t.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(cfg, steps_per_epoch))
-    trim = t.bucket and model_config.mask_padding
-    log(f"model: VDCNN depth {model_config.conv_layers} (stages {list(model_config.blocks)}), "
-        f"shortcut {'on (' + model_config.shortcut_kind + ')' if model_config.shortcut else 'off'}, "
-        f"downsample {model_config.downsample}, {count_parameters(model) / 1e6:.2f} M parameters, "
-        f"{forward_flops(model_config, max_len) / 1e9:.2f} GFLOPs per text at length {max_len}; "
-        f"device {device}{' (bf16 autocast)' if use_bf16 else ''}"
-        f"{f', {ctx.world_size} processes (DDP)' if ctx.enabled else ''}")
 
-    meta = ckpt.make_meta(model_config, encoder, labels, cfg.to_dict(), data_source=splits.train.source,
-                          parameters=count_parameters(model), flops=forward_flops(model_config, max_len),
-                          label_rule=splits.label_rule.to_dict())
-    start_epoch, skip_steps, global_step, elapsed_before = 0, 0, 0, 0.0
-    best_acc, best_epoch, stale_epochs = float("-inf"), -1, 0  # -inf: without validation the score is -loss
-    history: list[dict[str, Any]] = []
-    epoch_sums = _fresh_epoch_sums(len(model.stages))
-    if state is not None:
-        try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            if ema is not None and "ema" in state:
-                ema.load_state_dict(state["ema"])
-            start_epoch, skip_steps, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
-            best_acc, best_epoch, stale_epochs = state["best_acc"], state["best_epoch"], state["stale_epochs"]
-            epoch_sums = state.get("epoch_sums", epoch_sums)
-            elapsed_before = float(state.get("elapsed_s", 0.0))
-            torch.set_rng_state(state["torch_rng"])
-        except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as exc:
-            first = " ".join(str(exc).split())[:200] or type(exc).__name__
-            raise CheckpointError(f"{out_dir / ckpt.STATE_FILE} does not fit this run's config.json "
-                                  f"({type(exc).__name__}: {first})") from None
-        # Rows of epochs after the saved state (a kill between the metrics line and the state save)
-        # are dropped: those epochs are trained again.
-        rows = ckpt.read_metrics(out_dir)
-        history = [r for r in rows if isinstance(r.get("epoch"), int) and r["epoch"] <= start_epoch]
-        if main and len(history) != len(rows):
-            ckpt.write_text(out_dir / ckpt.METRICS_FILE, "".join(_json(r) + "\n" for r in history))
-        log(f"resuming at epoch {start_epoch + 1}, step {skip_steps} of {steps_per_epoch}")
-        meta["best"] = ckpt.read_config(out_dir).get("best")
-    elif main:
-        ckpt.write_json(out_dir / ckpt.CONFIG_FILE, meta)
+def _restore(run: _Run) -> None:
+    """Load the saved modules, optimiser, schedule and RNG states into a freshly built run."""
+    s, out_dir = run.state, run.out_dir
+    try:
+        run.model.load_state_dict(s.model)
+        run.optimizer.load_state_dict(s.optimizer)
+        if s.time_plan:
+            run.fit_schedule(apply_now=False)  # the saved optimiser holds the current rate
+        run.scheduler.load_state_dict(s.scheduler)
+        if run.ema is not None and s.ema is not None:
+            run.ema.module.load_state_dict(s.ema)
+        restore_rng(s.rng, run.ctx.rank, run.device)
+        if len(s.epoch_sums.get("grad", [])) != len(run.model.stages):
+            raise ValueError("per-stage sums of another depth")
+    except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as exc:
+        first = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise CheckpointError(f"{out_dir / ckpt.STATE_FILE} does not fit this run's config.json "
+                              f"({type(exc).__name__}: {first})") from None
+    s.model, s.optimizer, s.scheduler, s.ema = {}, {}, {}, None  # the live modules hold them now
+    # Rows of epochs after the saved state (a kill between the metrics line and the state save)
+    # are dropped: those epochs are trained again.
+    rows = ckpt.read_metrics(out_dir)
+    run.history = [r for r in rows if isinstance(r.get("epoch"), int) and r["epoch"] <= s.epoch]
+    if run.main and len(run.history) != len(rows):
+        ckpt.write_text(out_dir / ckpt.METRICS_FILE, "".join(_json(r) + "\n" for r in run.history))
+    plan = f" (time plan kept: {s.time_plan['total_steps']:,} steps)" if s.time_plan else ""
+    run.log(f"resuming at epoch {s.epoch + 1}, step {s.step_in_epoch} of {run.steps_per_epoch}{plan}")
+    run.meta["best"] = ckpt.read_config(out_dir).get("best")
+    if s.time_plan:
+        run.meta["time_plan"] = s.time_plan
 
-    def save_state(epoch: int, step_in_epoch: int) -> None:
-        if not main:
-            return
-        ckpt.save_state(out_dir / ckpt.STATE_FILE, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            **({"ema": ema.state_dict()} if ema is not None else {}),
-            "epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step,
-            "best_acc": best_acc, "best_epoch": best_epoch, "stale_epochs": stale_epochs,
-            "epoch_sums": epoch_sums, "torch_rng": torch.get_rng_state(),
-            "elapsed_s": elapsed_before + time.perf_counter() - started,
-        })
 
-    if state is None:
-        save_state(0, 0)  # resumable from the first step on: a kill now never leaves config.json without last.pt
-
+def _train_epoch(run: _Run, stop: _StopFlag, max_steps: int | None) -> None:
+    """The optimiser steps of one epoch (from ``state.step_in_epoch``, when resuming mid-epoch)."""
     from .progress import EpochProgress
 
-    timer = PhaseTimer(profile, device)
+    s, t, ctx, timer = run.state, run.cfg.train, run.ctx, run.timer
+    batches = run.epoch_batches(s.epoch)
+    meter = EpochMeter(len(run.model.stages), run.device)
+    budget = parse_duration(t.time_budget) if t.time_budget and s.time_plan is None else None
+    run.model.train()
+    epoch_start = last_read = time.perf_counter()
+    seen_before, first_unread = s.epoch_sums["seen"], s.step_in_epoch
+    measure: dict[str, float] = {}
+    with EpochProgress(f"epoch {s.epoch + 1}/{run.epochs_to_run}", len(batches), enabled=run.progress) as bar:
+        bar.advance(s.step_in_epoch)
+        for step in range(s.step_in_epoch, len(batches)):
+            if s.global_step >= run.total_steps:
+                break  # a time budget ends this epoch early
+            local_stop = max_steps is not None and s.global_step >= max_steps
+            if local_stop or (stop.signal is not None and not ctx.enabled):
+                _interrupt(run, stop, meter)
+            with timer.phase("data"):
+                ids, lengths, y = _training_batch(run, batches[step], step)
+            loss, logits = _train_step(run, ids, lengths, y, meter)
+            if loss is None:  # skipped (nan_policy skip)
+                continue
+            s.step_in_epoch = step + 1
+            bar.advance(1)
+            now = time.perf_counter()
+            if budget is not None and s.time_plan is None:
+                _measure_or_plan(run, measure, budget, step == len(batches) - 1, len(y))
+            due = (step + 1 - first_unread) % REFRESH_STEPS == 0 or (not ctx.enabled and now - last_read >= REFRESH_S)
+            if due:
+                _read_meter(run, meter, first_unread)
+                first_unread, last_read = step + 1, now
+                seen = s.epoch_sums["seen"] - seen_before
+                bar.show(loss=s.epoch_sums["loss"] / max(1, s.epoch_sums["seen"]),
+                         rate=seen * ctx.world_size / max(1e-9, now - epoch_start))
+                if ctx.enabled and distributed.any_across(stop.signal is not None, ctx, run.device):
+                    _interrupt(run, stop, meter)
+    _read_meter(run, meter, first_unread)
+    s.epoch_sums["time_s"] = s.epoch_sums.get("time_s", 0.0) + time.perf_counter() - epoch_start
 
-    with _StopFlag() as stop:
-        for epoch in range(start_epoch, t.epochs):
-            model.train()
-            epoch_start = time.perf_counter()
-            batches = batch_order(train_set.lengths, t.batch_size, np.random.default_rng([t.seed, epoch]), t.bucket)
-            with EpochProgress(f"epoch {epoch + 1}/{t.epochs}", len(batches), enabled=progress) as bar:
-                bar.advance(skip_steps)
-                for step in range(skip_steps, len(batches)):
-                    stopping = stop.signal is not None or (max_steps is not None and global_step >= max_steps)
-                    if distributed.any_across(stopping, ctx, device):
-                        save_state(epoch, step)
-                        why = "interrupted" if stop.signal is not None else f"stopped after {global_step} steps"
-                        raise TrainingInterrupted(
-                            f"{why}: state saved at epoch {epoch + 1}, step {step}; continue with "
-                            f"`vdcnn train --resume --out {out_dir}`")
-                    with timer.phase("data"):
-                        ids, lengths, y = make_batch(train_set, batches[step][ctx.rank::ctx.world_size], trim, device)
-                        gen = torch.Generator().manual_seed(hash((t.seed, epoch, step)) & 0x7FFFFFFF)
-                        if t.augment_crop:
-                            ids, lengths = random_crop(ids.cpu(), lengths.cpu(), t.augment_crop, gen)
-                            ids, lengths = ids.to(device), lengths.to(device)
-                        if t.augment_noise:
-                            ids = char_noise(ids.cpu(), lengths.cpu(), t.augment_noise, encoder.vocab_size,
-                                             gen).to(device)
-                    with timer.phase("forward"), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                        logits = net(ids, lengths)
-                        loss = F.cross_entropy(logits.float(), y, label_smoothing=t.label_smoothing)
-                    if distributed.any_across(not bool(torch.isfinite(loss)), ctx, device):
-                        if t.nan_policy == "skip":
-                            if not _finite(model):
-                                raise TrainingDiverged(
-                                    f"loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1} because the "
-                                    f"weights themselves are no longer finite: skipping batches cannot recover; "
-                                    f"the best checkpoint is kept. Lower --lr or add gradient clipping")
-                            epoch_sums["skipped"] += 1
-                            optimizer.zero_grad(set_to_none=True)
-                            global_step += 1
-                            scheduler.step()
-                            continue
-                        raise TrainingDiverged(
-                            f"loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1}; the best checkpoint "
-                            f"is kept. Lower --lr, add gradient clipping, or set train.nan_policy: skip")
-                    with timer.phase("backward"):
-                        optimizer.zero_grad(set_to_none=True)
-                        loss.backward()
-                    with timer.phase("optimiser"):
-                        if global_step % 10 == 0:
-                            for i, g in enumerate(stage_grad_norms(model)):
-                                epoch_sums["grad"][i] += g
-                            epoch_sums["grad_n"] += 1
-                        if t.grad_clip:
-                            torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-                        optimizer.step()
-                        scheduler.step()
-                        global_step += 1
-                        if ema is not None:
-                            with torch.no_grad():
-                                for pe, pm in zip(ema.parameters(), model.parameters()):
-                                    pe.lerp_(pm, 1 - t.ema_decay)
-                                if not t.ema_bn_batches:  # else recomputed before each validation
-                                    for be, bm in zip(ema.buffers(), model.buffers()):
-                                        be.copy_(bm)
-                    epoch_sums["loss"] += float(loss.detach()) * len(y)
-                    epoch_sums["correct"] += int((logits.argmax(1) == y).sum())
-                    epoch_sums["seen"] += len(y)
-                    bar.update(loss=epoch_sums["loss"] / epoch_sums["seen"],
-                               rate=epoch_sums["seen"] / max(1e-9, time.perf_counter() - epoch_start))
 
-            # Validation, best model, metrics, resumable state.
-            scored = ema if ema is not None else model
-            if ema is not None and t.ema_bn_batches:
-                with timer.phase("bn recalibration"):
-                    recal = batch_order(train_set.lengths, t.batch_size, np.random.default_rng([t.seed, epoch, 1]),
-                                        t.bucket)[: t.ema_bn_batches]
-                    recalibrate_batchnorm(ema, (make_batch(train_set, b[ctx.rank::ctx.world_size], trim, device)[:2]
-                                                for b in recal))
-            with timer.phase("validation"):
-                val = _score(scored, val_set, labels, t.batch_size, device, trim)
-            totals = distributed.sum_across([epoch_sums["loss"], epoch_sums["correct"], epoch_sums["seen"]], ctx, device)
-            epoch_sums["loss"], epoch_sums["correct"], epoch_sums["seen"] = totals[0], int(totals[1]), int(totals[2])
-            seen = max(1, epoch_sums["seen"])
-            row = {
-                "epoch": epoch + 1,
-                "train_loss": epoch_sums["loss"] / seen,
-                "train_acc": epoch_sums["correct"] / seen,
-                "val_loss": val.get("loss") if val else None,
-                "val_acc": val["accuracy"] if val else None,
-                "lr": optimizer.param_groups[0]["lr"],
-                "time_s": round(time.perf_counter() - epoch_start, 2),
-                "samples_per_s": round(seen / max(1e-9, time.perf_counter() - epoch_start), 1),
-                "grad_norm": {f"stage{i + 1}": g / max(1, epoch_sums["grad_n"]) for i, g in enumerate(epoch_sums["grad"])},
-                "skipped_steps": epoch_sums["skipped"],
-            }
-            if profile:
-                row["profile_s"] = timer.reset()
-            score = row["val_acc"] if row["val_acc"] is not None else -row["train_loss"]
-            improved = (score > best_acc and math.isfinite(row["train_loss"]) and _finite(scored)
-                        and (row["val_loss"] is None or math.isfinite(row["val_loss"])))  # never save a NaN model
-            if improved:
-                best_acc, best_epoch, stale_epochs = score, epoch + 1, 0
-                meta["best"] = {"epoch": epoch + 1, "val_acc": row["val_acc"], "val_loss": row["val_loss"]}
-                if main:
-                    ckpt.save_weights(out_dir / ckpt.WEIGHTS_FILE, scored)
-                    ckpt.write_json(out_dir / ckpt.CONFIG_FILE, meta)
-            else:
-                stale_epochs += 1
-            row["best"] = improved
-            history.append(row)
-            if main:
-                ckpt.append_line(out_dir / ckpt.METRICS_FILE, _json(row))
-            epoch_sums = _fresh_epoch_sums(len(model.stages))
-            skip_steps = 0
-            save_state(epoch + 1, 0)
-            val_txt = f"val loss {row['val_loss']:.4f} acc {row['val_acc'] * 100:.2f} %" if val else "no validation"
-            log(f"epoch {epoch + 1}/{t.epochs}: train loss {row['train_loss']:.4f} acc {row['train_acc'] * 100:.2f} %, "
-                f"{val_txt}, {row['samples_per_s']:.0f} texts/s{'  (best, saved)' if improved else ''}")
-            if profile:
-                log(f"  time per phase: {format_phases(row['profile_s'])}")
-            if t.early_stop and stale_epochs >= t.early_stop:
-                log(f"early stop: no validation improvement in {t.early_stop} epochs")
-                break
+def _training_batch(run: _Run, index: np.ndarray, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch on the device, augmented there when asked (a seeded generator per step)."""
+    t = run.cfg.train
+    ids, lengths, y = make_batch(run.train_set, index, run.trim, run.device)
+    if t.augment_crop or t.augment_noise:
+        gen = torch.Generator(device=ids.device).manual_seed(hash((t.seed, run.state.epoch, step)) & 0x7FFFFFFF)
+        if t.augment_crop:
+            ids, lengths = random_crop(ids, lengths, t.augment_crop, gen)
+        if t.augment_noise:
+            ids = char_noise(ids, lengths, t.augment_noise, run.encoder.vocab_size, gen)
+    return ids, lengths, y
 
-    distributed.barrier(ctx)
-    if not main:
-        return TrainResult(out_dir, best_acc, best_epoch, len(history), None, time.perf_counter() - started, history)
 
-    # Final: score the best model on the test split, if the dataset has one.
-    test = None
+def _train_step(run: _Run, ids: torch.Tensor, lengths: torch.Tensor, y: torch.Tensor, meter: EpochMeter
+                ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Forward, backward, optimiser, schedule and EMA for one batch; no host synchronisation
+    (except under nan_policy skip, which must look at each loss)."""
+    s, t, timer = run.state, run.cfg.train, run.timer
+    with timer.phase("forward"), torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.use_bf16):
+        logits = run.net(ids, lengths)
+        loss = F.cross_entropy(logits.float(), y, weight=run.loss_weight, label_smoothing=t.label_smoothing)
+    if t.nan_policy == "skip" and distributed.any_across(not bool(torch.isfinite(loss)), run.ctx, run.device):
+        if not _finite(run.model):
+            raise TrainingDiverged(
+                f"loss became {float(loss.detach())} at epoch {s.epoch + 1}, step {s.step_in_epoch + 1} because "
+                f"the weights themselves are no longer finite: skipping batches cannot recover; "
+                f"the best checkpoint is kept. Lower --lr or add gradient clipping")
+        s.epoch_sums["skipped"] += 1
+        run.optimizer.zero_grad(set_to_none=True)
+        s.global_step += 1
+        s.step_in_epoch += 1
+        run.scheduler.step()
+        return None, None
+    with timer.phase("backward"):
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+    with timer.phase("optimiser"):
+        if s.global_step % 10 == 0:
+            meter.add_grad_norms(stage_grad_norms(run.model))
+        if t.grad_clip:
+            torch.nn.utils.clip_grad_norm_(run.model.parameters(), t.grad_clip)
+        run.optimizer.step()
+        run.scheduler.step()
+        s.global_step += 1
+        if run.ema is not None:
+            run.ema.update_parameters(run.model)
+            if not t.ema_bn_batches:  # else recomputed before each validation
+                with torch.no_grad():
+                    for be, bm in zip(run.ema.module.buffers(), run.model.buffers()):
+                        be.copy_(bm)
+    meter.add(loss, logits, y)
+    return loss, logits
+
+
+def _read_meter(run: _Run, meter: EpochMeter, first_unread: int) -> None:
+    """Move the device sums into the state; a non-finite loss since the last read stops the run."""
+    if meter.flush(run.state.epoch_sums):
+        s = run.state
+        raise TrainingDiverged(
+            f"the loss became NaN or infinite at epoch {s.epoch + 1}, between steps {first_unread + 1} and "
+            f"{s.step_in_epoch}; the best checkpoint is kept. Lower --lr, add gradient clipping, "
+            f"or set train.nan_policy: skip")
+
+
+def _interrupt(run: _Run, stop: _StopFlag, meter: EpochMeter) -> None:
+    meter.flush(run.state.epoch_sums)  # the sums of the steps done are saved with the state
+    run.save_state()
+    s = run.state
+    why = "interrupted" if stop.signal is not None else f"stopped after {s.global_step} steps"
+    raise TrainingInterrupted(f"{why}: state saved at epoch {s.epoch + 1}, step {s.step_in_epoch}; continue with "
+                              f"`vdcnn train --resume --out {run.out_dir}`")
+
+
+def _measure_or_plan(run: _Run, measure: dict[str, float], budget_s: float, epoch_done: bool, rows: int) -> None:
+    """Time the steps after a short warm-up; once enough are timed, fit the run into the budget."""
+    s = run.state
+    if run.device.type == "cuda":
+        torch.cuda.synchronize(run.device)
+    now = time.perf_counter()
+    measure.setdefault("first", now)
+    measure["steps"] = measure.get("steps", 0) + 1
+    if measure["steps"] == WARMUP_STEPS:
+        measure["t0"], measure["rows"] = now, 0
+        return
+    if "t0" in measure:
+        measure["rows"] += rows
+    timed = measure["steps"] - WARMUP_STEPS
+    long_enough = timed >= 5 and now - measure.get("t0", now) >= max(1.0, min(10.0, 0.02 * budget_s))
+    if not (long_enough or epoch_done or s.global_step >= run.total_steps):
+        return
+    step_s = (now - measure["t0"]) / timed if timed > 0 else (now - measure["first"]) / max(1, measure["steps"])
+    eval_rate = _inference_rate(run)
+    texts_per_s = rows * run.ctx.world_size / step_s  # rows of this (last) batch as the typical batch
+    if timed > 0:
+        texts_per_s = measure["rows"] * run.ctx.world_size / (now - measure["t0"])
+    t = run.cfg.train
+    val_rows = len(run.val_set) + (t.ema_bn_batches * t.batch_size if run.ema is not None and t.ema_bn_batches else 0)
+    epoch_overhead = val_rows / eval_rate + 3 * run.save_s
+    final = (len(run.val_set) + (len(run.test_set) if run.test_set is not None else 0)) / eval_rate + 2 * run.save_s
+    total, estimate = fit_total_steps(budget_s, run.elapsed(), s.global_step, step_s, run.steps_per_epoch,
+                                      t.epochs, epoch_overhead, final)
+    total = int(distributed.broadcast_values([float(total)], run.ctx, run.device)[0])  # rank 0's plan for all
+    plan = TimePlan(budget_s, total, run.steps_per_epoch, round(texts_per_s, 1), round(eval_rate, 1),
+                    round(step_s, 6), s.global_step, round(estimate, 1))
+    s.time_plan = plan.to_dict()
+    run.meta["time_plan"] = s.time_plan
+    run.fit_schedule()
+    spec = t.time_budget
+    if total >= t.epochs * run.steps_per_epoch:
+        run.log(f"time budget {spec}: all {t.epochs} epochs ({total:,} steps) fit at {texts_per_s:,.0f} texts/s "
+                f"(about {format_duration(estimate)} in all)")
+    else:
+        run.log(f"time budget {spec}: {plan.epochs:.1f} epochs of {run.steps_per_epoch:,} steps at "
+                f"{texts_per_s:,.0f} texts/s fit; schedule fitted to {total:,} steps")
+
+
+def _inference_rate(run: _Run) -> float:
+    """Texts per second of the model in inference (timed on up to 512 validation or training rows)."""
+    sample = run.val_set if len(run.val_set) else run.train_set
+    n = min(len(sample), 512)
+    begun = time.perf_counter()
+    predict_logits(run.model, sample.ids[:n], sample.lengths[:n], max(run.cfg.train.batch_size, 256), run.device,
+                   run.trim)
+    run.model.train()
+    return n / max(1e-6, time.perf_counter() - begun)
+
+
+def _end_epoch(run: _Run) -> bool:
+    """Validate, keep the best model, log the epoch and save the state; True when early stopping ends the run."""
+    s, t, ctx = run.state, run.cfg.train, run.ctx
+    scored = run.scored_model
+    if run.ema is not None and t.ema_bn_batches:
+        with run.timer.phase("bn recalibration"):
+            recal = distributed.shard(batch_order(run.train_set.lengths, t.batch_size,
+                                                  np.random.default_rng([t.seed, s.epoch, 1]), t.bucket), ctx)
+            recalibrate_batchnorm(scored, (make_batch(run.train_set, b, run.trim, run.device)[:2]
+                                           for b in recal[: t.ema_bn_batches]))
+    val_begun = time.perf_counter()
+    with run.timer.phase("validation"):
+        val = _score(scored, run.val_set, run.labels, t.batch_size, run.device, run.trim)
+    val_s = time.perf_counter() - val_begun
+    sums = s.epoch_sums
+    totals = distributed.sum_across([sums["loss"], sums["correct"], sums["seen"]], ctx, run.device)
+    seen = max(1, int(totals[2]))
+    epoch_time = sums.get("time_s", 0.0)
+    row = {
+        "epoch": s.epoch + 1,
+        "train_loss": totals[0] / seen,
+        "train_acc": totals[1] / seen,
+        "val_loss": val.get("loss") if val else None,
+        "val_acc": val["accuracy"] if val else None,
+        "val_macro_f1": val["macro_f1"] if val else None,
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "time_s": round(epoch_time + val_s, 2),
+        "samples_per_s": round(seen / max(1e-9, epoch_time), 1),
+        "grad_norm": {f"stage{i + 1}": g / max(1, sums["grad_n"]) for i, g in enumerate(sums["grad"])},
+        "skipped_steps": sums["skipped"],
+    }
+    if s.step_in_epoch < run.steps_per_epoch:
+        row["steps"] = s.step_in_epoch  # a time budget ended this epoch early
+    if run.timer.enabled:
+        row["profile_s"] = run.timer.reset()
+    improved = _judge(run, row, _finite(scored))
+    row["best"] = improved
+    run.history.append(row)
+    if run.main:
+        ckpt.append_line(run.out_dir / ckpt.METRICS_FILE, _json(row))
+    epochs = run.epochs_to_run
+    s.epoch, s.step_in_epoch, s.epoch_sums = s.epoch + 1, 0, fresh_epoch_sums(len(run.model.stages))
+    run.save_state()
+    val_txt = (f"val loss {row['val_loss']:.4f} acc {row['val_acc'] * 100:.2f} % macro-F1 "
+               f"{row['val_macro_f1'] * 100:.2f} %" if val else "no validation")
+    run.log(f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f} acc {row['train_acc'] * 100:.2f} %, "
+            f"{val_txt}, {row['samples_per_s']:.0f} texts/s{'  (best, saved)' if improved else ''}")
+    if run.timer.enabled:
+        run.log(f"  time per phase: {format_phases(row['profile_s'])}")
+    if t.early_stop and s.stale_epochs >= t.early_stop:
+        run.log(f"early stop: no validation improvement ({t.select_by}) in {t.early_stop} epochs")
+        return True
+    return False
+
+
+def _judge(run: _Run, row: dict[str, Any], finite: bool) -> bool:
+    """Whether this epoch is the best so far (decided on rank 0, the same on every rank); saves it if so."""
+    s, t = run.state, run.cfg.train
+    key = "val_macro_f1" if t.select_by == "macro_f1" else "val_acc"
+    score = row[key] if row[key] is not None else -row["train_loss"]
+    sane = (math.isfinite(row["train_loss"]) and finite
+            and (row["val_loss"] is None or math.isfinite(row["val_loss"])))  # never save a NaN model
+    score, sane_f = distributed.broadcast_values([score, float(sane)], run.ctx, run.device)
+    improved = score > s.best_score and sane_f > 0
+    if improved:
+        s.best_score, s.best_epoch, s.stale_epochs = score, row["epoch"], 0
+        run.meta["best"] = {"epoch": row["epoch"], "val_acc": row["val_acc"], "val_loss": row["val_loss"],
+                            "val_macro_f1": row["val_macro_f1"], "select_by": t.select_by}
+        if run.main:
+            ckpt.save_weights(run.out_dir / ckpt.WEIGHTS_FILE, run.scored_model)
+            ckpt.write_json(run.out_dir / ckpt.CONFIG_FILE, run.meta)
+    else:
+        s.stale_epochs += 1
+    return improved
+
+
+def _finish(run: _Run) -> TrainResult:
+    """Score the best model on validation and test, log per-class recall and record the results."""
+    s, t, out_dir = run.state, run.cfg.train, run.out_dir
+    best_row = next((r for r in run.history if r["epoch"] == s.best_epoch), None)
+    best_acc = best_row["val_acc"] if best_row and best_row["val_acc"] is not None else s.best_score
+    if not run.main:
+        return TrainResult(out_dir, best_acc, s.best_epoch, len(run.history), None, run.elapsed(), run.history)
     if not (out_dir / ckpt.WEIGHTS_FILE).exists():
         raise TrainingDiverged(f"no epoch produced a finite model, so {out_dir / ckpt.WEIGHTS_FILE} was never "
                                "written; lower --lr or add gradient clipping")
     best_model, *_ = ckpt.load_run(out_dir)
-    best_model.to(device)
-    if splits.test is not None:
-        test_enc = encode_texts(encoder, splits.test.texts, splits.test.labels, max_len)
-        test = _score(best_model, test_enc, labels, t.batch_size, device, trim)
-        log(f"test ({splits.test.source}): accuracy {test['accuracy'] * 100:.2f} %, "
-            f"macro-F1 {test['macro_f1'] * 100:.2f} %")
-    wall = elapsed_before + time.perf_counter() - started
-    meta["results"] = {
-        "best_epoch": best_epoch,
-        "best_val_acc": best_acc if len(val_set) else None,
+    best_model.to(run.device)
+    val = _score(best_model, run.val_set, run.labels, t.batch_size, run.device, run.trim)
+    test = None
+    if run.test_set is not None:
+        test = _score(best_model, run.test_set, run.labels, t.batch_size, run.device, run.trim)
+        run.log(f"test ({run.test_source}): accuracy {test['accuracy'] * 100:.2f} %, "
+                f"macro-F1 {test['macro_f1'] * 100:.2f} %")
+    if val or test:
+        for line in format_recall_table(run.labels, val, test):
+            run.log(line)
+    wall = run.elapsed()
+    run.meta["results"] = {
+        "best_epoch": s.best_epoch,
+        "best_val_acc": best_acc if len(run.val_set) else None,
+        "best_val_macro_f1": val["macro_f1"] if val else None,
+        "select_by": t.select_by,
+        "val_per_class_recall": _recalls(val),
         "test_acc": test["accuracy"] if test else None,
         "test_macro_f1": test["macro_f1"] if test else None,
-        "final_train_loss": history[-1]["train_loss"] if history else None,
-        "epochs_run": len(history),
+        "test_per_class_recall": _recalls(test),
+        "final_train_loss": run.history[-1]["train_loss"] if run.history else None,
+        "epochs_run": len(run.history),
+        "steps_run": s.global_step,
         "wall_time_s": round(wall, 1),
     }
-    ckpt.write_json(out_dir / ckpt.CONFIG_FILE, meta)
-    return TrainResult(out_dir, best_acc, best_epoch, len(history), test, wall, history)
+    ckpt.write_json(out_dir / ckpt.CONFIG_FILE, run.meta)
+    return TrainResult(out_dir, best_acc, s.best_epoch, len(run.history), test, wall, run.history)
 
 
-def _fresh_epoch_sums(stages: int) -> dict[str, Any]:
-    """Running sums of one epoch (saved in the training state, so a resumed epoch continues them)."""
-    return {"loss": 0.0, "correct": 0, "seen": 0, "grad": [0.0] * stages, "grad_n": 0, "skipped": 0}
+def format_recall_table(labels: list[str], val: dict[str, Any] | None, test: dict[str, Any] | None) -> list[str]:
+    """Per-class recall (and support) of the best model on validation and test, one line per class."""
+    width = max(8, *(len(x) for x in labels))
+    parts = [(name, r) for name, r in (("validation", val), ("test", test)) if r]
+    lines = [f"  {'recall':<{width}}  " + "  ".join(f"{name:>16}" for name, _ in parts)]
+    for label in labels:
+        cells = [f"{r['per_class'][label]['recall'] * 100:.1f} % ({r['per_class'][label]['support']})"
+                 for _, r in parts]
+        lines.append(f"  {label:<{width}}  " + "  ".join(f"{c:>16}" for c in cells))
+    return lines
+
+
+def _recalls(report: dict[str, Any] | None) -> dict[str, float] | None:
+    return {k: round(v["recall"], 6) for k, v in report["per_class"].items()} if report else None
 
 
 def _finite(model: torch.nn.Module) -> bool:

@@ -1,0 +1,57 @@
+"""The training state object (what last.pt holds) and the run lock."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+
+from vdcnn.checkpoint import LOCK_FILE, run_lock
+from vdcnn.errors import CheckpointError
+from vdcnn.train_state import EpochMeter, TrainingState, fresh_epoch_sums
+
+
+def test_state_round_trips_through_a_saved_file(tmp_path):
+    state = TrainingState(epoch=2, step_in_epoch=3, global_step=17, best_score=0.75, best_epoch=2, stale_epochs=0,
+                          elapsed_s=12.5, epoch_sums=fresh_epoch_sums(4), time_plan={"total_steps": 40},
+                          rng={"cpu": [torch.get_rng_state()]}, model={"w": torch.ones(2)},
+                          optimizer={"state": {}}, scheduler={"last_epoch": 17})
+    torch.save(state.to_dict(), tmp_path / "last.pt")
+    back = TrainingState.from_dict(torch.load(tmp_path / "last.pt", weights_only=True))
+    assert back.global_step == 17 and back.time_plan == {"total_steps": 40} and back.ema is None
+    assert torch.equal(back.model["w"], torch.ones(2)) and torch.equal(back.rng["cpu"][0], state.rng["cpu"][0])
+
+
+def test_states_of_the_previous_layout_still_load():
+    old = {"model": {"w": torch.ones(1)}, "optimizer": {"state": {}}, "scheduler": {"last_epoch": 3}, "epoch": 1,
+           "step_in_epoch": 0, "global_step": 3, "best_acc": 0.5, "best_epoch": 1, "stale_epochs": 0,
+           "torch_rng": torch.get_rng_state()}
+    state = TrainingState.from_dict(old)
+    assert state.best_score == 0.5 and len(state.rng["cpu"]) == 1 and state.time_plan is None
+    assert math.isinf(TrainingState().best_score)
+    with pytest.raises(KeyError):
+        TrainingState.from_dict({"epoch": 1})
+
+
+def test_epoch_meter_sums_on_the_device_and_flags_a_nan():
+    meter, sums = EpochMeter(2, torch.device("cpu")), fresh_epoch_sums(2)
+    y = torch.tensor([0, 1, 1])
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0]])
+    meter.add(torch.tensor(0.5), logits, y)
+    meter.add_grad_norms(torch.tensor([1.0, 2.0]))
+    assert meter.flush(sums) is False
+    assert (sums["loss"], sums["correct"], sums["seen"], sums["grad"], sums["grad_n"]) == (1.5, 2, 3, [1.0, 2.0], 1)
+    meter.add(torch.tensor(float("nan")), logits, y)
+    assert meter.flush(sums) is True and sums["seen"] == 3, "a NaN window is reported, not summed"
+
+
+def test_a_second_lock_on_the_same_folder_fails_naming_the_holder(tmp_path):
+    with run_lock(tmp_path):
+        with pytest.raises(CheckpointError, match=f"in use by another training \\(pid {os.getpid()}\\)"):
+            with run_lock(tmp_path):
+                pass
+    assert not (tmp_path / LOCK_FILE).exists()
+    with run_lock(tmp_path):  # released: it can be taken again
+        pass
