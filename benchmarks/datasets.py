@@ -21,7 +21,11 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# `python benchmarks/X.py` puts this folder first on sys.path, where datasets.py would hide the
+# `datasets` package: the repository root takes its place.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
 from benchmarks.speed import machine  # noqa: E402
 
 DATASETS = ("trec6", "sst2", "sms_spam", "tnews", "ag_news")

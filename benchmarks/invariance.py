@@ -21,6 +21,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+# `python benchmarks/X.py` puts this folder first on sys.path, where datasets.py would hide the
+# `datasets` package: the repository root takes its place.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
 sys.path.insert(0, str(ROOT))
 from benchmarks.speed import machine  # noqa: E402
 from vdcnn.data import load_split  # noqa: E402

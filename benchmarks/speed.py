@@ -23,7 +23,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# `python benchmarks/X.py` puts this folder first on sys.path, where datasets.py would hide the
+# `datasets` package: the repository root takes its place.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
 from benchmarks.reference import PlainVDCNN  # noqa: E402
 from vdcnn.batching import Encoded, batch_order, make_batch  # noqa: E402
 from vdcnn.data import load_split  # noqa: E402
