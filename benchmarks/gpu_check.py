@@ -4,8 +4,9 @@
     python benchmarks/gpu_check.py --smoke --out /tmp/gc       # anywhere, tiny sizes, seconds
     sh benchmarks/gpu_run.sh                                   # the GPU session: wheels + this check
 
-Steps, in priority order; each is recorded as ok, failed or skipped with a one-line reason, and
-the JSON is rewritten after every step, so a run killed midway keeps what it did:
+Steps, in priority order; each is recorded as ok, failed, skipped or stopped (the time limit came
+while it ran) with a one-line reason, and the JSON is rewritten after every step (the long ones
+also as they go), so a run killed midway keeps what it did:
 
   env       device name, versions, GPU count
   data      AG News from $VDCNN_DATA_DIR/ag_news/ through vdcnn's loader
@@ -77,8 +78,9 @@ def run_steps(c: Check, skip: set[str]) -> None:
         need = 0 if c.smoke else MIN_SECONDS[name]
         if name in skip:
             entry.update(status="skipped", reason="not asked for (--skip / --only)")
-        elif c.left() < need:
-            entry.update(status="skipped", reason=f"time limit: {max(0.0, c.left()):.0f} s left, the step needs ~{need} s")
+        elif name != "env" and c.left() < need:
+            entry.update(status="skipped", reason=f"time limit: {max(0.0, c.left()):.0f} s left, the step needs ~{need} s"
+                         if need else "time limit reached")
         else:
             c.shared["current"] = name
             c.save()
@@ -90,7 +92,7 @@ def run_steps(c: Check, skip: set[str]) -> None:
             except Skip as exc:
                 entry.update(status="skipped", reason=str(exc))
             except TimeLimit:
-                entry.update(status="failed", reason="stopped at the time limit")
+                entry.update(status="stopped", reason="stopped at the time limit")
             except Exception as exc:  # noqa: BLE001 - one step's failure must not stop the others
                 entry.update(status="failed", reason=one_line(exc))
                 with open(c.out / LOG_FILE, "a", encoding="utf-8") as f:
@@ -153,20 +155,23 @@ def main(argv: list[str] | None = None) -> int:
     old_handler = signal.signal(signal.SIGTERM, _raise_time_limit)
     timer = threading.Timer(max(0.0, args.time_limit), os.kill, (os.getpid(), signal.SIGTERM))
     timer.daemon = True
-    timer.start()
     try:
+        timer.start()
         run_steps(c, skip)
     except TimeLimit:
         for name, _ in STEPS:
-            entry = c.report["steps"].setdefault(name, {"seconds": None, "results": {}})
-            if entry.get("status") in (None, "running"):
+            entry = c.report["steps"].setdefault(name, {"status": None, "seconds": None, "results": {}})
+            if entry["status"] == "running":
+                entry.update(status="stopped", reason="stopped at the time limit")
+            elif entry["status"] is None:
                 entry.update(status="skipped", reason="time limit reached")
     finally:
         timer.cancel()
-        signal.signal(signal.SIGTERM, old_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a late time-limit signal must not break the last save
         c.save()
         if temporary:
             shutil.rmtree(work, ignore_errors=True)
+    signal.signal(signal.SIGTERM, old_handler)
     print(format_table(c.report))
     failed = [n for n, e in c.report["steps"].items() if e["status"] == "failed"]
     return 1 if failed else 0

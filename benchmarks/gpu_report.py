@@ -26,7 +26,7 @@ def _speed_rows(speed: dict[str, Any]) -> list[str]:
                 unit = "samples/s" if key.startswith("train") else "texts/s"
                 lines.append(f"| d{depth} {key.replace('_', ' ')} ({unit}) | {ours[key]:,.0f} | {ref[key]:,.0f} | "
                              f"{ours[key] / ref[key]:.2f}x |")
-        lines.append(f"| d{depth} training, share of the bf16 matmul peak ({speed['matmul_peak_tflops']:.0f} TFLOP/s) | "
+        lines.append(f"| d{depth} training, share of the bf16 matmul peak ({speed['matmul_peak_tflops']:.3g} TFLOP/s) | "
                      f"{row['fraction_of_peak'] * 100:.1f} % | {row['reference_fraction_of_peak'] * 100:.1f} % | |")
     if "epoch" in speed:
         e = speed["epoch"]
