@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+
 def _fmt_goal(g: dict[str, Any]) -> str:
+    """The measured value in the unit its target is written in (">= 4x", ">= 92 %", "< 5 s")."""
     v = g["value"]
     if v is None:
         return "-"
-    if "x" in g["target"]:
+    if g["target"].endswith("x"):
         return f"{v:.2f}x"
-    if "%" in g["target"]:
+    if g["target"].endswith("%"):
         return f"{v * 100:.2f} %"
     if g["target"].endswith(" s"):
         return f"{v:.2f} s"

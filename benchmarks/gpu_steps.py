@@ -166,7 +166,7 @@ def write_smoke_dataset(folder: Path, train_rows: int = 400, test_rows: int = 20
                 csv.writer(f, quoting=csv.QUOTE_ALL).writerows(rows[:: max(1, len(rows) // n)][:n])
         if (ag / "classes.txt").is_file():
             shutil.copy(ag / "classes.txt", folder / "classes.txt")
-        return f"{train_rows} train / {test_rows} test rows spread over {ag}"
+        return f"rows spread over {ag}"
     topics = {"world": "minister election border treaty protest embassy parliament refugees",
               "sports": "striker goal championship coach final tennis season playoff",
               "business": "shares profit forecast merger oil prices investors bank",
@@ -181,7 +181,7 @@ def write_smoke_dataset(folder: Path, train_rows: int = 400, test_rows: int = 20
                 words = rng.sample(topics[label].split(), 4) + rng.sample("the a of on after before new".split(), 3)
                 rng.shuffle(words)
                 out.writerow([" ".join(words).capitalize() + ".", label])
-    return f"synthetic: {train_rows} train / {test_rows} test rows, 4 topics (no $VDCNN_DATA_DIR/ag_news)"
+    return "synthetic rows of 4 topics (no $VDCNN_DATA_DIR/ag_news)"
 
 
 def bench_texts(c: Check, split: str) -> tuple[list[str], np.ndarray]:
@@ -240,7 +240,7 @@ def step_data(c: Check) -> dict[str, Any]:
         if _ag_news_dir() is None:
             c.data_error = "AG News not found: set VDCNN_DATA_DIR to a folder holding ag_news/ (benchmarks/README_gpu.md)"
             raise Skip(c.data_error)
-        dataset, note = "ag_news", str(_ag_news_dir())
+        dataset, note = "ag_news", f"from {_ag_news_dir()}"
     from vdcnn.data import load_split
 
     try:
@@ -276,7 +276,7 @@ def agreement(p: np.ndarray, q: np.ndarray) -> dict[str, Any]:
 def predict_cli(c: Check, run: Path, texts: list[str]) -> list[str]:
     """Labels from `vdcnn predict RUN FILE` in a fresh process, as a user runs it."""
     path = c.work / "predict.txt"
-    path.write_text("".join(" ".join(t.split()) + "\n" for t in texts), encoding="utf-8")
+    path.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
     proc = run_child(c, [sys.executable, "-m", "cli.main", "predict", str(run), str(path), "--device", c.device], 300)
     if proc.returncode != 0:
         raise RuntimeError(f"vdcnn predict exited with {proc.returncode}: {proc.stderr.strip()[-300:]}")
@@ -305,7 +305,7 @@ def step_parity(c: Check) -> dict[str, Any]:
     c.goal("GPU and CPU predict the same label for every test text (fp32)", same["labels_agree"],
            f"= {same['texts']}", same["labels_agree"] == same["texts"], "parity")
     # The CLI in a fresh process against the library on the same texts (so the same batches).
-    texts = test.texts[: c.size["cli_texts"]]
+    texts = [" ".join(t.split()) for t in test.texts[: c.size["cli_texts"]]]  # one line each
     cli = predict_cli(c, run, texts)
     p_lib = gpu.predict_proba(texts)
     lib = [gpu.labels[i] for i in p_lib.argmax(1)]
