@@ -51,7 +51,7 @@ FULL = dict(max_length=1024, batch=128, model={}, threads=0, resume_rows=3000, t
 SMOKE = dict(max_length=64, batch=32, model={"model.channels": [8, 16, 32, 64], "model.fc_dims": [32],
                                              "model.embedding_dim": 8},
              threads=1, resume_rows=320, torchrun_rows=200, speed_depths=(9,), ref_batch_train=4,
-             ref_batch_infer=8, ref_steps=2, infer_texts=16, our_steps=2, epoch_depth=9, epoch_rows=64,
+             ref_batch_infer=8, ref_steps=1, infer_texts=8, our_steps=2, epoch_depth=9, epoch_rows=64,
              peak_n=256, accuracy_depth=9, compare_depths=(9,), max_epochs=1, cli_texts=32)
 # Least time (s) a step needs on the GPU; a step with less left is skipped.
 MIN_SECONDS = {"env": 0, "data": 5, "parity": 30, "bf16": 20, "resume": 30, "torchrun": 30, "speed": 45,
