@@ -45,13 +45,13 @@ PUBLISHED_REFERENCE_H200 = {"train_fp32": {9: 20500, 29: 7700}, "train_bf16": {9
 
 # Sizes per mode. `model` holds extra settings of the training steps (tiny widths for --smoke).
 FULL = dict(max_length=1024, batch=128, model={}, threads=0, resume_rows=3000, torchrun_rows=8000,
-            speed_depths=(9, 29), ref_batch_train=128, ref_batch_infer=1024, ref_steps=30, infer_texts=None,
-            our_steps=60, epoch_depth=29, epoch_rows=None, peak_n=8192, accuracy_depth=29,
+            speed_depths=(9, 29), ref_batch_train=128, ref_batch_infer=1024, ref_steps=40, infer_texts=None,
+            infer_repeat=3, our_steps=100, epoch_depth=29, epoch_rows=None, peak_n=8192, accuracy_depth=29,
             compare_depths=(9, 17, 29, 49), max_epochs=20, cli_texts=512)
 SMOKE = dict(max_length=64, batch=32, model={"model.channels": [8, 16, 32, 64], "model.fc_dims": [32],
                                              "model.embedding_dim": 8},
              threads=1, resume_rows=320, torchrun_rows=200, speed_depths=(9,), ref_batch_train=4,
-             ref_batch_infer=8, ref_steps=1, infer_texts=8, our_steps=2, epoch_depth=9, epoch_rows=64,
+             ref_batch_infer=8, ref_steps=1, infer_texts=8, infer_repeat=1, our_steps=2, epoch_depth=9, epoch_rows=64,
              peak_n=256, accuracy_depth=9, compare_depths=(9,), max_epochs=1, cli_texts=32)
 # Least time (s) a step needs on the GPU; a step with less left is skipped.
 MIN_SECONDS = {"env": 0, "data": 5, "parity": 30, "bf16": 20, "resume": 30, "torchrun": 30, "speed": 45,
@@ -526,11 +526,13 @@ def step_speed(c: Check) -> dict[str, Any]:
         for use_bf16 in precisions:
             p = "bf16" if use_bf16 else "fp32"
             ref[f"train_{p}"] = gt.reference_training(depth, train, dev, batch, s["ref_steps"], use_bf16)
-            ref[f"infer_{p}"] = gt.reference_inference(depth, infer, dev, s["ref_batch_infer"], use_bf16)
+            ref[f"infer_{p}"] = gt.reference_inference(depth, infer, dev, s["ref_batch_infer"], use_bf16,
+                                                       s["infer_repeat"])
             timing = gt.vdcnn_training(depth, train, dev, batch, use_bf16, steps=s["our_steps"])
             ours[f"train_{p}"] = timing["samples_per_s"]
             ours[f"train_{p}_tflops"] = timing["flops_per_s"] / 1e12
-            ours[f"infer_{p}"] = gt.vdcnn_inference(depth, infer_texts, dev, s["ref_batch_infer"], use_bf16)
+            ours[f"infer_{p}"] = gt.vdcnn_inference(depth, infer_texts, dev, s["ref_batch_infer"], use_bf16,
+                                                    s["infer_repeat"])
         best = "bf16" if bf16 else "fp32"
         row = {"reference": ref, "vdcnn": ours,
                "train_vs_reference_fp32": ours[f"train_{best}"] / ref["train_fp32"],

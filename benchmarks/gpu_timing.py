@@ -86,7 +86,7 @@ def reference_training(depth: int, data: Encoded, device: str, batch: int, steps
 
 
 @torch.no_grad()
-def reference_inference(depth: int, data: Encoded, device: str, batch: int, bf16: bool) -> float:
+def reference_inference(depth: int, data: Encoded, device: str, batch: int, bf16: bool, repeat: int = 1) -> float:
     """Texts/s of the plain reference in eval mode, every text padded to 1024."""
     torch.manual_seed(0)
     model = PlainVDCNN(depth).to(device).eval()
@@ -97,7 +97,7 @@ def reference_inference(depth: int, data: Encoded, device: str, batch: int, bf16
             with _bf16(device, bf16):
                 model(ids[i:i + batch])
 
-    return len(ids) / timed(run, device)
+    return len(ids) / timed(run, device, repeat)
 
 
 def _trimmed_length(lengths: np.ndarray, max_length: int, multiple: int = 8) -> int:
@@ -141,12 +141,12 @@ def vdcnn_training(depth: int, data: Encoded, device: str, batch: int, bf16: boo
             "seconds": seconds}
 
 
-def vdcnn_inference(depth: int, texts: list[str], device: str, batch: int, bf16: bool) -> float:
+def vdcnn_inference(depth: int, texts: list[str], device: str, batch: int, bf16: bool, repeat: int = 1) -> float:
     """Texts/s of ``Classifier.predict_proba`` (encoding included, folded BatchNorm, length buckets)."""
     torch.manual_seed(0)
     model = fold_batchnorm(VDCNN(ModelConfig(depth=depth)).eval())
     clf = Classifier(model, CharEncoder(), ["a", "b", "c", "d"], REFERENCE_LENGTH, device, batch, bf16=bf16)
-    return len(texts) / timed(lambda: clf.predict_proba(texts), device)
+    return len(texts) / timed(lambda: clf.predict_proba(texts), device, repeat)
 
 
 def reference_flops_per_sample(depth: int) -> int:
