@@ -477,7 +477,8 @@ def step_torchrun(c: Check) -> dict[str, Any]:
     tiny = [a for k, v in c.size["model"].items() for a in ("--set", f"{k}={json.dumps(v)}")]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr",
            "127.0.0.1", "--master_port", str(_free_port()), str(script), backend,
-           "train", "--config", PRESET, "--dataset", c.need_data(), "--out", str(run), "--depth", "9", "--epochs", "1", "--limit", str(c.size["torchrun_rows"]),
+           "train", "--config", PRESET, "--dataset", c.need_data(), "--out", str(run), "--depth", "9",
+           "--epochs", "1", "--limit", str(c.size["torchrun_rows"]),
            "--max-length", str(c.size["max_length"]), "--batch-size", str(c.size["batch"]), "--device", c.device,
            "--threads", str(c.size["threads"]), "--no-progress", *tiny]
     c.log("torchrun: " + " ".join(cmd))
