@@ -54,7 +54,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# Not benchmarks/ itself (Python puts a script's folder first): benchmarks/datasets.py would hide the
+# `datasets` package. The repository root instead, so `benchmarks.*`, `vdcnn` and `cli` import.
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
 # The check never needs the hub, and deterministic cuBLAS needs its workspace set before CUDA starts.
 for _name, _value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
                       "TOKENIZERS_PARALLELISM": "false"}.items():

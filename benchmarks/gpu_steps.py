@@ -249,6 +249,9 @@ def step_data(c: Check) -> dict[str, Any]:
     except ImportError as exc:
         c.data_error = f"{one_line(exc)}: bring the `datasets` wheels (benchmarks/README_gpu.md)"
         raise RuntimeError(c.data_error) from None
+    except Exception as exc:
+        c.data_error = f"the data step failed: {one_line(exc)}"
+        raise
     c.dataset = dataset
     return {"dataset": dataset, "source": note, "train_rows": len(train), "test_rows": len(test),
             "classes": train.label_names, "summary": f"{len(train)} train / {len(test)} test rows, {note}"}
