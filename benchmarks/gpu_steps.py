@@ -399,7 +399,8 @@ def step_resume(c: Check) -> dict[str, Any]:
     diff = _max_weight_diff(c.work / "resume-a", c.work / "resume-b")
     res = {"rows": rows, "steps_per_epoch": per_epoch, "interrupted_at_step": stop_at,
            "max_weight_diff_resumed": diff, "max_weight_diff_two_uninterrupted": noise,
-           "state_rng_keys": sorted(k for k in state if "rng" in k.lower()),
+           "state_rng_keys": sorted(f"{k}.{sub}" if isinstance(v, dict) else k for k, v in state.items()
+                                    if "rng" in k.lower() for sub in (v if isinstance(v, dict) else [None])),
            "nondeterministic_ops": nondeterministic}
     met = diff <= 10 * noise  # exact (0) when the two uninterrupted runs are; else within their noise
     c.goal(f"resume on {c.device} ends with the weights of an uninterrupted run", diff,
