@@ -65,7 +65,7 @@ def _settings(n_rows: int, n_classes: int, imbalance: float, spaced: bool) -> di
         "train.augment_noise": (0.15 if small else 0.25) if spaced else 0.05,
         "train.ema_decay": 0.998,
         "train.epochs": 30 if small else 20,
-        "train.time_budget": "8m" if small else "15m",
+        "train.time_budget": "5m" if small else "12m",
     }
     if imbalance >= 4:
         settings["train.select_by"] = "macro_f1"
