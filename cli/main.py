@@ -284,6 +284,25 @@ def predict(
 
 
 @app.command()
+def explain(
+    run: Path = typer.Argument(..., help="Run folder (or export bundle: occlusion only)."),
+    file: str = typer.Argument("-", help="Text file, one text per line; - for stdin."),
+    target: Optional[str] = typer.Option(None, help="Explain this label instead of the predicted one."),
+    fmt: str = typer.Option("terminal", "--format", help="terminal (coloured), jsonl or html (one page)."),
+    method: str = typer.Option("auto", help="auto, integrated_gradients (run folders) or occlusion."),
+    batch_size: int = typer.Option(256, min=1, help="Rows per forward pass (a text takes ~34)."),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Which characters or tokens drove each prediction: attributions over the text's characters."""
+    from vdcnn.data import read_lines
+    from vdcnn.explain import write_explanations
+    from vdcnn.predict import Classifier
+
+    clf = Classifier.load(run, device=device, batch_size=batch_size)
+    write_explanations(clf, read_lines(file, chunk_size=64), sys.stdout, fmt, target, method)
+
+
+@app.command()
 def info(
     target: Optional[str] = typer.Argument(None, help="Run folder or YAML config."),
     depth: Optional[int] = typer.Option(None, help="Show a paper preset: 9, 17, 29 or 49."),

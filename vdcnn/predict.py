@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -16,6 +16,9 @@ from .model import VDCNN, fold_batchnorm
 from .errors import ConfigError
 from .runtime import bf16_supported, tune_malloc
 from .runtime import resolve_device
+
+if TYPE_CHECKING:
+    from .explain import Explanation
 
 
 class TextClassifier:
@@ -31,6 +34,17 @@ class TextClassifier:
         probs = self.predict_proba(texts)
         top = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
         return [[(self.labels[j], float(p[j])) for j in row] for row, p in zip(top, probs)]
+
+    def explain(self, texts: Sequence[str], target: str | None = None, method: str = "auto",
+                steps: int = 32) -> list["Explanation"]:
+        """Which characters drove each prediction: scored character spans (``vdcnn.explain``).
+
+        ``target`` explains that label's probability instead of the predicted one; ``method``
+        ``auto`` is integrated gradients for a run folder and occlusion for an export bundle.
+        """
+        from .explain import explain_texts
+
+        return explain_texts(self, texts, target=target, method=method, steps=steps)
 
     def predict_stream(self, chunks: Iterable[Sequence[str]]) -> Iterator[tuple[Sequence[str], np.ndarray]]:
         """Probabilities chunk by chunk, so memory stays bounded for input of any size."""
