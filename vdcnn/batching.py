@@ -102,11 +102,20 @@ def make_batch(data: Encoded, index: np.ndarray, trim: bool, device: torch.devic
         longest = max(int(lengths.max(initial=1)), 1)
         longest = min(-(-longest // multiple) * multiple, ids.shape[1])
         ids = ids[:, :longest]
+    device = torch.device(device)
     return (
-        torch.from_numpy(np.ascontiguousarray(ids).astype(np.int64)).to(device, non_blocking=True),
-        torch.from_numpy(lengths.astype(np.int64)).to(device, non_blocking=True),
-        torch.from_numpy(data.labels[index]).to(device, non_blocking=True),
+        _to_device(np.ascontiguousarray(ids).astype(np.int64), device),
+        _to_device(lengths.astype(np.int64), device),
+        _to_device(np.ascontiguousarray(data.labels[index]), device),
     )
+
+
+def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host array on ``device``; to a GPU through pinned memory, so the copy does not block the host."""
+    tensor = torch.from_numpy(array)
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def iterate_ids(ids: np.ndarray, lengths: np.ndarray, batch_size: int, trim: bool = True,

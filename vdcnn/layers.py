@@ -66,10 +66,12 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
         mask = length_mask(lengths, x.size(-1)).to(torch.float32)
         if self.sync:
             mean, var, count = self._synced_stats(xf, mask)
+            centered = xf - mean[None, :, None]
         else:
             count = mask.sum()
             mean = (xf * mask).sum((0, 2)) / count
-            var = ((xf - mean[None, :, None]) * mask).pow(2).sum((0, 2)) / count
+            centered = xf - mean[None, :, None]
+            var = (centered * mask).pow(2).sum((0, 2)) / count
         if self.track_running_stats and self.running_mean is not None:
             with torch.no_grad():
                 self.num_batches_tracked += 1
@@ -80,9 +82,9 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
                 self.running_var.lerp_(unbiased.detach().to(self.running_var.dtype), momentum)
         scale = torch.rsqrt(var + self.eps)
         if self.affine:
-            y = (xf - mean[None, :, None]) * (scale * self.weight)[None, :, None] + self.bias[None, :, None]
+            y = centered * (scale * self.weight)[None, :, None] + self.bias[None, :, None]
         else:
-            y = (xf - mean[None, :, None]) * scale[None, :, None]
+            y = centered * scale[None, :, None]
         return y.to(x.dtype)
 
     @staticmethod

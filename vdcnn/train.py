@@ -32,6 +32,7 @@ from .errors import CheckpointError, ConfigError, DataError, VdcnnError
 from .evaluate import classification_report, predict_logits
 from .layers import MaskedBatchNorm1d
 from .model import VDCNN, count_parameters, forward_flops, recalibrate_batchnorm
+from .optim import class_weights, lr_multiplier, make_optimizer, stage_grad_norms
 from .profiling import PhaseTimer, format_phases
 from .recipe import apply_recipe, char_coverage, choose_max_length
 from .runtime import bf16_supported, resolve_device, tune_malloc
@@ -62,57 +63,6 @@ class TrainResult:
     test: dict[str, Any] | None = None
     wall_time_s: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def lr_multiplier(cfg: RunConfig, steps_per_epoch: int, total_steps: int | None = None) -> Callable[[int], float]:
-    """Learning-rate factor for a global step: warm-up, then the chosen schedule over ``total_steps``
-    (``epochs x steps_per_epoch`` unless a time budget fitted another number)."""
-    t = cfg.train
-    total = max(1, total_steps if total_steps is not None else t.epochs * steps_per_epoch)
-    warmup = min(int(t.warmup_epochs * steps_per_epoch), total)
-    if t.schedule == "onecycle" and warmup == 0:
-        warmup = int(0.1 * total)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        if t.schedule == "step":
-            return t.step_gamma ** (step // steps_per_epoch // t.step_epochs)
-        if t.schedule in ("cosine", "onecycle"):
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        return 1.0
-
-    return factor
-
-
-def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    t = cfg.train
-    # No weight decay on BatchNorm parameters and biases.
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    # Fused kernels (one pass over all parameters) on CPU and GPU alike.
-    if t.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, fused=True)
-    return torch.optim.AdamW(groups, lr=t.lr, fused=True)
-
-
-def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
-    """Balanced cross-entropy weights ``n / (K * count_k)``; a class absent from training gets 0."""
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).astype(np.float64)
-    weights = np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0)
-    return torch.tensor(weights, dtype=torch.float32)
-
-
-def stage_grad_norms(model: VDCNN) -> torch.Tensor:
-    """Gradient norm of each stage, as one device tensor (read later, with the other sums)."""
-    norms = []
-    for stage in model.stage_modules():
-        grads = [p.grad for p in stage.parameters() if p.grad is not None]
-        norms.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-                     if grads else torch.zeros((), device=next(model.parameters()).device))
-    return torch.stack(norms)
 
 
 class _StopFlag:
@@ -522,18 +472,17 @@ def _train_step(run: _Run, ids: torch.Tensor, lengths: torch.Tensor, y: torch.Te
         run.scheduler.step()
         s.global_step += 1
         if run.ema is not None:
+            # Averages the weights and copies the live BatchNorm buffers (use_buffers=False); with
+            # ema_bn_batches the buffers are recomputed for the averaged weights before each validation.
             run.ema.update_parameters(run.model)
-            if not t.ema_bn_batches:  # else recomputed before each validation
-                with torch.no_grad():
-                    for be, bm in zip(run.ema.module.buffers(), run.model.buffers()):
-                        be.copy_(bm)
     meter.add(loss, logits, y)
     return loss, logits
 
 
 def _read_meter(run: _Run, meter: EpochMeter, first_unread: int) -> None:
     """Move the device sums into the state; a non-finite loss since the last read stops the run."""
-    if meter.flush(run.state.epoch_sums):
+    bad = meter.flush(run.state.epoch_sums)
+    if distributed.any_across(bad, run.ctx, run.device):  # every rank reads at the same steps
         s = run.state
         raise TrainingDiverged(
             f"the loss became NaN or infinite at epoch {s.epoch + 1}, between steps {first_unread + 1} and "
@@ -564,7 +513,10 @@ def _measure_or_plan(run: _Run, measure: dict[str, float], budget_s: float, epoc
     if "t0" in measure:
         measure["rows"] += rows
     timed = measure["steps"] - WARMUP_STEPS
-    long_enough = timed >= 5 and now - measure.get("t0", now) >= max(1.0, min(10.0, 0.02 * budget_s))
+    if run.ctx.enabled:  # every rank must reach the plan (a broadcast) at the same step
+        long_enough = timed >= 20
+    else:
+        long_enough = timed >= 5 and now - measure.get("t0", now) >= max(1.0, min(10.0, 0.02 * budget_s))
     if not (long_enough or epoch_done or s.global_step >= run.total_steps):
         return
     step_s = (now - measure["t0"]) / timed if timed > 0 else (now - measure["first"]) / max(1, measure["steps"])
