@@ -182,6 +182,7 @@ class _Run:
     state: TrainingState
     history: list[dict[str, Any]] = field(default_factory=list)
     save_s: float = 0.0  # time one state save took (for the time budget)
+    best_val: dict[str, Any] | None = None  # validation report of the best epoch of this session
 
     @property
     def main(self) -> bool:
@@ -403,7 +404,7 @@ def _train_epoch(run: _Run, stop: _StopFlag, max_steps: int | None) -> None:
                 break  # a time budget ends this epoch early
             local_stop = max_steps is not None and s.global_step >= max_steps
             if local_stop or (stop.signal is not None and not ctx.enabled):
-                _interrupt(run, stop, meter)
+                _interrupt(run, stop, meter, first_unread)
             with timer.phase("data"):
                 ids, lengths, y = _training_batch(run, batches[step], step)
             loss, logits = _train_step(run, ids, lengths, y, meter)
@@ -422,7 +423,7 @@ def _train_epoch(run: _Run, stop: _StopFlag, max_steps: int | None) -> None:
                 bar.show(loss=s.epoch_sums["loss"] / max(1, s.epoch_sums["seen"]),
                          rate=seen * ctx.world_size / max(1e-9, now - epoch_start))
                 if ctx.enabled and distributed.any_across(stop.signal is not None, ctx, run.device):
-                    _interrupt(run, stop, meter)
+                    _interrupt(run, stop, meter, first_unread)
     _read_meter(run, meter, first_unread)
     s.epoch_sums["time_s"] = s.epoch_sums.get("time_s", 0.0) + time.perf_counter() - epoch_start
 
@@ -490,8 +491,8 @@ def _read_meter(run: _Run, meter: EpochMeter, first_unread: int) -> None:
             f"or set train.nan_policy: skip")
 
 
-def _interrupt(run: _Run, stop: _StopFlag, meter: EpochMeter) -> None:
-    meter.flush(run.state.epoch_sums)  # the sums of the steps done are saved with the state
+def _interrupt(run: _Run, stop: _StopFlag, meter: EpochMeter, first_unread: int) -> None:
+    _read_meter(run, meter, first_unread)  # never save a state that took a NaN step; sums saved with it
     run.save_state()
     s = run.state
     why = "interrupted" if stop.signal is not None else f"stopped after {s.global_step} steps"
@@ -592,6 +593,8 @@ def _end_epoch(run: _Run) -> bool:
     if run.timer.enabled:
         row["profile_s"] = run.timer.reset()
     improved = _judge(run, row, _finite(scored))
+    if improved:
+        run.best_val = val
     row["best"] = improved
     run.history.append(row)
     if run.main:
@@ -644,7 +647,9 @@ def _finish(run: _Run) -> TrainResult:
                                "written; lower --lr or add gradient clipping")
     best_model, *_ = ckpt.load_run(out_dir)
     best_model.to(run.device)
-    val = _score(best_model, run.val_set, run.labels, t.batch_size, run.device, run.trim)
+    val = run.best_val  # scored when it was the best epoch; a resumed run may not have seen it
+    if val is None and s.best_epoch > 0:
+        val = _score(best_model, run.val_set, run.labels, t.batch_size, run.device, run.trim)
     test = None
     if run.test_set is not None:
         test = _score(best_model, run.test_set, run.labels, t.batch_size, run.device, run.trim)
