@@ -539,7 +539,7 @@ def _measure_or_plan(run: _Run, measure: dict[str, float], budget_s: float, epoc
     run.fit_schedule()
     spec = t.time_budget
     if total >= t.epochs * run.steps_per_epoch:
-        run.log(f"time budget {spec}: all {t.epochs} epochs ({total:,} steps) fit at {texts_per_s:,.0f} texts/s "
+        run.log(f"time budget {spec}: all {t.epochs} epoch{'s' if t.epochs != 1 else ''} ({total:,} steps) fit at {texts_per_s:,.0f} texts/s "
                 f"(about {format_duration(estimate)} in all)")
     else:
         run.log(f"time budget {spec}: {plan.epochs:.1f} epochs of {run.steps_per_epoch:,} steps at "
