@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cli.main import app
+from vdcnn.cli.main import app
 from tests.conftest import TINY, real_data_dir, write_topic_csv
 
 PREDICT_TEXTS = [
@@ -157,7 +157,7 @@ def test_resume_needs_only_the_run_folder(runner, tiny_run, tmp_path):
 def test_offline_hub_name_fails_fast_with_a_clear_message(tmp_path):
     env = {**os.environ, "VDCNN_DATA_DIR": str(tmp_path)}
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "train", "--dataset", "yelp_polarity", "--out",
+    proc = subprocess.run([sys.executable, "-m", "vdcnn", "train", "--dataset", "yelp_polarity", "--out",
                            str(tmp_path / "run")], capture_output=True, text=True, env=env, timeout=60)
     assert time.perf_counter() - start < 10
     assert proc.returncode != 0

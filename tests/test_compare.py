@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 import vdcnn.train
-from cli.main import app
+from vdcnn.cli.main import app
 from vdcnn.checkpoint import read_config
 from vdcnn.compare import collect_runs, format_table, plan_variants, run_compare
 from vdcnn.config import RunConfig

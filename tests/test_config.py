@@ -6,15 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from cli.main import build_config
-from vdcnn.config import CONFIG_DIR, load_config
+from vdcnn.config import build_config, load_config, preset_names
 from vdcnn.errors import ConfigError
 from vdcnn.model import VDCNN
 
-PRESETS = sorted(CONFIG_DIR.glob("*.yaml"))
+SOURCE_PRESETS = sorted(Path(__file__).resolve().parent.parent.joinpath("configs").glob("*.yaml"))
 
 
-@pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
+def test_the_package_ships_every_preset_of_configs():
+    assert preset_names() == [p.stem for p in SOURCE_PRESETS] and len(SOURCE_PRESETS) >= 10
+
+
+@pytest.mark.parametrize("path", SOURCE_PRESETS, ids=lambda p: p.stem)
 def test_every_preset_loads_and_builds(path):
     cfg = load_config(path)
     model = VDCNN(cfg.model_config(vocab_size=71, num_classes=4))
