@@ -29,6 +29,7 @@ from vdcnn.export import export_run  # noqa: E402
 from vdcnn.fileio import write_json  # noqa: E402
 from vdcnn.model import VDCNN, ModelConfig  # noqa: E402
 from vdcnn.predict import Classifier  # noqa: E402
+from tests.variants import EACH_VALUE_VARIANTS, make_encoder  # noqa: E402
 
 LABELS = ["World", "Sports", "Business", "Sci/Tech"]
 MAX_LENGTH = 256
@@ -77,13 +78,9 @@ def ag_news_texts(n: int = 200) -> list[str]:
     return [f"{row[1]} {row[2]}" for row in rows]
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    """A small depth-9 run folder with non-trivial BatchNorm statistics, made without training."""
+def make_run(folder: Path, config: ModelConfig, encoder) -> Path:
+    """A run folder with non-trivial BatchNorm statistics, made without training."""
     torch.manual_seed(0)
-    encoder = CharEncoder()
-    config = ModelConfig(vocab_size=encoder.vocab_size, num_classes=len(LABELS), depth=9,
-                         channels=(16, 32, 64, 128), fc_dims=(64,))
     model = VDCNN(config)
     with torch.no_grad():
         for m in model.modules():
@@ -98,10 +95,18 @@ def run_dir(tmp_path_factory) -> Path:
         for _ in range(4):
             model(torch.from_numpy(ids.astype(np.int64)), torch.from_numpy(lengths.astype(np.int64)))
     model.eval()
-    run = tmp_path_factory.mktemp("run")
-    save_weights(run / "model.safetensors", model)
-    write_json(run / "config.json", make_meta(config, encoder, LABELS, run={"encoder": {"max_length": MAX_LENGTH}}))
-    return run
+    save_weights(folder / "model.safetensors", model)
+    write_json(folder / "config.json", make_meta(config, encoder, LABELS, run={"encoder": {"max_length": MAX_LENGTH}}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A small depth-9 run folder."""
+    encoder = CharEncoder()
+    config = ModelConfig(vocab_size=encoder.vocab_size, num_classes=len(LABELS), depth=9,
+                         channels=(16, 32, 64, 128), fc_dims=(64,))
+    return make_run(tmp_path_factory.mktemp("run"), config, encoder)
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +154,20 @@ def test_parity_ag_news(bundles, reference):
     for fmt, path in bundles.items():
         got = load_bundle(path, batch_size=64).predict_proba(texts)
         assert_parity(got, expected, allowed_fraction=0.02 if fmt == "onnx" else 0.0, what=fmt)
+
+
+@pytest.mark.parametrize("variant", EACH_VALUE_VARIANTS, ids=lambda v: v.id)
+def test_every_variant_exports_to_both_formats(variant, tmp_path):
+    """Every depth, downsampling, shortcut kind and encoder (tests/variants.py): 16 pairwise variants
+    took 270 s on the shared 2 cores, the whole product (144 x 2 formats) far longer than the suite may."""
+    encoder = make_encoder(variant.encoder)
+    run = make_run(tmp_path, variant.model_config(num_classes=len(LABELS)), encoder)
+    expected = Classifier.load(run, device="cpu").predict_proba(TEXTS)
+    for fmt in ("onnx", "torchscript"):
+        bundle = export_run(run, fmt)  # checks the exported logits itself on an untraced shape (< 1e-3)
+        clf = Classifier.load(bundle, device="cpu")
+        assert json.loads((bundle / BUNDLE_FILE).read_text())["encoder"] == encoder.to_dict()
+        assert_parity(clf.predict_proba(TEXTS), expected, allowed_fraction=0.2, what=f"{variant.id} {fmt}")
 
 
 def test_dynamic_axes(run_dir, bundles, reference):

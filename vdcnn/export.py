@@ -34,7 +34,7 @@ from .model import VDCNN, fold_batchnorm
 
 ONNX_OPSET = 17
 INPUT_NAMES = ["ids", "lengths"]
-# Exported logits must match PyTorch's to this (checked on shapes unlike the traced ones).
+# Exported logits must match PyTorch's to this, relative to their scale (checked on untraced shapes).
 CHECK_TOLERANCE = 1e-3
 
 
@@ -88,7 +88,7 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", out_dir: str | Path | Non
 
     With ``check`` the exported model is run on inputs of another batch size and
     length than the traced ones and must match PyTorch (max |diff| of logits
-    below 1e-3), so a trace that baked in a shape never ships.
+    below 1e-3 of the largest logit, or of 1), so a trace that baked in a shape never ships.
     """
     _check_format(fmt)
     run_dir = Path(run_dir)
@@ -109,7 +109,8 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", out_dir: str | Path | Non
             expected = model(ids, lengths).numpy()
         got = _runner(fmt, data)(ids.numpy(), lengths.numpy())
         diff = float(np.abs(got - expected).max())
-        if not diff < CHECK_TOLERANCE:
+        # Relative to the logits' scale: a deep net's large logits carry proportionally larger float error.
+        if not diff / max(1.0, float(np.abs(expected).max())) < CHECK_TOLERANCE:
             raise CheckpointError(f"the exported {fmt} model does not match PyTorch (max |logit diff| {diff:.3g})")
         report = {"batch": int(ids.shape[0]), "time": int(ids.shape[1]), "max_abs_logit_diff": diff}
 
