@@ -284,6 +284,7 @@ def info(
 ) -> None:
     """Layout per stage, parameter count and forward FLOPs per text."""
     from vdcnn.checkpoint import read_config
+    from vdcnn.classifier import run_max_length
     from vdcnn.encoders import encoder_from_dict
     from vdcnn.model import ModelConfig, count_parameters, describe, forward_flops, VDCNN
 
@@ -291,7 +292,7 @@ def info(
     if target is not None and Path(target).is_dir():
         meta = read_config(target)
         model_cfg = ModelConfig.from_dict(meta["model"])
-        length = max_length or int(meta.get("run", {}).get("encoder", {}).get("max_length", 1024))
+        length = max_length or run_max_length(meta)
         enc = encoder_from_dict(meta["encoder"])
         extra = f"encoder: {enc.name} (vocab {enc.vocab_size}); labels: {', '.join(meta['labels'])}"
         res = meta.get("results") or meta.get("best")

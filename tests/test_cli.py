@@ -185,3 +185,23 @@ def test_issue_quick_command_on_real_ag_news(runner, tmp_path):
     assert a.exit_code == 0 and a.stdout == b.stdout
     assert len(a.stdout.splitlines()) == len(texts.read_text(encoding="utf-8").splitlines())
     assert {line.split("\t")[0] for line in a.stdout.splitlines()} <= set(meta["labels"])
+
+
+def test_python_m_vdcnn_lists_every_command_and_train_lists_every_option_and_choice(tmp_path):
+    from vdcnn.config import CHOICES, OPTIONS
+
+    env = {**os.environ, "COLUMNS": "250", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    run = lambda *args: subprocess.run([sys.executable, "-m", "vdcnn", *args], capture_output=True, text=True,
+                                       env=env, cwd=tmp_path, timeout=120)
+    top = run("--help")
+    assert top.returncode == 0, top.stderr
+    for command in ("train", "eval", "predict", "info", "compare", "export"):
+        assert f" {command} " in top.stdout, command
+    train = run("train", "--help").stdout
+    for option in OPTIONS:
+        assert option.flag in train, option.flag
+        section, _, key = option.setting.partition(".")
+        for choice in CHOICES.get((section, key), ()):
+            assert choice in train, (option.flag, choice)
+    assert "--no-shortcut" in train and "--no-mask-padding" in train
+    assert "tsv|jsonl" in run("predict", "--help").stdout and "onnx|torchscript" in run("export", "--help").stdout

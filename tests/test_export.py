@@ -29,17 +29,14 @@ from vdcnn.export import export_run  # noqa: E402
 from vdcnn.fileio import write_json  # noqa: E402
 from vdcnn.model import VDCNN, ModelConfig  # noqa: E402
 from vdcnn.predict import Classifier  # noqa: E402
-from tests.variants import EACH_VALUE_VARIANTS, make_encoder  # noqa: E402
+from tests.variants import CORPUS, EACH_VALUE_VARIANTS, make_encoder  # noqa: E402
 
 LABELS = ["World", "Sports", "Business", "Sci/Tech"]
 MAX_LENGTH = 256
 TOL = 1e-4
 
 TEXTS = [
-    "Stocks rally as the central bank holds interest rates steady, easing fears of a slowdown.",
-    "The home side scored twice in the final ten minutes to win the cup.",
-    "A new chip promises faster phones and longer battery life, the company said on Tuesday.",
-    "Rebels and government forces agreed to a ceasefire after talks in the capital.",
+    *CORPUS[:4],
     "ok",
     "",
     "x",

@@ -12,16 +12,9 @@ import torch.nn.functional as F
 from vdcnn.encoders import CharEncoder
 from vdcnn.layers import DOWNSAMPLERS, SHORTCUT_KINDS, ConvBlock, kmax_pool
 from vdcnn.model import DEPTHS, VDCNN, ModelConfig, count_parameters, fold_batchnorm, forward_flops
-from tests.variants import PAIRWISE_VARIANTS, make_encoder
+from tests.variants import CORPUS, PAIRWISE_VARIANTS, make_encoder
 
-TEXTS = [
-    "Stocks rally as the central bank holds interest rates steady, easing fears of a slowdown.",
-    "The home side scored twice in the final ten minutes to win the cup.",
-    "A new chip promises faster phones and longer battery life, the company said on Tuesday.",
-    "Rebels and government forces agreed to a ceasefire after talks in the capital.",
-    "ok",
-    "",
-]
+TEXTS = [*CORPUS[:4], "ok", ""]
 
 # 900 characters of seeded random words: long, and (like real text) without long
 # exact repeats, whose equal activations would make float32 k-max ties.

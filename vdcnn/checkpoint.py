@@ -19,7 +19,7 @@ import os
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -93,18 +93,23 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
     path = run_dir / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{run_dir} is not a run folder: {CONFIG_FILE} is missing")
+    return read_versioned_json(path, "run config", "format version", FORMAT_VERSION, ("model", "encoder", "labels"))
+
+
+def read_versioned_json(path: Path, what: str, version_name: str, newest: int, required: Sequence[str]
+                        ) -> dict[str, Any]:
+    """A vdcnn JSON description (``format_version`` at most ``newest``, ``required`` keys present)."""
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise CheckpointError(f"{path} is corrupt: not valid JSON") from None
     if not isinstance(meta, dict) or "format_version" not in meta:
-        raise CheckpointError(f"{path} is not a vdcnn run config")
+        raise CheckpointError(f"{path} is not a vdcnn {what}")
     version = meta["format_version"]
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} has format version {version!r}, newer than this vdcnn understands ({FORMAT_VERSION}); upgrade vdcnn"
-        )
-    for key in ("model", "encoder", "labels"):
+    if not isinstance(version, int) or version > newest:
+        raise CheckpointError(f"{path} has {version_name} {version!r}, newer than this vdcnn understands ({newest}); "
+                              f"upgrade vdcnn")
+    for key in required:
         if key not in meta:
             raise CheckpointError(f"{path} lacks the {key!r} entry")
     return meta

@@ -2,19 +2,12 @@
 
 ``load_classifier(path)`` (or ``Classifier.load``) gives the right kind for a folder; all
 share ``TextClassifier``'s interface: ``predict_proba``, ``predict`` (top-k) and
-``predict_stream`` (bounded memory). Export bundles are written by ``vdcnn.export``:
-
-```
-BUNDLE/                 (default RUN/export-onnx or RUN/export-torchscript)
-  model.onnx | model.pt   inputs ids int64 [batch, time], lengths int64 [batch];
-                          output logits float32 [batch, classes]; batch and time are dynamic
-  bundle.json             format, format_version, encoder, labels, max_length, model config
-```
+``predict_stream`` (bounded memory). Export bundles (their layout: ``vdcnn.export``) are
+folders holding ``bundle.json`` next to ``model.onnx`` or ``model.pt``.
 """
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
@@ -23,7 +16,7 @@ import numpy as np
 import torch
 
 from .batching import iterate_ids
-from .checkpoint import load_run
+from .checkpoint import load_run, read_versioned_json
 from .encoders import Encoder, encoder_from_dict
 from .errors import CheckpointError, ConfigError
 from .evaluate import predict_logits, softmax
@@ -140,21 +133,10 @@ def read_bundle(bundle_dir: str | Path) -> dict[str, Any]:
     path = bundle_dir / BUNDLE_FILE
     if not path.is_file():
         raise CheckpointError(f"{bundle_dir} is not an export bundle: {BUNDLE_FILE} is missing")
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise CheckpointError(f"{path} is corrupt: not valid JSON") from None
-    if not isinstance(info, dict) or "format_version" not in info:
-        raise CheckpointError(f"{path} is not a vdcnn bundle description")
-    version = info["format_version"]
-    if not isinstance(version, int) or version > BUNDLE_FORMAT_VERSION:
-        raise CheckpointError(f"{path} has bundle format version {version!r}, newer than this vdcnn understands "
-                              f"({BUNDLE_FORMAT_VERSION}); upgrade vdcnn")
+    info = read_versioned_json(path, "bundle description", "bundle format version", BUNDLE_FORMAT_VERSION,
+                               ("encoder", "labels", "max_length", "model"))
     if info.get("format") not in FORMATS:
         raise CheckpointError(f"{path}: unknown bundle format {info.get('format')!r}")
-    for key in ("encoder", "labels", "max_length", "model"):
-        if key not in info:
-            raise CheckpointError(f"{path} lacks the {key!r} entry")
     return info
 
 
