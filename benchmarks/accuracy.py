@@ -27,7 +27,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 from benchmarks.speed import machine  # noqa: E402
-from vdcnn.checkpoint import write_text  # noqa: E402
+from vdcnn.fileio import write_text  # noqa: E402
 from vdcnn.config import load_config  # noqa: E402
 from vdcnn.data import load_split, stratified_split  # noqa: E402
 from vdcnn.train import train  # noqa: E402

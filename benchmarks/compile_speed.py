@@ -29,6 +29,7 @@ from benchmarks.speed import machine  # noqa: E402
 from vdcnn.data import load_split  # noqa: E402
 from vdcnn.evaluate import predict_logits, softmax  # noqa: E402
 from vdcnn.predict import Classifier  # noqa: E402
+from vdcnn.runtime import tune_malloc  # noqa: E402
 
 
 def main() -> None:
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--run", required=True, help="run folder (vdcnn train --out)")
     parser.add_argument("--n", type=int, default=7600, help="how many test texts")
     args = parser.parse_args()
+    tune_malloc()  # as `vdcnn predict` does, so the figures are the CLI's
 
     clf = Classifier.load(args.run, device="cpu")
     texts = load_split("ag_news", "test").texts[: args.n]

@@ -40,7 +40,7 @@ def train_one(name: str, out: Path) -> dict:
         if run.exists():
             subprocess.run(["rm", "-rf", str(run)], check=True)
         data = Path(os.environ["VDCNN_DATA_DIR"]) / name
-        cmd = [sys.executable, "-m", "cli.main", "train", "--dataset", str(data), "--out", str(run), "--no-progress"]
+        cmd = [sys.executable, "-m", "vdcnn", "train", "--dataset", str(data), "--out", str(run), "--no-progress"]
         print("$ vdcnn train --dataset", data, "--out", run, flush=True)
         started = time.perf_counter()
         with open(out / f"{name}.log", "w") as log:

@@ -31,11 +31,13 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 from benchmarks.speed import machine  # noqa: E402
-from vdcnn.checkpoint import make_meta, save_weights, write_json  # noqa: E402
+from vdcnn.checkpoint import make_meta, save_weights  # noqa: E402
+from vdcnn.classifier import Classifier, OnnxClassifier  # noqa: E402
 from vdcnn.encoders import CharEncoder  # noqa: E402
-from vdcnn.export import OnnxClassifier, export_run  # noqa: E402
+from vdcnn.export import export_run  # noqa: E402
+from vdcnn.fileio import write_json  # noqa: E402
 from vdcnn.model import VDCNN, ModelConfig, count_parameters  # noqa: E402
-from vdcnn.predict import Classifier  # noqa: E402
+from vdcnn.runtime import tune_malloc  # noqa: E402
 
 LABELS = ["World", "Sports", "Business", "Sci/Tech"]
 
@@ -64,6 +66,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for both (0 = torch default).")
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args()
+    tune_malloc()  # as `vdcnn predict` does, so the figures are the CLI's
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()

@@ -280,7 +280,7 @@ def predict_cli(c: Check, run: Path, texts: list[str]) -> list[str]:
     """Labels from `vdcnn predict RUN FILE` in a fresh process, as a user runs it."""
     path = c.work / "predict.txt"
     path.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
-    proc = run_child(c, [sys.executable, "-m", "cli.main", "predict", str(run), str(path), "--device", c.device], 300)
+    proc = run_child(c, [sys.executable, "-m", "vdcnn", "predict", str(run), str(path), "--device", c.device], 300)
     if proc.returncode != 0:
         raise RuntimeError(f"vdcnn predict exited with {proc.returncode}: {proc.stderr.strip()[-300:]}")
     return [line.split("\t")[0] for line in proc.stdout.splitlines()]
@@ -430,7 +430,7 @@ if rank == 0:
     print("COLLECTIVE " + json.dumps({"backend": dist.get_backend(), "world": world, "sum": total.item(),
                                       "expected": world * (world + 1) / 2}), flush=True)
 sys.argv = ["vdcnn", *sys.argv[2:]]
-from cli.main import main
+from vdcnn.cli.main import main
 code = 0
 try:
     main()

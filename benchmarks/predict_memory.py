@@ -31,7 +31,7 @@ from vdcnn.data import load_split  # noqa: E402
 PEAK_RSS = ("import atexit, resource, sys\n"
             "atexit.register(lambda: sys.stderr.write("
             "f'PEAK_RSS_KB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n'))\n"
-            "from cli.main import main\n"
+            "from vdcnn.cli.main import main\n"
             "sys.argv = ['vdcnn', *sys.argv[1:]]\n"
             "main()\n")
 

@@ -1,15 +1,28 @@
-"""The ``vdcnn`` command: parses options, calls the library, prints results."""
+"""The ``vdcnn`` command: parses options, calls the library, prints results.
+
+Installed, this folder is the ``vdcnn.cli`` package (``python -m vdcnn`` and the ``vdcnn``
+script run it); the recipe options of ``train``, ``compare`` and ``info`` come from the one
+table ``vdcnn.config.OPTIONS``.
+"""
 
 from __future__ import annotations
 
-import json
+import enum
+import inspect
 import os
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Callable, List, Optional
 
 import typer
+
+from vdcnn.classifier import FORMATS as EXPORT_FORMATS
+from vdcnn.config import CHOICES, OPTIONS, OPTIONS_BY_NAME, build_config, option_type
+from vdcnn.errors import ConfigError, VdcnnError
+from vdcnn.explain import FORMATS as EXPLAIN_FORMATS
+from vdcnn.explain import METHODS as EXPLAIN_METHODS
+from vdcnn.predict import INPUT_FORMATS, OUTPUT_FORMATS
 
 app = typer.Typer(
     add_completion=False,
@@ -21,56 +34,64 @@ app = typer.Typer(
 _state = {"debug": False}
 
 
+def _choices(name: str, values: tuple[str, ...]) -> Any:
+    """A str Enum, so that ``--help`` lists the choices and click checks them."""
+    return enum.Enum(name, {v: v for v in values}, type=str)
+
+
+Device = _choices("Device", CHOICES[("train", "device")])
+OutputFormat = _choices("OutputFormat", OUTPUT_FORMATS)
+InputFormat = _choices("InputFormat", INPUT_FORMATS)
+ExportFormat = _choices("ExportFormat", EXPORT_FORMATS)
+ExplainFormat = _choices("ExplainFormat", EXPLAIN_FORMATS)
+ExplainMethod = _choices("ExplainMethod", ("auto", *EXPLAIN_METHODS))
+ShortcutVariants = _choices("ShortcutVariants", ("both", "on", "off"))
+SHORTCUT_VARIANTS = {"both": [False, True], "on": [True], "off": [False]}
+
+
 def err(message: str) -> None:
     typer.echo(message, err=True)
 
 
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+    from vdcnn.runtime import tune_malloc
+
     _state["debug"] = debug
+    tune_malloc()  # the command owns its process: keep activation buffers in the heap (see tune_malloc)
 
 
-# Flags of `vdcnn train` (and `compare`) mapped to config settings.
-TRAIN_FLAGS = {
-    "dataset": "data.dataset", "depth": "model.depth", "stages": "model.stages", "shortcut": "model.shortcut",
-    "shortcut_kind": "model.shortcut_kind", "downsample": "model.downsample", "dropout": "model.dropout",
-    "drop_path": "model.drop_path", "mask_padding": "model.mask_padding",
-    "encoder": "encoder.name", "max_length": "encoder.max_length", "vocab_size": "encoder.vocab_size",
-    "epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr", "optimizer": "train.optimizer",
-    "schedule": "train.schedule", "warmup": "train.warmup_epochs", "weight_decay": "train.weight_decay",
-    "label_smoothing": "train.label_smoothing", "grad_clip": "train.grad_clip", "ema": "train.ema_decay",
-    "augment_crop": "train.augment_crop", "augment_noise": "train.augment_noise", "early_stop": "train.early_stop",
-    "seed": "train.seed", "device": "train.device", "sync_bn": "train.sync_bn", "threads": "train.threads", "bf16": "train.bf16",
-    "limit": "data.limit", "val_fraction": "data.val_fraction", "text_column": "data.text_columns",
-    "label_column": "data.label_column", "test_split": "data.test_split",
-    "time_budget": "train.time_budget", "class_weights": "train.class_weights", "select_by": "train.select_by",
-}
+def _option_parameter(option) -> inspect.Parameter:
+    """The Typer parameter of a recipe option (``vdcnn.config.OPTIONS``)."""
+    kind = option_type(option)
+    if kind is bool:
+        default = typer.Option(None, f"{option.flag}/--no-{option.flag[2:]}", help=option.help)
+        annotation: Any = Optional[bool]
+    elif kind is list:
+        default, annotation = typer.Option([], option.flag, help=option.help), List[str]
+    else:
+        default, annotation = typer.Option(None, option.flag, help=option.help), Optional[kind]
+    return inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
-def build_config(config: Optional[Path], overrides: dict, settings: List[str]):
-    """Preset (or defaults) + flags + ``--set section.key=value``, validated."""
-    import yaml
+def recipe_options(names: Optional[set] = None, exclude: set = frozenset()) -> Callable:
+    """Give ``func(..., **options)`` the recipe options (all, or ``names``), less ``exclude`` and
+    those it declares itself; they arrive in ``options`` by name."""
 
-    from vdcnn.config import load_config
-    from vdcnn.errors import ConfigError
+    def decorate(func: Callable) -> Callable:
+        own = inspect.signature(func, eval_str=True)
+        added = [_option_parameter(o) for o in OPTIONS if (names is None or o.name in names)
+                 and o.name not in exclude and o.name not in own.parameters]
+        params = [p for p in own.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD] + added
+        func.__signature__ = own.replace(parameters=params)
+        func.__annotations__ = {p.name: p.annotation for p in params}
+        return func
 
-    cfg = load_config(config)
-    cfg.auto = config is None  # no preset: the automatic recipe decides what the flags leave open
-    for name, value in overrides.items():
-        if value is None or (isinstance(value, list) and not value):
-            continue
-        if name == "depth":
-            cfg.model["stages"] = None
-        if name == "stages":
-            cfg.model["depth"] = None
-        cfg.set(TRAIN_FLAGS[name], value, source=f"--{name.replace('_', '-')}")
-    for item in settings:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set expects section.key=value, got {item!r}")
-        cfg.set(key.strip(), yaml.safe_load(raw), source="--set")
-    cfg.validate()
-    return cfg
+    return decorate
+
+
+def _given(options: dict) -> list[str]:
+    return [OPTIONS_BY_NAME[k].flag for k, v in options.items() if v not in (None, [])]
 
 
 def _default_out(cfg) -> Path:
@@ -81,73 +102,33 @@ def _default_out(cfg) -> Path:
 
 
 @app.command()
+@recipe_options()
 def train(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML preset (path or name in configs/)."),
-    dataset: Optional[str] = typer.Option(None, help="Registry name (ag_news, ...) or a local file/folder."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML preset (path or preset name)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/NAME-TIME)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its saved state."),
-    depth: Optional[int] = typer.Option(None, help="9, 17, 29 or 49 (the paper's presets)."),
-    stages: Optional[str] = typer.Option(None, help="Custom blocks per stage, e.g. 2,2,2,2."),
-    shortcut: Optional[bool] = typer.Option(None, "--shortcut/--no-shortcut", help="Residual shortcuts on/off."),
-    shortcut_kind: Optional[str] = typer.Option(None, help="projection or zero_pad, where shapes change."),
-    downsample: Optional[str] = typer.Option(None, help="max, kmax, conv or none."),
-    encoder: Optional[str] = typer.Option(None, help="char, byte or subword."),
-    max_length: Optional[int] = typer.Option(None, help="Ids per text (truncate/pad), default 1024."),
-    vocab_size: Optional[int] = typer.Option(None, help="Subword vocabulary size."),
-    epochs: Optional[int] = typer.Option(None),
-    batch_size: Optional[int] = typer.Option(None),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
-    optimizer: Optional[str] = typer.Option(None, help="sgd or adamw."),
-    schedule: Optional[str] = typer.Option(None, help="step, cosine, onecycle or constant."),
-    warmup: Optional[float] = typer.Option(None, help="Warm-up epochs."),
-    weight_decay: Optional[float] = typer.Option(None),
-    dropout: Optional[float] = typer.Option(None, help="Dropout in the FC head."),
-    drop_path: Optional[float] = typer.Option(None, help="Stochastic depth rate (shortcut blocks)."),
-    label_smoothing: Optional[float] = typer.Option(None),
-    grad_clip: Optional[float] = typer.Option(None, help="Max gradient norm (0 = off)."),
-    ema: Optional[float] = typer.Option(None, help="EMA decay of weights, e.g. 0.999 (0 = off)."),
-    augment_crop: Optional[float] = typer.Option(None, help="Probability of a random crop per text."),
-    augment_noise: Optional[float] = typer.Option(None, help="Fraction of characters replaced at random."),
-    early_stop: Optional[int] = typer.Option(None, help="Stop after N epochs without improvement."),
-    mask_padding: Optional[bool] = typer.Option(None, "--mask-padding/--no-mask-padding",
-                                                help="Keep padding out of the computation (off = paper)."),
-    seed: Optional[int] = typer.Option(None),
-    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda."),
-    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast where the GPU/CPU runs it natively."),
-    sync_bn: Optional[bool] = typer.Option(None, "--sync-bn/--no-sync-bn",
-                                           help="Under torchrun: BatchNorm statistics over all processes."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads (0 = torch default)."),
-    limit: Optional[int] = typer.Option(None, help="Train on a stratified subset of N rows."),
-    val_fraction: Optional[float] = typer.Option(None, help="Validation share carved from train."),
-    text_column: List[str] = typer.Option([], help="Text column(s) of a local file (repeatable)."),
-    label_column: Optional[str] = typer.Option(None, help="Label column of a local file."),
-    test_split: Optional[str] = typer.Option(None, help="Split scored at the end (default test)."),
-    time_budget: Optional[str] = typer.Option(None, help="Fit the run into this time, e.g. 15m or 90s."),
-    class_weights: Optional[str] = typer.Option(None, help="none or balanced (for imbalanced classes)."),
-    select_by: Optional[str] = typer.Option(None, help="Best epoch by validation accuracy or macro_f1."),
     set_: List[str] = typer.Option([], "--set", help="Any setting, e.g. --set train.momentum=0.8."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     profile: bool = typer.Option(False, "--profile",
                                  help="Time each phase (data, forward, backward, optimiser, validation) per epoch."),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline",
                                   help="Also fit TF-IDF + logistic regression on the same split and print both."),
+    **options: Any,
 ) -> None:
-    """Train a VDCNN on a dataset; the run folder holds everything needed to use it."""
-    from vdcnn.errors import ConfigError
+    """Train a VDCNN on a dataset; the run folder holds everything needed to use it.
+
+    Without --config the automatic recipe picks what the options leave open from the training data.
+    """
     from vdcnn.train import train as run_training
 
     if resume:
         if out is None:
             raise ConfigError("--resume needs --out RUN (the run folder to continue)")
-        given = {k: v for k, v in locals().items() if k in TRAIN_FLAGS and v not in (None, [])}
-        if config is not None or given or set_:
+        if config is not None or _given(options) or set_:
             raise ConfigError("--resume takes no other settings: the run folder knows its dataset and recipe")
         result = run_training(None, out, resume=True, log=err, progress=progress, profile=profile)
     else:
-        overrides = {k: v for k, v in locals().items() if k in TRAIN_FLAGS}
-        if stages is not None:
-            overrides["stages"] = [s for s in stages.replace(",", " ").split()]
-        cfg = build_config(config, overrides, set_)
+        cfg = build_config(config, options, set_)
         out = out or _default_out(cfg)
         result = run_training(cfg, out, log=err, progress=progress, profile=profile)
     err(f"best validation accuracy {result.best_val_accuracy * 100:.2f} % at epoch {result.best_epoch}; "
@@ -159,23 +140,17 @@ def train(
 
 
 @app.command(name="baseline")
+@recipe_options(names={"val_fraction", "limit", "seed", "text_column", "label_column", "test_split"})
 def baseline_cmd(
     dataset: str = typer.Option(..., help="Registry name or a local file/folder, as for train."),
-    val_fraction: Optional[float] = typer.Option(None, help="Validation share carved from train (default 0.1)."),
-    limit: Optional[int] = typer.Option(None, help="Train on a stratified subset of N rows."),
-    seed: Optional[int] = typer.Option(None, help="Seed of the validation carve-out (default 0)."),
-    text_column: List[str] = typer.Option([], help="Text column(s) of a local file (repeatable)."),
-    label_column: Optional[str] = typer.Option(None, help="Label column of a local file."),
-    test_split: Optional[str] = typer.Option(None, help="Split scored (default test)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the scores as JSON."),
+    **options: Any,
 ) -> None:
     """TF-IDF + logistic regression on exactly the split `vdcnn train` uses: the figure to beat."""
     from vdcnn.baseline import run_baseline
-    from vdcnn.checkpoint import write_json
+    from vdcnn.fileio import write_json
 
-    overrides = {"dataset": dataset, "val_fraction": val_fraction, "limit": limit, "seed": seed,
-                 "text_column": text_column, "label_column": label_column, "test_split": test_split}
-    result = run_baseline(build_config(None, overrides, []))
+    result = run_baseline(build_config(None, {**options, "dataset": dataset}))
     typer.echo(f"{result['name']} ({result['analyzer']}), fitted on {result['train_rows']:,} rows in "
                f"{result['fit_s']:.1f} s")
     typer.echo(f"{'split':<12}{'rows':>7}{'accuracy':>11}{'macro-F1':>11}")
@@ -200,15 +175,15 @@ def evaluate(
     text_column: List[str] = typer.Option([], help="Text column(s) of a local file."),
     label_column: Optional[str] = typer.Option(None, help="Label column of a local file."),
     batch_size: int = typer.Option(256, min=1),
-    device: str = typer.Option("auto"),
+    device: Device = typer.Option("auto"),
     bf16: bool = typer.Option(False, "--bf16", help="bfloat16 inference where the CPU/GPU supports it (faster, ~1e-3 off)."),
 ) -> None:
     """Score a trained run: accuracy, macro-F1, per-class table, confusion matrix."""
     from vdcnn.data import load_split, run_label_rule
-    from vdcnn.errors import ConfigError
     from vdcnn.evaluate import classification_report, format_report, plot_confusion
-    from vdcnn.checkpoint import read_config, write_json
-    from vdcnn.predict import Classifier
+    from vdcnn.checkpoint import read_config
+    from vdcnn.classifier import load_classifier
+    from vdcnn.fileio import write_json
 
     if data and dataset and data != dataset:
         raise ConfigError("give the dataset either as DATA or as --dataset, not both")
@@ -219,7 +194,7 @@ def evaluate(
         raise ConfigError("the run does not record its dataset; give DATA")
     split = split or run_data.get("test_split", "test")
     same = source == run_data.get("dataset")
-    clf = Classifier.load(run, device=device, batch_size=batch_size, bf16=bf16)
+    clf = load_classifier(run, device=device.value, batch_size=batch_size, bf16=bf16)
     ds = load_split(source, split, text_columns=text_column or (run_data.get("text_columns") if same else None),
                     label_column=label_column or (run_data.get("label_column") if same else None),
                     label_rule=run_label_rule(meta, str(Path(run) / "config.json")))
@@ -244,12 +219,12 @@ def predict(
     run: Path = typer.Argument(..., help="Run folder."),
     file: str = typer.Argument("-", help="Text file, one text per line; - for stdin."),
     top_k: int = typer.Option(1, "--top-k", "-k", min=1, help="Labels per text."),
-    fmt: str = typer.Option("tsv", "--format", help="tsv (label<TAB>prob) or jsonl (all probabilities)."),
-    input_format: str = typer.Option("lines", help="lines, csv or jsonl."),
+    fmt: OutputFormat = typer.Option("tsv", "--format", help="tsv (label<TAB>prob) or jsonl (all probabilities)."),
+    input_format: InputFormat = typer.Option("lines", help="One text per line, or a column of csv or jsonl."),
     text_column: str = typer.Option("text", help="Text column for csv/jsonl input."),
     batch_size: int = typer.Option(256, min=1),
     chunk_size: int = typer.Option(4096, min=1, help="Lines read at a time (bounds memory)."),
-    device: str = typer.Option("auto"),
+    device: Device = typer.Option("auto"),
     bf16: bool = typer.Option(False, "--bf16", help="bfloat16 inference where the CPU/GPU supports it (faster, ~1e-3 off)."),
 ) -> None:
     """Classify texts: one output line per input line, in input order.
@@ -257,24 +232,20 @@ def predict(
     Input is never refused for its bytes: invalid UTF-8 becomes U+FFFD and NUL bytes spaces, and a
     warning on stderr says how many lines were affected. (Training and eval data are refused instead.)
     """
+    from vdcnn.classifier import load_classifier
     from vdcnn.data import read_lines, read_records
-    from vdcnn.errors import ConfigError
-    from vdcnn.predict import Classifier, format_predictions
+    from vdcnn.predict import format_predictions
 
-    if fmt not in ("tsv", "jsonl"):
-        raise ConfigError(f"--format must be tsv or jsonl, got {fmt!r}")
-    if input_format not in ("lines", "csv", "jsonl"):
-        raise ConfigError(f"--input-format must be lines, csv or jsonl, got {input_format!r}")
-    clf = Classifier.load(run, device=device, batch_size=batch_size, bf16=bf16)
+    clf = load_classifier(run, device=device.value, batch_size=batch_size, bf16=bf16)
     top_k = min(top_k, len(clf.labels))
     stats: dict = {}
-    if input_format == "lines":
+    if input_format.value == "lines":
         chunks = read_lines(file, chunk_size=chunk_size, stats=stats)
     else:
-        chunks = read_records(file, input_format, text_column, chunk_size=chunk_size, stats=stats)
+        chunks = read_records(file, input_format.value, text_column, chunk_size=chunk_size, stats=stats)
     out = sys.stdout
     for _texts, probs in clf.predict_stream(chunks):
-        out.write("\n".join(format_predictions(probs, clf.labels, top_k, fmt)) + "\n")
+        out.write("\n".join(format_predictions(probs, clf.labels, top_k, fmt.value)) + "\n")
         out.flush()
     # Input is never refused for its bytes (one output line per input line); say what was repaired.
     bad, nul = stats.get("invalid_utf8_lines", 0), stats.get("nul_lines", 0)
@@ -288,53 +259,47 @@ def explain(
     run: Path = typer.Argument(..., help="Run folder (or export bundle: occlusion only)."),
     file: str = typer.Argument("-", help="Text file, one text per line; - for stdin."),
     target: Optional[str] = typer.Option(None, help="Explain this label instead of the predicted one."),
-    fmt: str = typer.Option("terminal", "--format", help="terminal (coloured), jsonl or html (one page)."),
-    method: str = typer.Option("auto", help="auto, integrated_gradients (run folders) or occlusion."),
+    fmt: ExplainFormat = typer.Option("terminal", "--format", help="Coloured terminal text, jsonl or one html page."),
+    method: ExplainMethod = typer.Option("auto", help="auto: integrated_gradients for run folders, else occlusion."),
     batch_size: int = typer.Option(256, min=1, help="Rows per forward pass (a text takes ~34)."),
-    device: str = typer.Option("auto"),
+    device: Device = typer.Option("auto"),
 ) -> None:
     """Which characters or tokens drove each prediction: attributions over the text's characters."""
+    from vdcnn.classifier import load_classifier
     from vdcnn.data import read_lines
     from vdcnn.explain import write_explanations
-    from vdcnn.predict import Classifier
 
-    clf = Classifier.load(run, device=device, batch_size=batch_size)
-    write_explanations(clf, read_lines(file, chunk_size=64), sys.stdout, fmt, target, method)
+    clf = load_classifier(run, device=device.value, batch_size=batch_size)
+    write_explanations(clf, read_lines(file, chunk_size=64), sys.stdout, fmt.value, target, method.value)
 
 
 @app.command()
+@recipe_options(names={"depth", "stages", "shortcut", "shortcut_kind", "downsample", "encoder", "vocab_size"})
 def info(
     target: Optional[str] = typer.Argument(None, help="Run folder or YAML config."),
-    depth: Optional[int] = typer.Option(None, help="Show a paper preset: 9, 17, 29 or 49."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML preset."),
-    stages: Optional[str] = typer.Option(None, help="Custom blocks per stage."),
-    shortcut: Optional[bool] = typer.Option(None, "--shortcut/--no-shortcut"),
-    downsample: Optional[str] = typer.Option(None),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML preset (path or preset name)."),
     max_length: Optional[int] = typer.Option(None, help="Length for the FLOPs count."),
     num_classes: int = typer.Option(4, help="Classes (when not a run)."),
+    **options: Any,
 ) -> None:
     """Layout per stage, parameter count and forward FLOPs per text."""
     from vdcnn.checkpoint import read_config
+    from vdcnn.classifier import run_max_length
     from vdcnn.encoders import encoder_from_dict
-    from vdcnn.errors import ConfigError
     from vdcnn.model import ModelConfig, count_parameters, describe, forward_flops, VDCNN
 
     extra = ""
     if target is not None and Path(target).is_dir():
         meta = read_config(target)
         model_cfg = ModelConfig.from_dict(meta["model"])
-        length = max_length or int(meta.get("run", {}).get("encoder", {}).get("max_length", 1024))
+        length = max_length or run_max_length(meta)
         enc = encoder_from_dict(meta["encoder"])
         extra = f"encoder: {enc.name} (vocab {enc.vocab_size}); labels: {', '.join(meta['labels'])}"
         res = meta.get("results") or meta.get("best")
         if res:
             extra += "\nresults: " + ", ".join(f"{k} {_result_value(k, v)}" for k, v in res.items() if v is not None)
     else:
-        overrides = {"depth": depth, "stages": [s for s in stages.replace(",", " ").split()] if stages else None,
-                     "shortcut": shortcut, "downsample": downsample, "max_length": max_length}
-        cfg = build_config(config or (Path(target) if target else None), overrides, [])
-        from vdcnn.encoders import build_encoder
-
+        cfg = build_config(config or (Path(target) if target else None), {**options, "max_length": max_length})
         vocab = 257 if cfg.encoder.name == "byte" else (cfg.encoder.vocab_size if cfg.encoder.name == "subword" else 71)
         model_cfg = cfg.model_config(vocab, num_classes)
         length = cfg.encoder.max_length
@@ -355,27 +320,7 @@ def info(
         typer.echo(extra)
 
 
-# `vdcnn compare` takes the training options of `vdcnn train`, less those it varies or manages itself.
-_COMPARE_REUSED = {"config", "set_", "progress"}  # `profile` is left out: a study times whole runs
-_COMPARE_OWN = {"depth", "stages", "shortcut", "out", "resume"}
-
-
-def _with_train_options(func):
-    """Give ``func(..., **options)`` the recipe options of ``train`` (same flags, help and defaults)."""
-    import inspect
-
-    own = inspect.signature(func, eval_str=True)
-    reused = [p for name, p in inspect.signature(train, eval_str=True).parameters.items()
-              if (name in TRAIN_FLAGS or name in _COMPARE_REUSED) and name not in _COMPARE_OWN
-              and name not in own.parameters]
-    params = [p for p in own.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD] + reused
-    func.__signature__ = own.replace(parameters=params)
-    func.__annotations__ = {p.name: p.annotation for p in params}
-    return func
-
-
 def _parse_depths(text: str) -> List[int]:
-    from vdcnn.errors import ConfigError
 
     try:
         depths = [int(x) for x in text.replace(",", " ").split()]
@@ -387,28 +332,29 @@ def _parse_depths(text: str) -> List[int]:
 
 
 @app.command()
-@_with_train_options
+@recipe_options(exclude={"depth", "stages", "shortcut"})
 def compare(
     runs: Optional[List[Path]] = typer.Argument(None, metavar="RUN",
                                                 help="Finished run folders to tabulate (no training)."),
     depths: Optional[str] = typer.Option(None, help="Depths to train, comma-separated (default 9,17,29,49)."),
-    shortcut: Optional[str] = typer.Option(None, help="Shortcut variants: both, on or off (default both)."),
+    shortcut: Optional[ShortcutVariants] = typer.Option(None, case_sensitive=False,
+                                                        help="Shortcut variants to train (default both)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o",
                                        help="Study folder: one run folder per variant plus the tables "
                                             "(default: runs/compare-DATASET; with RUN folders, their parent)."),
-    **options,
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML preset (path or preset name)."),
+    set_: List[str] = typer.Option([], "--set", help="Any setting, e.g. --set train.momentum=0.8."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    **options: Any,
 ) -> None:
     """Shortcut x depth study: train one run per depth and shortcut setting (same data, seed and recipe),
     then tabulate and plot them. Run the same command again to resume an interrupted study.
     With RUN folders, tabulates those runs instead (no training). Takes every recipe option of `train`.
     """
     from vdcnn.compare import OUTPUT_FILES, collect_histories, collect_runs, format_table, run_compare, write_outputs
-    from vdcnn.errors import ConfigError
 
-    config, settings, progress = options.pop("config", None), options.pop("set_", []), options.pop("progress", True)
     if runs:
-        given = [k for k, v in options.items() if v not in (None, [])]
-        if config is not None or given or settings or depths is not None or shortcut is not None:
+        if config is not None or _given(options) or set_ or depths is not None or shortcut is not None:
             raise ConfigError("with RUN folders, compare tabulates them as they are; training options "
                               "(--depths, --shortcut, --config, recipe flags) do not apply")
         rows = collect_runs(runs)
@@ -416,11 +362,8 @@ def compare(
         out = out or (parents.pop() if len(parents) == 1 else Path("."))
         paths = write_outputs(rows, collect_histories(rows), out)
     else:
-        choice = (shortcut or "both").strip().lower()
-        shortcuts = {"both": [False, True], "on": [True], "off": [False]}.get(choice)
-        if shortcuts is None:
-            raise ConfigError(f"--shortcut must be both, on or off, got {shortcut!r}")
-        base = build_config(config, {k: v for k, v in options.items() if k in TRAIN_FLAGS}, settings)
+        shortcuts = SHORTCUT_VARIANTS[shortcut.value if shortcut else "both"]
+        base = build_config(config, options, set_)
         out = out or Path("runs") / f"compare-{Path(base.data.dataset).name.split('.')[0] or 'data'}"
         rows = run_compare(base, _parse_depths(depths or "9,17,29,49"), shortcuts, out, log=err, progress=progress)
         paths = {k: out / v for k, v in OUTPUT_FILES.items()}
@@ -433,13 +376,13 @@ def compare(
 @app.command(name="export")
 def export_model(
     run: Path = typer.Argument(..., help="Run folder."),
-    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx or torchscript."),
+    fmt: ExportFormat = typer.Option("onnx", "--format", "-f", help="Bundle format."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Bundle folder (default: RUN/export-FORMAT)."),
 ) -> None:
     """Export a run for deployment (BatchNorm folded); `vdcnn predict BUNDLE` uses it."""
     from vdcnn.export import export_run
 
-    bundle = export_run(run, fmt, out)
+    bundle = export_run(run, fmt.value, out)
     typer.echo(str(bundle))
     for path in sorted(p for p in bundle.iterdir() if p.is_file() and not p.name.startswith(".")):
         typer.echo(f"  {path.name:<12} {path.stat().st_size / 1e6:10.3f} MB")
@@ -456,7 +399,6 @@ def _result_value(key: str, value: object) -> str:
 
 def main() -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit."""
-    from vdcnn.errors import VdcnnError
 
     try:  # typer >= 0.2x vendors its own click
         from typer import _click as click
@@ -472,7 +414,7 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="vdcnn")
         sys.exit(code if isinstance(code, int) else 0)
     except SystemExit:
         raise

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
+from vdcnn.cli.main import app
 
 # Tiny model settings so a training run takes a couple of seconds on 2 cores.
 # `--config vdcnn9`: the paper recipe, not the automatic one, so each test sets exactly what it varies.

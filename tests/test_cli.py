@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cli.main import app
+from vdcnn.cli.main import app
 from tests.conftest import TINY, real_data_dir, write_topic_csv
 
 PREDICT_TEXTS = [
@@ -157,7 +157,7 @@ def test_resume_needs_only_the_run_folder(runner, tiny_run, tmp_path):
 def test_offline_hub_name_fails_fast_with_a_clear_message(tmp_path):
     env = {**os.environ, "VDCNN_DATA_DIR": str(tmp_path)}
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "train", "--dataset", "yelp_polarity", "--out",
+    proc = subprocess.run([sys.executable, "-m", "vdcnn", "train", "--dataset", "yelp_polarity", "--out",
                            str(tmp_path / "run")], capture_output=True, text=True, env=env, timeout=60)
     assert time.perf_counter() - start < 10
     assert proc.returncode != 0
@@ -185,3 +185,23 @@ def test_issue_quick_command_on_real_ag_news(runner, tmp_path):
     assert a.exit_code == 0 and a.stdout == b.stdout
     assert len(a.stdout.splitlines()) == len(texts.read_text(encoding="utf-8").splitlines())
     assert {line.split("\t")[0] for line in a.stdout.splitlines()} <= set(meta["labels"])
+
+
+def test_python_m_vdcnn_lists_every_command_and_train_lists_every_option_and_choice(tmp_path):
+    from vdcnn.config import CHOICES, OPTIONS
+
+    env = {**os.environ, "COLUMNS": "250", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    run = lambda *args: subprocess.run([sys.executable, "-m", "vdcnn", *args], capture_output=True, text=True,
+                                       env=env, cwd=tmp_path, timeout=120)
+    top = run("--help")
+    assert top.returncode == 0, top.stderr
+    for command in ("train", "eval", "predict", "info", "compare", "export"):
+        assert f" {command} " in top.stdout, command
+    train = run("train", "--help").stdout
+    for option in OPTIONS:
+        assert option.flag in train, option.flag
+        section, _, key = option.setting.partition(".")
+        for choice in CHOICES.get((section, key), ()):
+            assert choice in train, (option.flag, choice)
+    assert "--no-shortcut" in train and "--no-mask-padding" in train
+    assert "tsv|jsonl" in run("predict", "--help").stdout and "onnx|torchscript" in run("export", "--help").stdout

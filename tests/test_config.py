@@ -6,15 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from cli.main import build_config
-from vdcnn.config import CONFIG_DIR, load_config
+from vdcnn.config import build_config, load_config, preset_names
 from vdcnn.errors import ConfigError
 from vdcnn.model import VDCNN
 
-PRESETS = sorted(CONFIG_DIR.glob("*.yaml"))
+SOURCE_PRESETS = sorted(Path(__file__).resolve().parent.parent.joinpath("configs").glob("*.yaml"))
 
 
-@pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
+def test_the_package_ships_every_preset_of_configs():
+    assert preset_names() == [p.stem for p in SOURCE_PRESETS] and len(SOURCE_PRESETS) >= 10
+
+
+@pytest.mark.parametrize("path", SOURCE_PRESETS, ids=lambda p: p.stem)
 def test_every_preset_loads_and_builds(path):
     cfg = load_config(path)
     model = VDCNN(cfg.model_config(vocab_size=71, num_classes=4))
@@ -50,3 +53,21 @@ def test_bad_config_names_the_key(tmp_path, text, word):
     path.write_text(text)
     with pytest.raises(ConfigError, match=word.replace(".", r"\.")):
         load_config(path)
+
+
+def test_options_keep_their_behaviour():
+    cfg = build_config("vdcnn29", {"stages": "2,2,2,2", "shortcut": False, "text_column": ["title", "body"],
+                                   "optimizer": "adamw", "time_budget": "15m"})
+    assert cfg.model["stages"] == (2, 2, 2, 2) and cfg.model["depth"] is None  # --stages voids the preset's depth
+    assert cfg.model["shortcut"] is False and cfg.data.text_columns == ["title", "body"]
+    assert (cfg.train.optimizer, cfg.train.time_budget) == ("adamw", "15m")
+    assert not cfg.auto and {"model.stages", "data.text_columns"} <= cfg.explicit
+    cfg = build_config(None, {"depth": 17, "dataset": "data.csv"})
+    assert cfg.auto and cfg.model["depth"] == 17 and "model.stages" not in cfg.explicit  # no preset: automatic recipe
+
+
+@pytest.mark.parametrize("options,word", [({"optimizer": "rmsprop"}, "--optimizer"), ({"depth": "nine"}, "--depth"),
+                                          ({"class_weights": "heavy"}, "--class-weights"), ({"turbo": 1}, "turbo")])
+def test_bad_options_name_the_flag(options, word):
+    with pytest.raises(ConfigError, match=word):
+        build_config(None, options)

@@ -20,7 +20,7 @@ RECIPE = ["--max-length", "48", "--epochs", "2", "--batch-size", "16", "--optimi
 # The same recipe through the library, stopped after 5 optimiser steps as if interrupted.
 INTERRUPTED = """
 import sys
-from cli.main import build_config
+from vdcnn.config import build_config
 from vdcnn.train import TrainingInterrupted, train
 
 dataset, out, tiny = sys.argv[1], sys.argv[2], sys.argv[3:]
@@ -42,7 +42,7 @@ def _free_port() -> int:
 
 def _run(args: list[str], nproc: int, module: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path.cwd())}
-    target = ["-m", "cli.main", *args] if module else args
+    target = ["-m", "vdcnn", *args] if module else args
     if nproc == 1:
         cmd = [sys.executable, *target]
     else:

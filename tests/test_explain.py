@@ -14,7 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cli.main import app
+from vdcnn.cli.main import app
 from tests.conftest import TOPICS
 from vdcnn.encoders import ByteEncoder, CharEncoder, SubwordEncoder
 from vdcnn.explain import render_html, spans_from_tokens, token_offsets
@@ -206,7 +206,7 @@ def test_cli_stdin_terminal_and_bad_target(tiny_run):
     result = runner.invoke(app, ["explain", str(tiny_run), "-"], input=PHRASES[3] + "\n")
     assert result.exit_code == 0, result.output
     assert PHRASES[3] in result.stdout and "integrated gradients" in result.stdout
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "explain", str(tiny_run), "-", "--target", "weather"],
+    proc = subprocess.run([sys.executable, "-m", "vdcnn", "explain", str(tiny_run), "-", "--target", "weather"],
                           input="a text\n", capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error:") and "weather" in proc.stderr

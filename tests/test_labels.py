@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli.main import app
+from vdcnn.cli.main import app
 from tests.conftest import TINY, TOPICS
 from vdcnn.data import LabelRule, load_split, load_splits, run_label_rule
 from vdcnn.errors import CheckpointError, DataError
@@ -47,7 +47,7 @@ def vdcnn(capsys, monkeypatch, *args) -> tuple[int, str]:
     """Run the CLI as a user does (one-line errors, exit status): (status, stdout + stderr)."""
     import sys
 
-    from cli.main import main
+    from vdcnn.cli.main import main
 
     capsys.readouterr()
     monkeypatch.setattr(sys, "argv", ["vdcnn", *map(str, args)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -83,3 +84,25 @@ def test_folded_and_unfolded_batchnorm_predict_alike(tiny_run):
     assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in folded.model.modules())
     reference = Classifier.load(tiny_run, fold_bn=False).predict_proba(texts)
     np.testing.assert_allclose(folded.predict_proba(texts), reference, atol=1e-5)
+
+
+def test_inference_imports_neither_training_nor_the_cli_and_leaves_the_process_alone(tiny_run):
+    """Loading and using a classifier pulls in no training code and changes no process setting."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys\n"
+        "os.umask(0o027)\n"
+        "from vdcnn.predict import Classifier\n"
+        "import vdcnn.export, vdcnn.runtime\n"
+        f"probs = Classifier.load({str(tiny_run)!r}).predict_proba(['a late goal'])\n"
+        "assert probs.shape == (1, 3)\n"
+        "loaded = sorted(m for m in sys.modules if m in ('vdcnn.train', 'vdcnn.cli', 'vdcnn.cli.main', 'cli'))\n"
+        "now = os.umask(0); os.umask(now)\n"
+        "print(loaded, vdcnn.runtime._tuned, oct(now))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["[]", "False", "0o27"]  # no train/cli modules, malloc untouched, umask kept

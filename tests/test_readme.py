@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.main import app
+from vdcnn.cli.main import app
 from tests.conftest import TINY, real_data_dir
 
 ROOT = Path(__file__).resolve().parent.parent

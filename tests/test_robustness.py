@@ -5,7 +5,7 @@ traceback, and leave the disk as it was. Training survives Ctrl-C, SIGTERM, ``ki
 (also inside a checkpoint write), NaN losses, a full disk and a second training into the
 same folder. Checkpoints are never unpickled: a crafted ``last.pt`` cannot run code.
 
-Most cases call ``cli.main.main()`` in-process (same code path as the ``vdcnn`` command,
+Most cases call ``vdcnn.cli.main.main()`` in-process (same code path as the ``vdcnn`` command,
 without paying for a Python start); subprocesses only where signals are needed.
 """
 
@@ -65,8 +65,8 @@ class Result:
 
 @pytest.fixture
 def cli(capsys, monkeypatch, tmp_path):
-    """Run ``vdcnn ARGS`` through ``cli.main.main`` in-process (cwd = tmp_path)."""
-    from cli.main import main
+    """Run ``vdcnn ARGS`` through ``vdcnn.cli.main.main`` in-process (cwd = tmp_path)."""
+    from vdcnn.cli.main import main
 
     monkeypatch.chdir(tmp_path)
 
@@ -468,13 +468,13 @@ def test_info_refuses_bad_config_files(cli, tmp_path, content, word):
 
 
 def test_export_and_compare_refuse_bad_input(cli, tmp_path, tiny_run):
-    fails_cleanly(cli, ["export", tiny_run, "--format", "pickle"], tmp_path, tiny_run, contains="export format")
+    fails_cleanly(cli, ["export", tiny_run, "--format", "pickle"], tmp_path, tiny_run, contains=("--format", "pickle"))
     fails_cleanly(cli, ["compare", tmp_path / "nowhere"], tmp_path, contains="not found")
     fails_cleanly(cli, ["compare", "--depths", "9,x", "--out", tmp_path / "study"], tmp_path, contains="--depths")
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "--debug", "eval", str(tmp_path / "nowhere")],
+    proc = subprocess.run([sys.executable, "-m", "vdcnn", "--debug", "eval", str(tmp_path / "nowhere")],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "CheckpointError" in proc.stderr
 
@@ -556,7 +556,7 @@ def test_read_records_one_text_per_record(tmp_path_factory, texts, fmt, chunk):
 
 def _spawn_train(data: Path, out: Path, epochs: int, env_extra: dict | None = None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
-    return subprocess.Popen([sys.executable, "-m", "cli.main", "train", "--dataset", str(data), "--out", str(out),
+    return subprocess.Popen([sys.executable, "-m", "vdcnn", "train", "--dataset", str(data), "--out", str(out),
                              "--epochs", str(epochs), "--seed", "3", *TRAIN_FAST],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -641,7 +641,7 @@ def _kill_and_resume(cli, data: Path, out: Path, epochs: int, when, env_extra=No
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory):
     """An uninterrupted CLI run (in-process) to compare killed-and-resumed runs with."""
-    from cli.main import app
+    from vdcnn.cli.main import app
     from typer.testing import CliRunner
 
     root = tmp_path_factory.mktemp("ref")
@@ -714,9 +714,9 @@ def test_kill_9_many_times_in_one_run(cli, tmp_path, reference_run):
     out = tmp_path / "run"
     rng = random.Random(99)
     for _ in range(6):
-        proc = subprocess.Popen([sys.executable, "-m", "cli.main", "train", "--resume", "--out", str(out)]
+        proc = subprocess.Popen([sys.executable, "-m", "vdcnn", "train", "--resume", "--out", str(out)]
                                 if (out / "config.json").exists() else
-                                [sys.executable, "-m", "cli.main", "train", "--dataset", str(data), "--out", str(out),
+                                [sys.executable, "-m", "vdcnn", "train", "--dataset", str(data), "--out", str(out),
                                  "--epochs", "3", "--seed", "3", *TRAIN_FAST],
                                 cwd=ROOT, env={**os.environ, "VDCNN_FAULT_SLEEP_IN_SAVE": "0.2"},
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

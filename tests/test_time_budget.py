@@ -38,7 +38,7 @@ def test_junk_durations_are_one_line_config_errors(junk):
 
 
 def test_cli_rejects_a_junk_budget_in_one_line(topic_csv, tmp_path, monkeypatch, capsys):
-    from cli.main import main
+    from vdcnn.cli.main import main
 
     monkeypatch.setattr(sys, "argv", ["vdcnn", "train", "--dataset", str(topic_csv), "--out", str(tmp_path / "r"),
                                       "--time-budget", "soon", "--no-progress"])

@@ -7,27 +7,27 @@ RUN/
   last.pt            training state for --resume (tensors and plain values only)
   metrics.jsonl      one line per epoch
 ```
-Every file is written to a temporary name and renamed into place, so a crash
-or a full disk never leaves a torn file. Nothing is unpickled: weights come from
-safetensors and training state from ``torch.load(weights_only=True)``.
+Every file is written to a temporary name and renamed into place (``vdcnn.fileio``),
+so a crash or a full disk never leaves a torn file. Nothing is unpickled: weights come
+from safetensors and training state from ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import os
-import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 
 from . import __version__
 from .encoders import Encoder, encoder_from_dict
 from .errors import CheckpointError, ConfigError
+from .fileio import atomic_write, describe_os_error, first_line
+from .fileio import append_line, write_json, write_text  # noqa: F401 - the run folder's writers, also by these names
 from .model import VDCNN, ModelConfig
 
 FORMAT_VERSION = 1
@@ -36,86 +36,6 @@ WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "last.pt"
 METRICS_FILE = "metrics.jsonl"
 LOCK_FILE = ".lock"
-
-
-def _describe_os_error(exc: OSError, path: Path) -> str:
-    if exc.errno == errno.ENOSPC:
-        return f"no space left on the device while writing {path}"
-    if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
-        return f"cannot write {path}: the folder is read-only or not writable"
-    return f"cannot write {path}: {exc.strerror or exc}"
-
-
-def _fault_sleep(path: Path) -> None:
-    """Test hook: ``VDCNN_FAULT_SLEEP_IN_SAVE=[NAME:]SECONDS`` sleeps between writing the temp file and
-    renaming it (for NAME only, if given), so a fault-injection test can ``kill -9`` mid-save."""
-    spec = os.environ.get("VDCNN_FAULT_SLEEP_IN_SAVE")
-    if spec:
-        name, _, seconds = spec.rpartition(":")
-        if not name or name == path.name:
-            import time
-
-            time.sleep(float(seconds))
-
-
-def _read_umask() -> int:
-    mask = os.umask(0)  # the only portable way to read it; done once, at import, before any threads
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp_path)`` then rename the temp file onto ``path`` (same folder)."""
-    path = Path(path)
-    tmp = None
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        tmp = Path(name)
-        try:
-            write(tmp)
-        except OSError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - e.g. torch.save reports a full disk as RuntimeError
-            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(f"cannot write {path}: {reason} (is the disk full?)") from exc
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp (and some writers) make 0600; a plain open() would not
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        _fault_sleep(path)
-        os.replace(tmp, path)
-        tmp = None
-        try:
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except OSError:
-            pass
-    except OSError as exc:
-        raise CheckpointError(_describe_os_error(exc, path)) from None
-    finally:
-        if tmp is not None and tmp.exists():
-            tmp.unlink(missing_ok=True)
-
-
-def write_text(path: str | Path, text: str) -> None:
-    atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
-def append_line(path: str | Path, line: str) -> None:
-    """Append one line by rewriting the file atomically (metrics files are small)."""
-    path = Path(path)
-    old = path.read_text(encoding="utf-8") if path.exists() else ""
-    write_text(path, old + line.rstrip("\n") + "\n")
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -154,7 +74,7 @@ def load_state(path: str | Path) -> dict[str, Any]:
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - every failure here is a bad file
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
             reason = "it holds objects other than tensors and plain values (refused: loading could run code)"
         raise CheckpointError(f"cannot load training state {path}: {reason}") from None
@@ -173,18 +93,23 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
     path = run_dir / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{run_dir} is not a run folder: {CONFIG_FILE} is missing")
+    return read_versioned_json(path, "run config", "format version", FORMAT_VERSION, ("model", "encoder", "labels"))
+
+
+def read_versioned_json(path: Path, what: str, version_name: str, newest: int, required: Sequence[str]
+                        ) -> dict[str, Any]:
+    """A vdcnn JSON description (``format_version`` at most ``newest``, ``required`` keys present)."""
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise CheckpointError(f"{path} is corrupt: not valid JSON") from None
     if not isinstance(meta, dict) or "format_version" not in meta:
-        raise CheckpointError(f"{path} is not a vdcnn run config")
+        raise CheckpointError(f"{path} is not a vdcnn {what}")
     version = meta["format_version"]
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} has format version {version!r}, newer than this vdcnn understands ({FORMAT_VERSION}); upgrade vdcnn"
-        )
-    for key in ("model", "encoder", "labels"):
+    if not isinstance(version, int) or version > newest:
+        raise CheckpointError(f"{path} has {version_name} {version!r}, newer than this vdcnn understands ({newest}); "
+                              f"upgrade vdcnn")
+    for key in required:
         if key not in meta:
             raise CheckpointError(f"{path} lacks the {key!r} entry")
     return meta
@@ -273,7 +198,7 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
             holder = ""
         raise CheckpointError(f"{run_dir} is in use by another training{holder}; choose another --out") from None
     except OSError as exc:
-        raise CheckpointError(_describe_os_error(exc, path)) from None
+        raise CheckpointError(describe_os_error(exc, path)) from None
     try:
         try:
             path.write_text(str(os.getpid()))  # for the message above; the lock is the flock, not this

@@ -169,14 +169,9 @@ def _is_finished(run_dir: Path) -> bool:
 
 def _clear_unstarted(run_dir: Path, log: Callable[[str], None]) -> None:
     """A run stopped before its first saved state (e.g. killed): start it afresh."""
-    lock = run_dir / ckpt.LOCK_FILE
-    if lock.exists():
-        try:
-            pid = int(lock.read_text().strip() or 0)
-        except (OSError, ValueError):
-            pid = 0
-        if pid and ckpt._pid_alive(pid):
-            raise CheckpointError(f"{run_dir} is in use by another training (pid {pid})")
+    if (run_dir / ckpt.LOCK_FILE).exists():
+        with ckpt.run_lock(run_dir):  # refuses while a live training holds it; a dead holder's lock is free
+            pass
     log(f"{run_dir}: no saved training state (stopped during its first epoch); starting it again")
     for f in (ckpt.CONFIG_FILE, ckpt.METRICS_FILE, ckpt.WEIGHTS_FILE):
         (run_dir / f).unlink(missing_ok=True)

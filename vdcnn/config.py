@@ -1,20 +1,30 @@
-"""Run configuration: YAML presets from ``configs/`` plus overrides, validated into dataclasses."""
+"""Run configuration: YAML presets plus options, validated into dataclasses.
+
+A run's recipe is built in three layers, later ones winning: a preset (``configs/NAME.yaml``,
+shipped inside the package as ``vdcnn/configs``; no preset means defaults plus the automatic
+recipe), the command-line options in ``OPTIONS`` (one row per option: the setting it sets and
+its help; its type and choices come from the setting's dataclass field), then ``--set
+section.key=value`` for any setting. ``build_config`` does all three and validates.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import types
 import typing
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Iterable, Mapping, Union
 
 import yaml
 
 from .errors import ConfigError
+from .layers import DOWNSAMPLERS, SHORTCUT_KINDS
 from .model import ModelConfig
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+PRESET_SUFFIX = ".yaml"
 
 
 @dataclass
@@ -76,6 +86,8 @@ SECTIONS: dict[str, type] = {
 DERIVED_MODEL_FIELDS = {"vocab_size", "num_classes", "pad_id"}
 
 CHOICES = {
+    ("model", "downsample"): tuple(DOWNSAMPLERS),
+    ("model", "shortcut_kind"): SHORTCUT_KINDS,
     ("train", "optimizer"): ("sgd", "adamw"),
     ("train", "schedule"): ("step", "cosine", "onecycle", "constant"),
     ("train", "device"): ("auto", "cpu", "cuda"),
@@ -228,23 +240,153 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
+def presets() -> resources.abc.Traversable:
+    """The folder of presets shipped in the package (``configs/*.yaml`` in a source checkout)."""
+    return resources.files("vdcnn") / "configs"
+
+
+def preset_names() -> list[str]:
+    """Names accepted by ``--config NAME``, e.g. ``vdcnn29``."""
+    return sorted(p.name[: -len(PRESET_SUFFIX)] for p in presets().iterdir() if p.name.endswith(PRESET_SUFFIX))
+
+
 def load_config(path: str | Path | None = None) -> RunConfig:
-    """Read a YAML preset (a path, or a name in ``configs/`` such as ``vdcnn29``); None gives defaults."""
+    """Read a YAML preset (a path, or a preset name such as ``vdcnn29``); None gives defaults."""
     if path is None:
         return RunConfig()
     p = Path(path)
-    if not p.exists() and (CONFIG_DIR / f"{path}.yaml").exists():
-        p = CONFIG_DIR / f"{path}.yaml"
     if not p.exists():
-        raise ConfigError(f"config file not found: {path}")
+        preset = presets() / f"{path}{PRESET_SUFFIX}"
+        if not preset.is_file():
+            raise ConfigError(f"config file not found: {path} (presets: {', '.join(preset_names())})")
+        return _config_from_text(preset.read_bytes(), f"preset {path}")
     if p.is_dir():
         raise ConfigError(f"config path is a folder, not a YAML file: {path}")
+    return _config_from_text(p.read_bytes(), str(p))
+
+
+def _config_from_text(raw: bytes, source: str) -> RunConfig:
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = yaml.safe_load(raw.decode("utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"{p}: not valid YAML ({first})") from None
+        raise ConfigError(f"{source}: not valid YAML ({first})") from None
     if data is None:
-        raise ConfigError(f"{p}: the config file is empty (no settings); give a YAML preset with sections "
+        raise ConfigError(f"{source}: the config file is empty (no settings); give a YAML preset with sections "
                           f"such as model: and train:")
-    return RunConfig.from_dict(data, source=str(p))
+    return RunConfig.from_dict(data, source=source)
+
+
+# --- command-line options ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Option:
+    """A recipe option of ``vdcnn train`` (and ``compare``, ``info``): ``--NAME`` sets ``setting``.
+
+    Its value type and choices are those of the setting's dataclass field (see ``option_type``).
+    """
+
+    name: str  # Python name; the flag is --name-with-dashes
+    setting: str  # dotted ``section.key``
+    help: str = ""
+    replaces: str | None = None  # a model setting this option voids (depth and stages exclude each other)
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("dataset", "data.dataset", "Registry name (ag_news, ...) or a local file/folder."),
+    Option("depth", "model.depth", "9, 17, 29 or 49 (the paper's presets).", replaces="model.stages"),
+    Option("stages", "model.stages", "Custom blocks per stage, e.g. 2,2,2,2.", replaces="model.depth"),
+    Option("shortcut", "model.shortcut", "Residual shortcuts on/off."),
+    Option("shortcut_kind", "model.shortcut_kind", "Shortcut where shapes change."),
+    Option("downsample", "model.downsample", "Downsampling between stages."),
+    Option("encoder", "encoder.name", "Text to ids."),
+    Option("max_length", "encoder.max_length", "Ids per text (truncate/pad), default 1024."),
+    Option("vocab_size", "encoder.vocab_size", "Subword vocabulary size."),
+    Option("epochs", "train.epochs"),
+    Option("batch_size", "train.batch_size"),
+    Option("lr", "train.lr", "Peak learning rate."),
+    Option("optimizer", "train.optimizer"),
+    Option("schedule", "train.schedule", "Learning-rate schedule."),
+    Option("warmup", "train.warmup_epochs", "Warm-up epochs."),
+    Option("weight_decay", "train.weight_decay"),
+    Option("dropout", "model.dropout", "Dropout in the FC head."),
+    Option("drop_path", "model.drop_path", "Stochastic depth rate (shortcut blocks)."),
+    Option("label_smoothing", "train.label_smoothing"),
+    Option("grad_clip", "train.grad_clip", "Max gradient norm (0 = off)."),
+    Option("ema", "train.ema_decay", "EMA decay of weights, e.g. 0.999 (0 = off)."),
+    Option("augment_crop", "train.augment_crop", "Probability of a random crop per text."),
+    Option("augment_noise", "train.augment_noise", "Fraction of characters replaced at random."),
+    Option("early_stop", "train.early_stop", "Stop after N epochs without improvement."),
+    Option("mask_padding", "model.mask_padding", "Keep padding out of the computation (off = paper)."),
+    Option("seed", "train.seed"),
+    Option("device", "train.device"),
+    Option("bf16", "train.bf16", "bf16 autocast where the GPU/CPU runs it natively."),
+    Option("sync_bn", "train.sync_bn", "Under torchrun: BatchNorm statistics over all processes."),
+    Option("threads", "train.threads", "CPU threads (0 = torch default)."),
+    Option("limit", "data.limit", "Train on a stratified subset of N rows."),
+    Option("val_fraction", "data.val_fraction", "Validation share carved from train."),
+    Option("text_column", "data.text_columns", "Text column(s) of a local file (repeatable)."),
+    Option("label_column", "data.label_column", "Label column of a local file."),
+    Option("test_split", "data.test_split", "Split scored at the end (default test)."),
+    Option("time_budget", "train.time_budget", "Fit the run into this time, e.g. 15m or 90s."),
+    Option("class_weights", "train.class_weights", "Loss weights for imbalanced classes."),
+    Option("select_by", "train.select_by", "Validation score that picks the best epoch."),
+)
+OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
+
+
+def setting_type(dotted: str) -> Any:
+    """The type hint of a setting's dataclass field, e.g. ``int | None`` for ``model.depth``."""
+    section, _, key = dotted.partition(".")
+    return typing.get_type_hints(SECTIONS[section])[key]
+
+
+def option_type(option: Option) -> type:
+    """What the option's value is on the command line: bool (an on/off flag), int, float, str,
+    list (repeatable) or a str Enum of the setting's choices. Lists of numbers (``--stages``)
+    are one comma-separated string, split by the setting's own conversion."""
+    section, _, key = option.setting.partition(".")
+    if (section, key) in CHOICES:
+        return enum.Enum(option.name.title().replace("_", ""), {c: c for c in CHOICES[(section, key)]}, type=str)
+    hint = setting_type(option.setting)
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    origin = typing.get_origin(hint)
+    if origin is list and typing.get_args(hint) == (str,):
+        return list
+    if origin in (list, tuple):
+        return str
+    return hint
+
+
+def build_config(preset: str | Path | None, options: Mapping[str, Any] | None = None,
+                 settings: Iterable[str] = ()) -> RunConfig:
+    """Preset (or defaults and the automatic recipe) + ``OPTIONS`` by name + ``section.key=value`` strings.
+
+    Options given as None or an empty list are not set. Raises ConfigError naming the bad option.
+    """
+    cfg = load_config(preset)
+    cfg.auto = preset is None  # no preset: the automatic recipe decides what the options leave open
+    for name, value in (options or {}).items():
+        option = OPTIONS_BY_NAME.get(name)
+        if option is None:
+            raise ConfigError(f"unknown option {name!r}")
+        if value is None or (isinstance(value, (list, tuple)) and not value):
+            continue
+        if isinstance(value, enum.Enum):
+            value = value.value
+        if option.replaces:  # the preset may have set the other one
+            cfg.model[option.replaces.partition(".")[2]] = None
+        cfg.set(option.setting, value, source=option.flag)
+    for item in settings:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects section.key=value, got {item!r}")
+        cfg.set(key.strip(), yaml.safe_load(raw), source="--set")
+    cfg.validate()
+    return cfg

@@ -1,6 +1,6 @@
 """Data-parallel training under ``torchrun``: process group, rank, reductions.
 
-``torchrun --nproc_per_node N -m cli.main train ...`` sets WORLD_SIZE, RANK and
+``torchrun --nproc_per_node N -m vdcnn train ...`` sets WORLD_SIZE, RANK and
 LOCAL_RANK; ``setup()`` then joins the process group (NCCL on GPUs, gloo on CPU).
 Without those variables everything runs as a single process.
 """

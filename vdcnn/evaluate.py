@@ -113,6 +113,6 @@ def plot_confusion(report: dict[str, Any], path: str | Path, title: str = "Confu
 
 
 def _save_png(fig: Any, path: str | Path) -> None:
-    from .checkpoint import atomic_write
+    from .fileio import atomic_write
 
     atomic_write(path, lambda p: fig.savefig(p, dpi=120, format="png"))

@@ -7,9 +7,10 @@ from typing import Any, Iterable
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .errors import ConfigError
-from .layers import DOWNSAMPLERS, SHORTCUT_KINDS, ConvBlock, KMaxPool1d, Lengths, zero_padding
+from .layers import DOWNSAMPLERS, SHORTCUT_KINDS, ConvBlock, KMaxPool1d, Lengths, ProjectionShortcut, zero_padding
 
 # Blocks per stage for the paper's depths (2 conv layers per block, plus the first conv).
 DEPTHS: dict[int, tuple[int, ...]] = {9: (1, 1, 1, 1), 17: (2, 2, 2, 2), 29: (5, 5, 2, 2), 49: (8, 8, 5, 3)}
@@ -252,29 +253,24 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[tuple[Tensor, Tens
 def fold_batchnorm(model: VDCNN) -> VDCNN:
     """Fold eval-mode BatchNorm into the preceding convolution (in place) for inference.
 
-    Valid only in eval mode; masking stays correct because the folded conv adds
-    its bias at padded positions, which are zeroed again before the next conv.
+    ``fuse_conv_bn_eval`` applies as is: a MaskedBatchNorm1d in eval mode is a plain
+    BatchNorm1d (the mask only changes the statistics gathered in training). Masking
+    stays correct because the folded conv adds its bias at padded positions too, and
+    those are zeroed again before the next convolution or pooling.
     """
     model.eval()
     for module in list(model.modules()):
-        pairs = []
         if isinstance(module, ConvBlock):
             pairs = [("conv1", "bn1"), ("conv2", "bn2")]
-        elif module.__class__.__name__ == "ProjectionShortcut":
+        elif isinstance(module, ProjectionShortcut):
             pairs = [("conv", "bn")]
+        else:
+            continue
         for conv_name, bn_name in pairs:
-            conv, bn = getattr(module, conv_name), getattr(module, bn_name)
-            if isinstance(bn, nn.Identity):
-                continue
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-            fused = nn.Conv1d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                              bias=True).to(conv.weight.device, conv.weight.dtype)
-            with torch.no_grad():
-                fused.weight.copy_(conv.weight * scale[:, None, None])
-                base = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-                fused.bias.copy_((base - bn.running_mean) * scale + bn.bias)
-            setattr(module, conv_name, fused)
-            setattr(module, bn_name, _PassThroughNorm())
+            bn = getattr(module, bn_name)
+            if isinstance(bn, nn.BatchNorm1d):
+                setattr(module, conv_name, fuse_conv_bn_eval(getattr(module, conv_name), bn))
+                setattr(module, bn_name, _PassThroughNorm())
     return model
 
 

@@ -1,10 +1,17 @@
-"""Process-level speed settings for CPU work."""
+"""Where and how computation runs: device choice, bf16 support, and an opt-in glibc malloc tuning.
+
+Nothing here runs at import: ``tune_malloc`` changes the host process, so only the CLI (and
+benchmarks) call it; a library user decides for their own process."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 _M_TRIM_THRESHOLD = -1
 _M_TOP_PAD = -2

@@ -1,0 +1,282 @@
+"""Trained classifiers ready for raw texts: a run folder (PyTorch) or an export bundle (ONNX, TorchScript).
+
+``load_classifier(path)`` (or ``Classifier.load``) gives the right kind for a folder; all
+share ``TextClassifier``'s interface: ``predict_proba``, ``predict`` (top-k) and
+``predict_stream`` (bounded memory). Export bundles (their layout: ``vdcnn.export``) are
+folders holding ``bundle.json`` next to ``model.onnx`` or ``model.pt``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .batching import iterate_ids
+from .checkpoint import load_run, read_versioned_json
+from .encoders import Encoder, encoder_from_dict
+from .errors import CheckpointError, ConfigError
+from .evaluate import predict_logits, softmax
+from .fileio import first_line
+from .model import VDCNN, fold_batchnorm
+from .runtime import bf16_supported, resolve_device
+
+if TYPE_CHECKING:
+    from .explain import Explanation
+
+BUNDLE_FILE = "bundle.json"
+BUNDLE_FORMAT_VERSION = 1
+MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.pt"}
+FORMATS = tuple(MODEL_FILES)
+OUTPUT_NAMES = ["logits"]
+DEFAULT_MAX_LENGTH = 1024
+
+
+class TextClassifier:
+    """What every classifier offers on top of its ``predict_proba``: top-k labels and streaming."""
+
+    labels: list[str]
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, texts: Sequence[str], top_k: int = 1) -> list[list[tuple[str, float]]]:
+        """The ``top_k`` (label, probability) pairs for each text, most likely first."""
+        probs = self.predict_proba(texts)
+        top = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
+        return [[(self.labels[j], float(p[j])) for j in row] for row, p in zip(top, probs)]
+
+    def predict_stream(self, chunks: Iterable[Sequence[str]]) -> Iterator[tuple[Sequence[str], np.ndarray]]:
+        """Probabilities chunk by chunk, so memory stays bounded for input of any size."""
+        for chunk in chunks:
+            if len(chunk):
+                yield chunk, self.predict_proba(chunk)
+
+    def explain(self, texts: Sequence[str], target: str | None = None, method: str = "auto",
+                steps: int = 32) -> list[Explanation]:
+        """Which characters drove each prediction: scored character spans (``vdcnn.explain``).
+
+        ``target`` explains that label's probability instead of the predicted one; ``method``
+        ``auto`` is integrated gradients for a run folder and occlusion for an export bundle.
+        """
+        from .explain import explain_texts
+
+        return explain_texts(self, texts, target=target, method=method, steps=steps)
+
+
+class Classifier(TextClassifier):
+    """A trained model with its encoder and label names, ready to classify raw texts."""
+
+    def __init__(self, model: VDCNN, encoder: Encoder, labels: list[str], max_length: int,
+                 device: torch.device | str = "cpu", batch_size: int = 256, bf16: bool = False) -> None:
+        self.model = model
+        self.encoder = encoder
+        self.labels = labels
+        self.max_length = max_length
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.model.to(self.device).eval()
+        if bf16 and not bf16_supported(self.device.type):
+            raise ConfigError(f"bf16 was asked for but {self.device.type} here has no native bf16 support")
+        self.autocast = torch.bfloat16 if bf16 else None
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto", batch_size: int = 256, fold_bn: bool = True,
+             bf16: bool = False) -> TextClassifier:
+        """Load a run folder; BatchNorm is folded into the convolutions for speed.
+
+        ``bf16`` runs in bfloat16 autocast where the hardware has it: faster, but
+        probabilities then move by about 1e-3 and may depend on batch-mates.
+
+        An export bundle folder (``vdcnn export``) gives an ``OnnxClassifier`` or
+        ``TorchScriptClassifier`` with the same interface.
+        """
+        if is_bundle(path):
+            return load_bundle(path, device=device, batch_size=batch_size)
+        model, encoder, labels, meta = load_run(path)
+        if fold_bn:
+            fold_batchnorm(model)
+        return cls(model, encoder, labels, run_max_length(meta), resolve_device(device), batch_size, bf16)
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Class probabilities ``(N, classes)`` in input order."""
+        ids, lengths = self.encoder.encode_batch(texts, self.max_length)
+        trim = self.model.config.mask_padding
+        return softmax(predict_logits(self.model, ids, lengths, self.batch_size, self.device, trim, self.autocast))
+
+
+def load_classifier(path: str | Path, device: str = "auto", batch_size: int = 256, bf16: bool = False
+                    ) -> TextClassifier:
+    """The classifier for a run folder or an export bundle folder."""
+    return Classifier.load(path, device=device, batch_size=batch_size, bf16=bf16)
+
+
+def run_max_length(meta: dict[str, Any]) -> int:
+    """The encoder length a run was trained with (``config.json``)."""
+    return int(meta.get("run", {}).get("encoder", {}).get("max_length", DEFAULT_MAX_LENGTH))
+
+
+# --- export bundles ------------------------------------------------------------------------
+
+
+def is_bundle(path: str | Path) -> bool:
+    """True for a folder holding ``bundle.json`` (an exported model), not a run folder."""
+    return (Path(path) / BUNDLE_FILE).is_file()
+
+
+def read_bundle(bundle_dir: str | Path) -> dict[str, Any]:
+    """``bundle.json`` of a bundle folder, checked for format and version."""
+    bundle_dir = Path(bundle_dir)
+    path = bundle_dir / BUNDLE_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{bundle_dir} is not an export bundle: {BUNDLE_FILE} is missing")
+    info = read_versioned_json(path, "bundle description", "bundle format version", BUNDLE_FORMAT_VERSION,
+                               ("encoder", "labels", "max_length", "model"))
+    if info.get("format") not in FORMATS:
+        raise CheckpointError(f"{path}: unknown bundle format {info.get('format')!r}")
+    return info
+
+
+def onnx_session(model: str | Path | bytes, threads: int = 0, device: str = "cpu") -> Any:
+    """An ONNX Runtime session for a model file or its bytes (CPU unless ``device="cuda"``)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ConfigError("ONNX bundles need onnxruntime: pip install onnxruntime") from None
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise ConfigError("--device cuda was asked for but onnxruntime has no CUDA provider")
+        providers.insert(0, "CUDAExecutionProvider")
+    source = model if isinstance(model, bytes) else str(model)
+    try:
+        return ort.InferenceSession(source, sess_options=options, providers=providers)
+    except Exception as exc:  # noqa: BLE001 - any failure here is a bad model file
+        name = "" if isinstance(model, bytes) else model
+        raise CheckpointError(f"cannot load the ONNX model {name}: {first_line(exc, 160)}") from None
+
+
+def run_onnx(session: Any, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Logits of an ONNX session for ``(ids, lengths)`` arrays."""
+    # A model that ignores lengths (mask_padding off) has no lengths input.
+    names = {i.name for i in session.get_inputs()}
+    feed = {"ids": np.ascontiguousarray(ids, dtype=np.int64)}
+    if "lengths" in names:
+        feed["lengths"] = np.ascontiguousarray(lengths, dtype=np.int64)
+    return session.run(OUTPUT_NAMES, feed)[0]
+
+
+def jit_load(source: Any, device: torch.device) -> Any:
+    """``torch.jit.load`` without its deprecation chatter."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.load(source, map_location=device)
+
+
+@torch.inference_mode()
+def run_torchscript(module: Any, ids: np.ndarray, lengths: np.ndarray, device: torch.device) -> np.ndarray:
+    """Logits of a TorchScript module for ``(ids, lengths)`` arrays."""
+    x = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=device)
+    n = torch.as_tensor(np.asarray(lengths, dtype=np.int64), device=device)
+    return module(x, n).float().cpu().numpy()
+
+
+class BundleClassifier(TextClassifier):
+    """An exported model with its encoder and label names; the interface of ``Classifier``."""
+
+    format = ""
+
+    def __init__(self, run: Callable[[np.ndarray, np.ndarray], np.ndarray], encoder: Encoder, labels: list[str],
+                 max_length: int, mask_padding: bool = True, batch_size: int = 256,
+                 info: dict[str, Any] | None = None) -> None:
+        self._run = run
+        self.encoder = encoder
+        self.labels = labels
+        self.max_length = max_length
+        self.mask_padding = mask_padding
+        self.batch_size = batch_size
+        self.info = info or {}
+
+    def predict_logits(self, texts: Sequence[str]) -> np.ndarray:
+        """Logits ``(N, classes)`` in input order; batches run in length order, trimmed."""
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        if not len(texts):
+            return out
+        ids, lengths = self.encoder.encode_batch(texts, self.max_length)
+        for index, x, n in iterate_ids(ids, lengths, self.batch_size, self.mask_padding):
+            out[index] = self._run(x.numpy(), n.numpy())[: len(index)]
+        return out
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Class probabilities ``(N, classes)`` in input order."""
+        return softmax(self.predict_logits(texts))
+
+    @classmethod
+    def _parts(cls, bundle_dir: str | Path) -> tuple[dict[str, Any], Encoder, Path]:
+        info = read_bundle(bundle_dir)
+        if info["format"] != cls.format:
+            raise CheckpointError(f"{bundle_dir} holds a {info['format']} bundle, not {cls.format}")
+        try:
+            encoder = encoder_from_dict(info["encoder"])
+        except (ConfigError, TypeError) as exc:
+            raise CheckpointError(f"{Path(bundle_dir) / BUNDLE_FILE}: {exc}") from None
+        model_file = Path(bundle_dir) / str(info.get("model_file", MODEL_FILES[cls.format]))
+        if not model_file.is_file():
+            raise CheckpointError(f"model file missing: {model_file}")
+        return info, encoder, model_file
+
+    @classmethod
+    def _from_parts(cls, run: Callable[[np.ndarray, np.ndarray], np.ndarray], encoder: Encoder,
+                    info: dict[str, Any], batch_size: int) -> Any:
+        return cls(run, encoder, list(info["labels"]), int(info["max_length"]),
+                   bool(info["model"].get("mask_padding", True)), batch_size, info)
+
+
+class OnnxClassifier(BundleClassifier):
+    """An ONNX bundle run with ONNX Runtime (CPU unless ``device="cuda"``)."""
+
+    format = "onnx"
+
+    @classmethod
+    def load(cls, bundle_dir: str | Path, device: str = "auto", batch_size: int = 256, threads: int = 0
+             ) -> "OnnxClassifier":
+        info, encoder, model_file = cls._parts(bundle_dir)
+        session = onnx_session(model_file, threads, "cuda" if device == "cuda" else "cpu")
+        clf = cls._from_parts(lambda ids, lengths: run_onnx(session, ids, lengths), encoder, info, batch_size)
+        clf.session = session
+        return clf
+
+
+class TorchScriptClassifier(BundleClassifier):
+    """A TorchScript bundle run with ``torch.jit.load``."""
+
+    format = "torchscript"
+
+    @classmethod
+    def load(cls, bundle_dir: str | Path, device: str = "auto", batch_size: int = 256
+             ) -> "TorchScriptClassifier":
+        info, encoder, model_file = cls._parts(bundle_dir)
+        dev = resolve_device(device)
+        try:
+            module = jit_load(str(model_file), dev)
+        except Exception as exc:  # noqa: BLE001 - any failure here is a bad model file
+            raise CheckpointError(f"cannot load the TorchScript model {model_file}: {first_line(exc, 160)}") from None
+        module.eval()
+        clf = cls._from_parts(lambda ids, lengths: run_torchscript(module, ids, lengths, dev), encoder, info,
+                              batch_size)
+        clf.module = module
+        return clf
+
+
+def load_bundle(bundle_dir: str | Path, device: str = "auto", batch_size: int = 256) -> BundleClassifier:
+    """The classifier for a bundle folder, ONNX or TorchScript as its ``bundle.json`` says."""
+    fmt = read_bundle(bundle_dir)["format"]
+    kind = OnnxClassifier if fmt == "onnx" else TorchScriptClassifier
+    return kind.load(bundle_dir, device=device, batch_size=batch_size)
