@@ -35,7 +35,7 @@ from .model import VDCNN, count_parameters, forward_flops, recalibrate_batchnorm
 from .optim import class_weights, lr_multiplier, make_optimizer, stage_grad_norms
 from .profiling import PhaseTimer, format_phases
 from .recipe import apply_recipe, char_coverage, choose_max_length
-from .runtime import bf16_supported, resolve_device, tune_malloc
+from .runtime import bf16_supported, resolve_device
 from .time_budget import WARMUP_STEPS, TimePlan, fit_total_steps, format_duration, parse_duration
 from .train_state import EpochMeter, TrainingState, capture_rng, fresh_epoch_sums, restore_rng
 
@@ -255,7 +255,6 @@ def _setup(cfg: RunConfig, out_dir: Path, saved: dict[str, Any] | None, log: Cal
            progress: bool, ctx: distributed.DistContext, profile: bool, started: float) -> _Run:
     """Data, encoder, model, optimiser and schedule; the saved state restored when resuming."""
     t = cfg.train
-    tune_malloc()
     if t.threads:
         torch.set_num_threads(t.threads)
     device = resolve_device(t.device)
