@@ -224,6 +224,7 @@ def test_raw_sms_spam_collection_as_published():
     assert sum(t.startswith('"') for t in ds.texts) == 54
     splits = load_splits(str(_shared() / "sms_spam" / "raw" / "SMSSpamCollection"), val_fraction=0.1)
     assert splits.test is None and splits.val_note == "558 rows (10 %) carved from train"
+    assert splits.rows_read == 5574 and len(splits.train) == 5016  # the data line prints the true count
 
 
 def test_shared_folder_names_resolve_under_data_dir(monkeypatch):

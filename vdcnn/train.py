@@ -346,7 +346,8 @@ def _encode_data(cfg: RunConfig, splits: Splits, resumed_from: Path | None, log:
     test_set = (encode_texts(encoder, splits.test.texts, splits.test.labels, max_len)
                 if splits.test is not None else None)
     test_txt = f"{len(splits.test)} test rows" if splits.test is not None else "no test split"
-    log(f"data: {splits.train.source}: {len(train_set)} train rows, validation {splits.val_note}, {test_txt}, "
+    log(f"data: {splits.train.source}: {splits.rows_read:,} rows read; {len(train_set):,} train rows, "
+        f"validation {splits.val_note}, {test_txt}, "
         f"{len(labels)} classes ({', '.join(labels)}); encoder {encoder.name} (vocab {encoder.vocab_size}), "
         f"max length {max_len}, mean length {train_set.lengths.mean():.0f}")
     return encoder, train_set, val_set, test_set

@@ -203,6 +203,7 @@ class Splits:
     test: TextDataset | None  # None: the dataset has no test split
     val_note: str  # where validation came from, for the data line
     label_rule: LabelRule | None = None
+    rows_read: int = 0  # rows of the training file(s) as read, before any carve-out or --limit
 
     @property
     def label_names(self) -> list[str]:
@@ -261,6 +262,7 @@ def load_splits(
     raw = _read_split(source, "train", text_columns, label_column)
     rule = label_rule or raw.rule()
     data = raw.dataset(rule)
+    rows_read = len(data)
     if limit is not None and limit < len(data):
         data = data.subset(_stratified_subset(data.labels, int(limit), seed))
     if data.n_present_classes < 2:
@@ -275,4 +277,4 @@ def load_splits(
         train, val = data.subset(train_idx), data.subset(val_idx)
         note = f"{len(val_idx):,} rows ({float(val_fraction) * 100:g} %) carved from train" if len(val_idx) else "none"
     test = load_split(source, test_split, **kw) if test_split and has_split(source, test_split) else None
-    return Splits(train=train, val=val, test=test, val_note=note, label_rule=rule)
+    return Splits(train=train, val=val, test=test, val_note=note, label_rule=rule, rows_read=rows_read)
