@@ -171,7 +171,7 @@ def evaluate(
     dataset: Optional[str] = typer.Option(None, help="Same as DATA."),
     split: Optional[str] = typer.Option(None, help="Split to score (default: the run's test split)."),
     json_out: Optional[Path] = typer.Option(None, "--json", "--report-json", help="Write the report as JSON."),
-    plot: Optional[Path] = typer.Option(None, help="Confusion-matrix PNG (default: RUN/confusion-SPLIT.png)."),
+    plot: Optional[Path] = typer.Option(None, help="Confusion-matrix PNG (default: RUN/confusion-SPLIT.png; another dataset's name goes in too)."),
     text_column: List[str] = typer.Option([], help="Text column(s) of a local file."),
     label_column: Optional[str] = typer.Option(None, help="Label column of a local file."),
     batch_size: int = typer.Option(256, min=1),
@@ -206,9 +206,11 @@ def evaluate(
     if json_out is not None:
         write_json(json_out, report)
         err(f"report written to {json_out}")
-    plot_path = plot or Path(run) / f"confusion-{split}.png"
+    # Another dataset's plot must not overwrite the run's own: its name goes into the file name.
+    what = split if same else f"{Path(str(source)).name.split('.')[0]}-{split}"
+    plot_path = plot or Path(run) / f"confusion-{what}.png"
     try:
-        plot_confusion(report, plot_path, title=f"{Path(run).name} on {split}")
+        plot_confusion(report, plot_path, title=f"{Path(run).name} on {what}")
         err(f"confusion matrix plot: {plot_path}")
     except Exception as exc:  # noqa: BLE001 - a plot must never lose the printed result
         err(f"warning: could not write the plot {plot_path}: {exc}")

@@ -100,6 +100,20 @@ def test_eval_defaults_to_the_runs_dataset(runner, tiny_run, tmp_path):
     assert json.loads((tmp_path / "r.json").read_text())["n"] == 120
 
 
+def test_eval_on_another_dataset_keeps_the_runs_own_plot(runner, tiny_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    assert runner.invoke(app, ["eval", str(run)]).exit_code == 0
+    own = (run / "confusion-test.png").read_bytes()
+    other = write_topic_csv(tmp_path / "holdout.csv", rows_per_class=5, seed=3)
+    result = runner.invoke(app, ["eval", str(run), "--dataset", str(other)])
+    assert result.exit_code == 0, result.output
+    assert (run / "confusion-holdout-test.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (run / "confusion-test.png").read_bytes() == own  # not overwritten by the other dataset
+
+
 @pytest.mark.parametrize("flag,word", [("--shortcut", "shortcut on"), ("--no-shortcut", "shortcut off")])
 def test_shortcut_flag_trains_and_info_shows_it(runner, topic_csv, tmp_path, flag, word):
     out = tmp_path / "run"

@@ -115,3 +115,20 @@ def test_encoding_ag_news_test_split(name):
     assert ids.shape == (7600, 1024)
     assert 200 < lengths.mean() < 260  # AG News averages about 235 characters
     assert lengths.max() <= 1024 and lengths.min() > 0
+
+
+def test_encoding_cache_key_changes_with_the_encoder_implementation(tmp_path, monkeypatch):
+    """A cached encoding never outlives the encoder code that made it (ENCODING_VERSION is in the key)."""
+    import numpy as np
+
+    from vdcnn import batching
+    from vdcnn.encoders import CharEncoder
+
+    monkeypatch.setenv("VDCNN_CACHE", str(tmp_path))
+    texts, labels = ["the striker scored", "shares fell"], np.array([0, 1])
+    first = batching.encode_texts(CharEncoder(), texts, labels, 32)
+    batching.encode_texts(CharEncoder(), texts, labels, 32)
+    assert len(list(tmp_path.glob("*.npz"))) == 1  # same code, same key: read from the cache
+    monkeypatch.setattr(batching, "ENCODING_VERSION", batching.ENCODING_VERSION + 1)
+    again = batching.encode_texts(CharEncoder(), texts, labels, 32)
+    assert len(list(tmp_path.glob("*.npz"))) == 2 and np.array_equal(first.ids, again.ids)

@@ -37,6 +37,11 @@ class Encoded:
                        self.labels)
 
 
+# Part of every cache key: raise it whenever an encoder's implementation changes the ids it
+# gives for the same settings, so no cached encoding outlives the code that made it.
+ENCODING_VERSION = 2
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("VDCNN_CACHE", Path.home() / ".cache" / "vdcnn"))
 
@@ -46,7 +51,8 @@ def encode_texts(encoder: Encoder, texts: Sequence[str], labels: np.ndarray, max
     """Encode once; a second call with the same texts and encoder reads ``$VDCNN_CACHE``."""
     key = None
     if use_cache:
-        h = hashlib.sha256(json.dumps(encoder.to_dict(), sort_keys=True).encode())
+        h = hashlib.sha256(f"{ENCODING_VERSION}\0".encode())
+        h.update(json.dumps(encoder.to_dict(), sort_keys=True).encode())
         h.update(str(max_length).encode())
         for t in texts:
             h.update(t.encode("utf-8", "surrogatepass"))
