@@ -203,3 +203,28 @@ def test_diverged_variant_does_not_stop_the_study(dataset, tmp_path, monkeypatch
     assert "d9-plain (diverged)" in (out / "compare.md").read_text()
     # Collected on its own, the stopped run shows as unfinished.
     assert [r["status"] for r in collect_runs([out / "d9-plain"])] == ["unfinished"]
+
+
+def test_a_study_under_the_automatic_recipe_resumes_against_its_resolved_runs(tmp_path):
+    """Each run's config.json holds the resolved recipe; the study's own config is still unresolved."""
+    import json
+
+    from vdcnn.compare import _check_same_recipe
+    from vdcnn.config import RunConfig
+    from vdcnn.errors import ConfigError
+
+    study = RunConfig()
+    study.auto = True
+    study.set("data.dataset", "topics.csv")
+    study.set("train.lr", 0.003)
+    resolved = RunConfig.from_dict(study.to_dict())
+    resolved.set("encoder.name", "subword")  # what the recipe chose
+    resolved.set("train.optimizer", "adamw")
+    run = tmp_path / "d9-plain"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"format_version": 1, "model": {}, "encoder": {}, "labels": [],
+                                                "run": resolved.to_dict()}))
+    _check_same_recipe(run, study)  # the recipe's choices are not the user's: no complaint
+    study.set("train.lr", 0.01)  # a setting the user gave differs: refuse
+    with pytest.raises(ConfigError, match="train.lr"):
+        _check_same_recipe(run, study)

@@ -192,6 +192,8 @@ def _check_same_recipe(run_dir: Path, cfg: RunConfig) -> None:
         for key, value in values.items():
             if (section, key) in _MACHINE_SETTINGS or key not in have:
                 continue
+            if cfg.auto and f"{section}.{key}" not in cfg.explicit:
+                continue  # the automatic recipe decides it from the same data: only the user's settings must match
             if have[key] != value:
                 raise ConfigError(
                     f"{run_dir} holds a run with {section}.{key}={have[key]!r}, but this compare asks for "
