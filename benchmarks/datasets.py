@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -38,7 +39,7 @@ def train_one(name: str, out: Path) -> dict:
     meta_path = run / "config.json"
     if not (meta_path.exists() and json.loads(meta_path.read_text()).get("results", {}).get("baseline")):
         if run.exists():
-            subprocess.run(["rm", "-rf", str(run)], check=True)
+            shutil.rmtree(run)
         data = Path(os.environ["VDCNN_DATA_DIR"]) / name
         cmd = [sys.executable, "-m", "vdcnn", "train", "--dataset", str(data), "--out", str(run), "--no-progress"]
         print("$ vdcnn train --dataset", data, "--out", run, flush=True)

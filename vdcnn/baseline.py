@@ -87,11 +87,9 @@ def evaluate_baseline(baseline: Baseline, texts: Sequence[str], labels: np.ndarr
 def run_baseline(cfg: Any, log: Any = None) -> dict[str, Any]:
     """Fit the baseline on the training rows of ``cfg``'s split (validation held out, same seed)
     and score it on validation and test; returns ``{"analyzer", "fit_s", "val", "test"}``."""
-    from .data import load_splits
+    from .train import load_training_data  # the same split, read by the same code as training
 
-    d = cfg.data
-    splits = load_splits(d.dataset, text_columns=d.text_columns, label_column=d.label_column,
-                         val_fraction=d.val_fraction, limit=d.limit, test_split=d.test_split, seed=cfg.train.seed)
+    splits = load_training_data(cfg)
     names = splits.label_names
     baseline = fit_baseline(splits.train.texts, splits.train.labels, len(names), seed=cfg.train.seed)
     result: dict[str, Any] = {"name": BASELINE_NAME, "analyzer": baseline.analyzer,

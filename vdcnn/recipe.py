@@ -40,7 +40,7 @@ def _subword_vocab(n_rows: int) -> int:
     return int(np.clip(round(n_rows / 5000) * 1000, 2000, 8000))
 
 
-def _settings(n_rows: int, n_classes: int, imbalance: float, spaced: bool) -> dict[str, Any]:
+def _settings(n_rows: int, imbalance: float, spaced: bool) -> dict[str, Any]:
     """The recipe as ``section.key -> value``: depth 9 on learned subwords, regularised for small data.
 
     Text without spaces (Chinese) is read a character per token, where replacing a quarter of the
@@ -77,7 +77,7 @@ def apply_recipe(cfg: Any, texts: Sequence[str], labels: np.ndarray, n_classes: 
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes)
     present = counts[counts > 0]
     imbalance = float(present.max() / present.min()) if len(present) else 1.0
-    chosen = _settings(len(texts), n_classes, imbalance, spaced=spaced_script(texts))
+    chosen = _settings(len(texts), imbalance, spaced=spaced_script(texts))
     for key, value in chosen.items():
         if key not in cfg.explicit:
             cfg.set(key, value, source="automatic recipe")
