@@ -1,22 +1,25 @@
 """Accuracy of VDCNN recipes against bag-of-words baselines, on the same split, in one run.
 
     VDCNN_DATA_DIR=../shared/data python benchmarks/accuracy.py \
-        --configs ag_news_cpu [more presets or YAML paths] [--out runs/accuracy] [--seeds 0]
+        --configs ag_news_quick ag_news_cpu ag_news_cpu_char --seeds 0,1,2 [--out runs/accuracy]
 
-Every model trains on the AG News train rows less a stratified 10 % validation
-split (seed 0), is selected on that validation split only, and is scored once
-on the full test split. The baselines (scikit-learn) use exactly the same rows.
-Prints one table: model, encoder, depth, shortcut, best val acc, test acc,
-train time, machine; also writes it to OUT/accuracy.md.
+Every model trains on the AG News train rows less one stratified 10 % validation
+split (split seed 0 for every run: the seeds change initialisation, order and noise,
+not the rows), is selected on that validation split only, and is scored once on the
+full test split and on ``ag_news_holdout`` (2,000 other train-split rows, used for
+checking only). The TF-IDF + logistic-regression baseline is ``vdcnn baseline``'s, fitted
+on exactly the same rows. Runs already finished in OUT are reused (a killed benchmark
+resumes). Prints the table, one line per preset over its seeds, and ensembles (mean
+probabilities) of the runs, chosen by validation; writes them to OUT/accuracy.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,45 +30,44 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 from benchmarks.speed import machine  # noqa: E402
-from vdcnn.fileio import write_text  # noqa: E402
+from vdcnn.baseline import evaluate_baseline, fit_baseline  # noqa: E402
+from vdcnn.checkpoint import read_config  # noqa: E402
+from vdcnn.classifier import load_classifier  # noqa: E402
 from vdcnn.config import load_config  # noqa: E402
-from vdcnn.data import load_split, stratified_split  # noqa: E402
-from vdcnn.train import train  # noqa: E402
+from vdcnn.data import Splits, TextDataset, load_split, run_label_rule  # noqa: E402
+from vdcnn.fileio import write_text  # noqa: E402
+from vdcnn.train import load_training_data, train  # noqa: E402
+
+SPLIT_SEED = 0
+HOLDOUT = "ag_news_holdout"
 
 
-def baselines(seed: int = 0) -> list[dict]:
-    """TF-IDF + logistic regression, and hashing + TF-IDF + linear SGD, on the same split."""
-    from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer, TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression, SGDClassifier
-    from sklearn.pipeline import make_pipeline
-
-    data = load_split("ag_news", "train")
-    test = load_split("ag_news", "test", label_names=data.label_names)
-    train_idx, val_idx = stratified_split(data.labels, 0.1, seed)
-    texts = np.array(data.texts, dtype=object)
-    rows = []
-    models = {
-        "TF-IDF 1-2-grams + logistic regression": make_pipeline(
-            TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True), LogisticRegression(C=10, max_iter=1000)),
-        "hashing 1-2-grams + TF-IDF + linear SGD": make_pipeline(
-            HashingVectorizer(ngram_range=(1, 2), n_features=2**20, alternate_sign=False), TfidfTransformer(sublinear_tf=True),
-            SGDClassifier(loss="modified_huber", alpha=2e-5, max_iter=30, tol=None, random_state=seed)),
-    }
-    for name, model in models.items():
-        start = time.perf_counter()
-        model.fit(list(texts[train_idx]), data.labels[train_idx])
-        elapsed = time.perf_counter() - start
-        val = float((model.predict(list(texts[val_idx])) == data.labels[val_idx]).mean())
-        acc = float((model.predict(test.texts) == test.labels).mean())
-        rows.append({"model": name, "encoder": "words", "depth": "-", "shortcut": "-", "val": val, "test": acc,
-                     "time": elapsed})
-    return rows
+def evaluation_sets(preset: str) -> tuple[Splits, TextDataset]:
+    """The validation/test splits every run shares, and the holdout rows."""
+    cfg = load_config(preset)
+    cfg.set("data.dataset", "ag_news")
+    cfg.set("data.split_seed", SPLIT_SEED)
+    splits = load_training_data(cfg)
+    holdout = load_split(HOLDOUT, "test", label_names=splits.label_names)
+    return splits, holdout
 
 
-def vdcnn_row(preset: str, out: Path, seed: int) -> dict:
+def baseline_row(splits: Splits, holdout: TextDataset) -> dict:
+    """TF-IDF 1-2-grams + logistic regression (C=4), as `vdcnn baseline`, on the same rows."""
+    names = splits.label_names
+    fitted = fit_baseline(splits.train.texts, splits.train.labels, len(names))
+    acc = {k: evaluate_baseline(fitted, d.texts, d.labels, names)["accuracy"]
+           for k, d in (("val", splits.val), ("test", splits.test), ("holdout", holdout))}
+    return {"model": f"TF-IDF {fitted.analyzer} + logistic regression (C=4)", "encoder": "words", "depth": "-",
+            "shortcut": "-", **acc, "time": fitted.fit_seconds}
+
+
+def vdcnn_row(preset: str, out: Path, seed: int, splits: Splits, holdout: TextDataset) -> dict:
+    """Train (or reuse) one preset at one seed; its accuracies and probabilities on val/test/holdout."""
     cfg = load_config(preset)
     cfg.set("train.seed", seed)
     cfg.set("data.dataset", "ag_news")
+    cfg.set("data.split_seed", SPLIT_SEED)
     run = out / f"{Path(preset).stem}-seed{seed}"
     if (run / "config.json").exists():
         meta = json.loads((run / "config.json").read_text())
@@ -73,21 +75,68 @@ def vdcnn_row(preset: str, out: Path, seed: int) -> dict:
             train(None, run, resume=True, progress=False)
     else:
         train(cfg, run, progress=False)
-    meta = json.loads((run / "config.json").read_text())
+    meta = read_config(run)
     res = meta["results"]
     model = meta["model"]
     depth = 1 + 2 * sum(model["stages"]) if model.get("stages") else model["depth"]
-    return {"model": f"VDCNN ({Path(preset).stem}, seed {seed})", "preset": Path(preset).stem, "encoder": meta["encoder"]["type"], "depth": depth,
-            "shortcut": "yes" if model["shortcut"] else "no", "val": res["best_val_acc"], "test": res["test_acc"],
-            "time": res["wall_time_s"]}
+    probs = run_probabilities(run, meta, splits, holdout)
+    return {"model": f"VDCNN ({Path(preset).stem}, seed {seed})", "preset": Path(preset).stem,
+            "encoder": meta["encoder"]["type"], "depth": depth, "shortcut": "yes" if model["shortcut"] else "no",
+            "val": res["best_val_acc"], "test": res["test_acc"], "holdout": accuracy(probs["holdout"], holdout),
+            "time": res["wall_time_s"], "probs": probs}
+
+
+def run_probabilities(run: Path, meta: dict, splits: Splits, holdout: TextDataset) -> dict[str, np.ndarray]:
+    """Class probabilities of the run's saved model on val, test and holdout (cached in the run folder)."""
+    cache = run / "accuracy-probs.npz"
+    if cache.exists():
+        with np.load(cache) as saved:
+            return {k: saved[k] for k in saved.files}
+    if list(run_label_rule(meta).names) != list(splits.label_names):
+        sys.exit(f"{run}: labels {meta.get('labels')} differ from the split's {splits.label_names}")
+    clf = load_classifier(run, device="cpu")
+    probs = {k: clf.predict_proba(d.texts) for k, d in (("val", splits.val), ("test", splits.test), ("holdout", holdout))}
+    np.savez(cache, **probs)
+    return probs
+
+
+def accuracy(probs: np.ndarray, data: TextDataset) -> float:
+    return float((probs.argmax(1) == data.labels).mean())
+
+
+def ensembles(rows: list[dict], splits: Splits, holdout: TextDataset) -> list[dict]:
+    """Mean probabilities of every preset's seeds, and of every pair of presets' seeds together."""
+    by_preset: dict[str, list[dict]] = {}
+    for r in rows:
+        if "probs" in r:
+            by_preset.setdefault(r["preset"], []).append(r)
+    groups = {f"{p} x{len(rs)}": rs for p, rs in by_preset.items() if len(rs) > 1}
+    for (p, a), (q, b) in itertools.combinations(by_preset.items(), 2):
+        groups[f"{p} x{len(a)} + {q} x{len(b)}"] = a + b
+    out = []
+    for name, members in groups.items():
+        mean = {k: np.mean([m["probs"][k] for m in members], axis=0) for k in ("val", "test", "holdout")}
+        out.append({"ensemble": name, "val": accuracy(mean["val"], splits.val), "test": accuracy(mean["test"], splits.test),
+                    "holdout": accuracy(mean["holdout"], holdout),
+                    "time": sum(m["time"] for m in members)})
+    return sorted(out, key=lambda e: -e["val"])
 
 
 def format_table(rows: list[dict], where: str) -> str:
-    lines = ["| model | encoder | depth | shortcut | best val acc | test acc | train time | machine |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| model | encoder | depth | shortcut | best val acc | test acc | holdout acc | train time | machine |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['encoder']} | {r['depth']} | {r['shortcut']} | {r['val'] * 100:.2f} % | "
-                     f"{r['test'] * 100:.2f} % | {r['time']:.0f} s | {where} |")
+                     f"{r['test'] * 100:.2f} % | {r['holdout'] * 100:.2f} % | {r['time']:.0f} s | {where} |")
+    return "\n".join(lines)
+
+
+def format_ensembles(groups: list[dict]) -> str:
+    lines = ["| ensemble (mean probabilities), best validation first | val acc | test acc | holdout acc | train time, summed |",
+             "| --- | --- | --- | --- | --- |"]
+    for e in groups:
+        lines.append(f"| {e['ensemble']} | {e['val'] * 100:.2f} % | {e['test'] * 100:.2f} % | {e['holdout'] * 100:.2f} % "
+                     f"| {e['time'] / 60:.1f} min |")
     return "\n".join(lines)
 
 
@@ -99,11 +148,17 @@ def main() -> None:
     args = parser.parse_args()
     if not os.environ.get("VDCNN_DATA_DIR"):
         sys.exit("set VDCNN_DATA_DIR to the folder holding ag_news/ (e.g. ../shared/data)")
-    rows = baselines()
+    splits, holdout = evaluation_sets(args.configs[0])
+    print(f"split seed {SPLIT_SEED}: {len(splits.train):,} train, {len(splits.val):,} validation, "
+          f"{len(splits.test):,} test, {len(holdout):,} holdout rows", file=sys.stderr)
+    rows = [baseline_row(splits, holdout)]
     for preset in args.configs:
         for seed in [int(s) for s in args.seeds.split(",")]:
-            rows.append(vdcnn_row(preset, args.out, seed))
+            rows.append(vdcnn_row(preset, args.out, seed, splits, holdout))
     table = format_table(rows, machine()) + "\n\n" + seed_summary(rows)
+    groups = ensembles(rows, splits, holdout)
+    if groups:
+        table += "\n\n" + format_ensembles(groups)
     args.out.mkdir(parents=True, exist_ok=True)
     write_text(args.out / "accuracy.md", table + "\n")
     print(table)

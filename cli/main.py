@@ -140,7 +140,7 @@ def train(
 
 
 @app.command(name="baseline")
-@recipe_options(names={"val_fraction", "limit", "seed", "text_column", "label_column", "test_split"})
+@recipe_options(names={"val_fraction", "split_seed", "limit", "seed", "text_column", "label_column", "test_split"})
 def baseline_cmd(
     dataset: str = typer.Option(..., help="Registry name or a local file/folder, as for train."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the scores as JSON."),

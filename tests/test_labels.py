@@ -245,3 +245,17 @@ def test_eval_rule_is_the_training_rule(tmp_path):
     assert names_of(ds) == [c for _, c in topic_rows(2, seed=9)]
     assert np.array_equal(ds.labels, rule.apply([str(CLASSES.index(c)) for _, c in topic_rows(2, seed=9)],
                                                   source="x"))
+
+
+def test_split_seed_fixes_the_validation_rows_across_training_seeds(tmp_path):
+    # benchmarks/accuracy.py compares seeds on one validation split: --split-seed holds the rows still.
+    from vdcnn.config import build_config
+    from vdcnn.train import load_training_data
+
+    write(tmp_path / "train.csv", topic_rows(20, seed=1), labels="names", header=True)
+
+    def val_texts(**options):
+        return sorted(load_training_data(build_config(None, {"dataset": str(tmp_path), **options})).val.texts)
+
+    assert val_texts(seed=1, split_seed=0) == val_texts(seed=2, split_seed=0) == val_texts(seed=0)
+    assert val_texts(seed=1) != val_texts(seed=2)

@@ -42,6 +42,7 @@ class DataSettings:
     val_fraction: float = 0.1
     limit: int | None = None
     test_split: str = "test"
+    split_seed: int | None = None  # validation split and --limit subset; None = train.seed
 
 
 @dataclass
@@ -330,6 +331,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("threads", "train.threads", "CPU threads (0 = torch default)."),
     Option("limit", "data.limit", "Train on a stratified subset of N rows."),
     Option("val_fraction", "data.val_fraction", "Validation share carved from train."),
+    Option("split_seed", "data.split_seed", "Seed of the validation split and --limit subset (default: --seed)."),
     Option("text_column", "data.text_columns", "Text column(s) of a local file (repeatable)."),
     Option("label_column", "data.label_column", "Label column of a local file."),
     Option("test_split", "data.test_split", "Split scored at the end (default test)."),

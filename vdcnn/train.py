@@ -94,7 +94,8 @@ def load_training_data(cfg: RunConfig) -> Splits:
     """Train, validation and test splits of the run's dataset (the test split read before training)."""
     d = cfg.data
     splits = load_splits(d.dataset, text_columns=d.text_columns, label_column=d.label_column,
-                         val_fraction=d.val_fraction, limit=d.limit, test_split=d.test_split, seed=cfg.train.seed)
+                         val_fraction=d.val_fraction, limit=d.limit, test_split=d.test_split,
+                         seed=cfg.train.seed if d.split_seed is None else d.split_seed)
     if len(splits.train.texts) == 0:
         raise DataError(f"{splits.train.source}: the training split has no rows")
     return splits
