@@ -174,15 +174,16 @@ def evaluate(
     plot: Optional[Path] = typer.Option(None, help="Confusion-matrix PNG (default: RUN/confusion-SPLIT.png; another dataset's name goes in too)."),
     text_column: List[str] = typer.Option([], help="Text column(s) of a local file."),
     label_column: Optional[str] = typer.Option(None, help="Label column of a local file."),
+    ensemble: List[Path] = typer.Option([], "--ensemble", help="Average probabilities with this run or bundle too (repeatable; same labels)."),
     batch_size: int = typer.Option(256, min=1),
     device: Device = typer.Option("auto"),
     bf16: bool = typer.Option(False, "--bf16", help="bfloat16 inference where the CPU/GPU supports it (faster, ~1e-3 off)."),
 ) -> None:
-    """Score a trained run: accuracy, macro-F1, per-class table, confusion matrix."""
+    """Score a trained run (or an ensemble with --ensemble): accuracy, macro-F1, per-class table, confusion matrix."""
     from vdcnn.data import load_split, run_label_rule
     from vdcnn.evaluate import classification_report, format_report, plot_confusion
     from vdcnn.checkpoint import read_config
-    from vdcnn.classifier import load_classifier
+    from vdcnn.classifier import load_ensemble
     from vdcnn.fileio import write_json
 
     if data and dataset and data != dataset:
@@ -194,7 +195,7 @@ def evaluate(
         raise ConfigError("the run does not record its dataset; give DATA")
     split = split or run_data.get("test_split", "test")
     same = source == run_data.get("dataset")
-    clf = load_classifier(run, device=device.value, batch_size=batch_size, bf16=bf16)
+    clf = load_ensemble([run, *ensemble], device=device.value, batch_size=batch_size, bf16=bf16)
     ds = load_split(source, split, text_columns=text_column or (run_data.get("text_columns") if same else None),
                     label_column=label_column or (run_data.get("label_column") if same else None),
                     label_rule=run_label_rule(meta, str(Path(run) / "config.json")))
@@ -210,7 +211,8 @@ def evaluate(
     what = split if same else f"{Path(str(source)).name.split('.')[0]}-{split}"
     plot_path = plot or Path(run) / f"confusion-{what}.png"
     try:
-        plot_confusion(report, plot_path, title=f"{Path(run).name} on {what}")
+        who = Path(run).name + (f" + {len(ensemble)} more" if ensemble else "")
+        plot_confusion(report, plot_path, title=f"{who} on {what}")
         err(f"confusion matrix plot: {plot_path}")
     except Exception as exc:  # noqa: BLE001 - a plot must never lose the printed result
         err(f"warning: could not write the plot {plot_path}: {exc}")
@@ -224,6 +226,7 @@ def predict(
     fmt: OutputFormat = typer.Option("tsv", "--format", help="tsv (label<TAB>prob) or jsonl (all probabilities)."),
     input_format: InputFormat = typer.Option("lines", help="One text per line, or a column of csv or jsonl."),
     text_column: str = typer.Option("text", help="Text column for csv/jsonl input."),
+    ensemble: List[Path] = typer.Option([], "--ensemble", help="Average probabilities with this run or bundle too (repeatable; same labels)."),
     batch_size: int = typer.Option(256, min=1),
     chunk_size: int = typer.Option(4096, min=1, help="Lines read at a time (bounds memory)."),
     device: Device = typer.Option("auto"),
@@ -234,11 +237,11 @@ def predict(
     Input is never refused for its bytes: invalid UTF-8 becomes U+FFFD and NUL bytes spaces, and a
     warning on stderr says how many lines were affected. (Training and eval data are refused instead.)
     """
-    from vdcnn.classifier import load_classifier
+    from vdcnn.classifier import load_ensemble
     from vdcnn.data import read_lines, read_records
     from vdcnn.predict import format_predictions
 
-    clf = load_classifier(run, device=device.value, batch_size=batch_size, bf16=bf16)
+    clf = load_ensemble([run, *ensemble], device=device.value, batch_size=batch_size, bf16=bf16)
     top_k = min(top_k, len(clf.labels))
     stats: dict = {}
     if input_format.value == "lines":

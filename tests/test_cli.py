@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 from safetensors.torch import load_file
 
 from vdcnn.cli.main import app
@@ -219,3 +220,43 @@ def test_python_m_vdcnn_lists_every_command_and_train_lists_every_option_and_cho
             assert choice in train, (option.flag, choice)
     assert "--no-shortcut" in train and "--no-mask-padding" in train
     assert "tsv|jsonl" in run("predict", "--help").stdout and "onnx|torchscript" in run("export", "--help").stdout
+
+
+@pytest.fixture(scope="module")
+def byte_run(tmp_path_factory, tiny_run) -> Path:
+    """A second run on the same data and labels, with another encoder and seed (an ensemble member)."""
+    out = tmp_path_factory.mktemp("byte_run") / "run"
+    result = CliRunner().invoke(app, ["train", "--dataset", str(tiny_run.parent / "topics.csv"), "--out", str(out),
+                                      "--encoder", "byte", "--max-length", "64", "--epochs", "2", "--batch-size", "16",
+                                      "--optimizer", "adamw", "--lr", "0.003", "--seed", "1", "--no-progress", *TINY])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_ensemble_predicts_the_mean_of_its_members(runner, tiny_run, byte_run, tmp_path):
+    text_file = tmp_path / "in.txt"
+    text_file.write_text("\n".join(PREDICT_TEXTS) + "\n", encoding="utf-8")
+
+    def probs(*args):
+        result = runner.invoke(app, ["predict", *args, str(text_file), "--format", "jsonl"])
+        assert result.exit_code == 0, result.output
+        return np.array([[row["probabilities"][k] for k in ("business", "sports", "tech")]
+                         for row in map(json.loads, result.stdout.splitlines())])
+
+    a, b = probs(str(tiny_run)), probs(str(byte_run))
+    both = probs(str(tiny_run), "--ensemble", str(byte_run))
+    assert np.abs(a - b).max() > 1e-3  # two different models, so the mean is not either of them
+    assert np.allclose(both, (a + b) / 2, atol=1e-6)
+
+
+def test_eval_scores_an_ensemble(runner, tiny_run, byte_run, tmp_path):
+    result = runner.invoke(app, ["eval", str(tiny_run), "--ensemble", str(byte_run), "--json", str(tmp_path / "r.json"),
+                                 "--plot", str(tmp_path / "p.png")])
+    assert result.exit_code == 0, result.output
+    from vdcnn.classifier import load_ensemble
+    from vdcnn.data import load_split
+
+    data = load_split(str(tiny_run.parent / "topics.csv"), "test")
+    expected = (load_ensemble([tiny_run, byte_run]).predict_proba(data.texts).argmax(1) == data.labels).mean()
+    assert json.loads((tmp_path / "r.json").read_text())["accuracy"] == pytest.approx(expected)
+

@@ -965,3 +965,13 @@ def test_run_files_get_the_permissions_of_the_umask(tiny_run):
     os.umask(mask)
     for name in ("config.json", "model.safetensors", "last.pt", "metrics.jsonl"):
         assert (tiny_run / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+
+
+def test_ensemble_of_runs_with_other_labels_is_refused(cli, tiny_run, tmp_path):
+    lines = write_topic_csv(tmp_path / "all.csv").read_text().splitlines()
+    two = tmp_path / "two.csv"
+    two.write_text("\n".join([lines[0]] + [x for x in lines[1:] if not x.endswith(",tech")]) + "\n")
+    assert cli("train", "--dataset", two, "--out", tmp_path / "other", "--epochs", "1", *TRAIN_FAST).code == 0
+    for command in (("predict", tiny_run, "-"), ("eval", tiny_run)):
+        error = cli(*command, "--ensemble", tmp_path / "other", stdin=b"a late goal\n").one_line_error()
+        assert "same labels" in error and "['business', 'sports']" in error

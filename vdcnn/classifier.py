@@ -114,6 +114,34 @@ def load_classifier(path: str | Path, device: str = "auto", batch_size: int = 25
     return Classifier.load(path, device=device, batch_size=batch_size, bf16=bf16)
 
 
+class EnsembleClassifier(TextClassifier):
+    """Several classifiers of the same labels as one: the mean of their probabilities.
+
+    Members may differ in encoder (characters beside subwords), depth or backend.
+    """
+
+    def __init__(self, members: Sequence[TextClassifier], names: Sequence[str] | None = None) -> None:
+        if not members:
+            raise ConfigError("an ensemble needs at least one classifier")
+        names = list(names or [f"member {i + 1}" for i in range(len(members))])
+        for member, name in zip(members[1:], names[1:]):
+            if list(member.labels) != list(members[0].labels):
+                raise ConfigError(f"{name} has labels {list(member.labels)}, {names[0]} has "
+                                  f"{list(members[0].labels)}: an ensemble needs the same labels in the same order")
+        self.members = list(members)
+        self.labels = list(members[0].labels)
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        return np.mean([m.predict_proba(texts) for m in self.members], axis=0)
+
+
+def load_ensemble(paths: Sequence[str | Path], device: str = "auto", batch_size: int = 256, bf16: bool = False
+                  ) -> TextClassifier:
+    """One classifier for one path; the mean of several (run folders or bundles, same labels)."""
+    members = [load_classifier(p, device=device, batch_size=batch_size, bf16=bf16) for p in paths]
+    return members[0] if len(members) == 1 else EnsembleClassifier(members, [str(p) for p in paths])
+
+
 def run_max_length(meta: dict[str, Any]) -> int:
     """The encoder length a run was trained with (``config.json``)."""
     return int(meta.get("run", {}).get("encoder", {}).get("max_length", DEFAULT_MAX_LENGTH))
