@@ -1,0 +1,101 @@
+"""Does the fast path change accuracy? One recipe trained fast and plain, same rows, seeds and epochs.
+
+    VDCNN_DATA_DIR=../shared/data python benchmarks/fast_path.py [--config ag_news_quick] \
+        [--limit 20000] [--epochs 2] [--seeds 0,1] [--out runs/fast_path]
+
+Fast is the default path: length-bucketed batches cut to their longest text, bf16
+autocast where the CPU has it. Plain is fp32 with every batch padded to the
+maximum length (``--no-bf16 --set train.bucket=false``). The preset's time budget
+is switched off so both paths train the same number of epochs on the same
+stratified subset of AG News train rows (validation carved from it, split seed 0);
+every model is then scored on the full test split in fp32 by the same code. Runs
+already finished in OUT are reused. Prints one table and the mean difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+# `python benchmarks/X.py` puts this folder first on sys.path, where datasets.py would hide the
+# `datasets` package: the repository root takes its place.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+from benchmarks.speed import machine  # noqa: E402
+from vdcnn.checkpoint import read_config  # noqa: E402
+from vdcnn.classifier import load_classifier  # noqa: E402
+from vdcnn.config import load_config  # noqa: E402
+from vdcnn.data import load_split, run_label_rule  # noqa: E402
+from vdcnn.fileio import write_text  # noqa: E402
+from vdcnn.train import train  # noqa: E402
+
+PATHS = {"fast": {}, "plain": {"train.bf16": False, "train.bucket": False}}
+
+
+def train_path(preset: str, path: str, seed: int, args: argparse.Namespace) -> Path:
+    """Train (or reuse) one path at one seed; returns its run folder."""
+    run = args.out / f"{path}-seed{seed}"
+    meta = read_config(run) if (run / "config.json").exists() else None
+    if meta and meta.get("results"):
+        return run
+    if meta:
+        train(None, run, resume=True, progress=False)
+        return run
+    cfg = load_config(preset)
+    for key, value in {"train.seed": seed, "data.dataset": "ag_news", "data.limit": args.limit,
+                       "data.split_seed": 0, "train.epochs": args.epochs, "train.time_budget": None,
+                       **PATHS[path]}.items():
+        cfg.set(key, value)
+    train(cfg, run, progress=False)
+    return run
+
+
+def scores(run: Path) -> dict:
+    """Best validation accuracy (as trained) and test accuracy scored in fp32, and the run's time."""
+    meta = read_config(run)
+    test = load_split("ag_news", "test", label_rule=run_label_rule(meta))
+    probs = load_classifier(run, device="cpu").predict_proba(test.texts)
+    return {"val": meta["results"]["best_val_acc"], "test": float((probs.argmax(1) == test.labels).mean()),
+            "time": meta["results"]["wall_time_s"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="ag_news_quick")
+    parser.add_argument("--limit", type=int, default=20000, help="stratified subset of the train rows")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--out", type=Path, default=Path("runs/fast_path"))
+    args = parser.parse_args()
+    if not os.environ.get("VDCNN_DATA_DIR"):
+        sys.exit("set VDCNN_DATA_DIR to the folder holding ag_news/ (e.g. ../shared/data)")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    rows = {(path, seed): scores(train_path(args.config, path, seed, args)) for seed in seeds for path in PATHS}
+    lines = [f"{args.config}, {args.limit:,} train rows (10 % validation), {args.epochs} epochs, {machine()}", "",
+             "| seed | fast: val / test | fast time | plain: val / test | plain time |", "| --- | --- | --- | --- | --- |"]
+
+    def cell(r: dict) -> str:
+        return f"{r['val'] * 100:.2f} % / {r['test'] * 100:.2f} %"
+
+    for seed in seeds:
+        f, p = rows["fast", seed], rows["plain", seed]
+        lines.append(f"| {seed} | {cell(f)} | {f['time']:.0f} s | {cell(p)} | {p['time']:.0f} s |")
+    mean = {path: {k: float(np.mean([rows[path, s][k] for s in seeds])) for k in ("val", "test", "time")}
+            for path in PATHS}
+    lines.append(f"| mean | {cell(mean['fast'])} | {mean['fast']['time']:.0f} s | {cell(mean['plain'])} | "
+                 f"{mean['plain']['time']:.0f} s |")
+    lines += ["", f"fast - plain: validation {(mean['fast']['val'] - mean['plain']['val']) * 100:+.2f} points, test "
+                  f"{(mean['fast']['test'] - mean['plain']['test']) * 100:+.2f} points; plain takes "
+                  f"{mean['plain']['time'] / mean['fast']['time']:.1f}x the time"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_text(args.out / "fast_path.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
