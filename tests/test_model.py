@@ -11,7 +11,10 @@ import torch.nn.functional as F
 
 from vdcnn.encoders import CharEncoder
 from vdcnn.layers import DOWNSAMPLERS, SHORTCUT_KINDS, ConvBlock, kmax_pool
-from vdcnn.model import DEPTHS, VDCNN, ModelConfig, count_parameters, fold_batchnorm, forward_flops
+from vdcnn.errors import ConfigError
+from vdcnn.model import (DEPTHS, VDCNN, ModelConfig, count_parameters, create_model, fold_batchnorm, forward_flops,
+                         list_models)
+import vdcnn.model as model_module
 from tests.variants import CORPUS, PAIRWISE_VARIANTS, make_encoder
 
 TEXTS = [*CORPUS[:4], "ok", ""]
@@ -119,10 +122,10 @@ def test_projection_shapes_line_up_at_every_stage(downsample):
     x = torch.randn(2, 8, 64)
     lengths = torch.tensor([64, 40])
     strides = []
-    for down, blocks in zip(model.downsamples, model.stages):
-        if not isinstance(down, torch.nn.Identity):
-            x, lengths = down(x, lengths)
-        for block in blocks:
+    for stage in model.stages:
+        if stage.downsample is not None:
+            x, lengths = stage.downsample(x, lengths)
+        for block in stage:
             y, new_lengths = block(x, lengths)
             expected = x.shape[-1] if block.stride == 1 else (x.shape[-1] + 1) // 2
             assert y.shape == (2, block.conv2.out_channels, expected)
@@ -254,3 +257,40 @@ def test_custom_stages():
     cfg = ModelConfig(depth=None, stages=(3, 1, 1, 2), shortcut=True)
     assert cfg.conv_layers == 1 + 2 * 7
     assert len(VDCNN(cfg).stages[0]) == 3
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_named_model_builds_the_papers_layout(name):
+    depth = int(name.removeprefix("vdcnn"))
+    overrides = dict(num_classes=3, channels=(8, 16, 32, 64), fc_dims=(32,), embedding_dim=8, shortcut=True)
+    by_name, by_factory = create_model(name, **overrides), getattr(model_module, name)(**overrides)
+    for model in (by_name, by_factory):
+        assert [len(stage) for stage in model.stages] == list(DEPTHS[depth])
+        assert model.config.conv_layers == depth and model.config.shortcut
+        ids = torch.randint(1, 71, (2, 40))
+        assert model.eval()(ids).shape == (2, 3)
+    assert count_parameters(by_name) == count_parameters(by_factory)
+
+
+def test_paper_defaults_and_unknown_names():
+    model = create_model("vdcnn29")
+    assert model.config.fc_dims == (2048, 2048) and model.config.downsample == "max"
+    assert [s.downsample is None for s in model.stages] == [True, False, False, False]
+    with pytest.raises(ConfigError, match="vdcnn9, vdcnn17, vdcnn29, vdcnn49"):
+        create_model("vdcnn30")
+    with pytest.raises(ConfigError, match="unknown model setting"):
+        create_model("vdcnn9", widths=3)
+
+
+@pytest.mark.parametrize("downsample", list(DOWNSAMPLERS))
+def test_each_stage_owns_its_downsampling_and_keeps_the_stored_weight_names(downsample):
+    model = VDCNN(small_config(depth=17, downsample=downsample, shortcut=True))
+    pools = [type(s.downsample).__name__ if s.downsample is not None else None for s in model.stages]
+    expected = {"max": "MaxPoolDown", "kmax": "KMaxDown"}.get(downsample)
+    assert pools == [None] + [expected] * 3
+    strided = [stage[0].stride for stage in model.stages]
+    assert strided == [1] + [2 if downsample == "conv" else 1] * 3
+    # Run folders store weights as stages.I.J.*: the layout of every saved model so far.
+    keys = model.state_dict().keys()
+    assert "stages.1.0.conv1.weight" in keys and "stages.3.1.bn2.running_var" in keys
+    assert not any("downsample" in k for k in keys)

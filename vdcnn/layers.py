@@ -10,7 +10,7 @@ depend on how much padding or which batch-mates it comes with.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -311,3 +311,41 @@ class ConvBlock(nn.Module):
         if self.shortcut is not None:
             out = drop_path(out, self.drop_path, self.training) + self.shortcut(x, out_lengths)
         return out, out_lengths
+
+
+class Stage(nn.Module):
+    """One resolution of the network: its downsampling on entry, then ``n_blocks`` ConvBlocks.
+
+    The downsampling is chosen once, by name (``DOWNSAMPLERS``): a pooling layer before the
+    blocks, or (``conv``) a stride-2 first convolution in the first block; ``none`` keeps the
+    length. The blocks are the stage's items (``stage[0]``, ``len(stage)``), so their weights
+    keep the names ``stages.I.J.*`` that run folders store.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, n_blocks: int, downsample: str = "none",
+                 shortcut: bool = False, shortcut_kind: str = "projection", drop_path: float = 0.0) -> None:
+        super().__init__()
+        if downsample not in DOWNSAMPLERS:
+            raise ValueError(f"unknown downsampling {downsample!r}; choose {', '.join(DOWNSAMPLERS)}")
+        pool = DOWNSAMPLERS[downsample]
+        self.downsample = pool() if pool is not None else None
+        stride = 2 if downsample == "conv" else 1
+        for j in range(n_blocks):
+            self.add_module(str(j), ConvBlock(in_channels if j == 0 else out_channels, out_channels,
+                                              stride if j == 0 else 1, shortcut, shortcut_kind, drop_path))
+
+    def __len__(self) -> int:
+        return len(self._modules) - (self.downsample is not None)
+
+    def __getitem__(self, index: int) -> ConvBlock:
+        return self._modules[str(range(len(self))[index])]  # type: ignore[return-value]
+
+    def __iter__(self) -> Iterator[ConvBlock]:
+        return (self._modules[str(j)] for j in range(len(self)))  # type: ignore[misc]
+
+    def forward(self, x: Tensor, lengths: Lengths = None) -> tuple[Tensor, Lengths]:
+        if self.downsample is not None:
+            x, lengths = self.downsample(x, lengths)
+        for block in self:
+            x, lengths = block(x, lengths)
+        return x, lengths

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .errors import ConfigError
-from .layers import DOWNSAMPLERS, SHORTCUT_KINDS, ConvBlock, KMaxPool1d, Lengths, ProjectionShortcut, zero_padding
+from .layers import DOWNSAMPLERS, SHORTCUT_KINDS, ConvBlock, KMaxPool1d, Lengths, ProjectionShortcut, Stage, zero_padding
 
 # Blocks per stage for the paper's depths (2 conv layers per block, plus the first conv).
 DEPTHS: dict[int, tuple[int, ...]] = {9: (1, 1, 1, 1), 17: (2, 2, 2, 2), 29: (5, 5, 2, 2), 49: (8, 8, 5, 3)}
@@ -109,20 +109,11 @@ class VDCNN(nn.Module):
         self.embedding = nn.Embedding(c.vocab_size, c.embedding_dim, padding_idx=c.pad_id)
         self.first_conv = nn.Conv1d(c.embedding_dim, c.channels[0], kernel_size=3, padding=1)
         self.stages = nn.ModuleList()
-        self.downsamples = nn.ModuleList()
         in_ch = c.channels[0]
-        pool = DOWNSAMPLERS[c.downsample]
         for i, (n_blocks, out_ch) in enumerate(zip(c.blocks, c.channels)):
-            # Between stages: a pooling layer, or (conv) a stride-2 first convolution.
-            self.downsamples.append(pool() if (i > 0 and pool is not None) else nn.Identity())
-            stride = 2 if (i > 0 and c.downsample == "conv") else 1
-            blocks = []
-            for j in range(n_blocks):
-                blocks.append(
-                    ConvBlock(in_ch, out_ch, stride if j == 0 else 1, c.shortcut, c.shortcut_kind, c.drop_path)
-                )
-                in_ch = out_ch
-            self.stages.append(nn.ModuleList(blocks))
+            self.stages.append(Stage(in_ch, out_ch, n_blocks, c.downsample if i > 0 else "none", c.shortcut,
+                                     c.shortcut_kind, c.drop_path))
+            in_ch = out_ch
         self.kmax = KMaxPool1d(c.kmax)
         layers: list[nn.Module] = []
         width = in_ch * c.kmax
@@ -162,11 +153,8 @@ class VDCNN(nn.Module):
             lengths = None
         x = self.embedding(ids.long()).transpose(1, 2)
         x = self.first_conv(zero_padding(x, lengths))
-        for down, blocks in zip(self.downsamples, self.stages):
-            if not isinstance(down, nn.Identity):
-                x, lengths = down(x, lengths)
-            for block in blocks:
-                x, lengths = block(x, lengths)
+        for stage in self.stages:
+            x, lengths = stage(x, lengths)
         return self.kmax(x, lengths).flatten(1)
 
     def forward(self, ids: Tensor, lengths: Lengths = None) -> Tensor:
@@ -175,6 +163,42 @@ class VDCNN(nn.Module):
     def stage_modules(self) -> list[nn.Module]:
         """One module per stage, for per-stage gradient norms."""
         return list(self.stages)
+
+
+# Named architectures (timm style): the paper's depths; any ModelConfig field overrides.
+MODELS: dict[str, dict[str, Any]] = {f"vdcnn{depth}": {"depth": depth} for depth in DEPTHS}
+
+
+def list_models() -> list[str]:
+    """Names ``create_model`` accepts."""
+    return list(MODELS)
+
+
+def create_model(name: str, **overrides: Any) -> VDCNN:
+    """A VDCNN by name, e.g. ``create_model("vdcnn29", num_classes=4, shortcut=True, downsample="kmax")``."""
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; choose {', '.join(MODELS)}")
+    return VDCNN(ModelConfig.from_dict({**MODELS[name], **overrides}))
+
+
+def vdcnn9(**overrides: Any) -> VDCNN:
+    """VDCNN-9: one block per stage (the paper's smallest)."""
+    return create_model("vdcnn9", **overrides)
+
+
+def vdcnn17(**overrides: Any) -> VDCNN:
+    """VDCNN-17: two blocks per stage."""
+    return create_model("vdcnn17", **overrides)
+
+
+def vdcnn29(**overrides: Any) -> VDCNN:
+    """VDCNN-29: 5, 5, 2, 2 blocks."""
+    return create_model("vdcnn29", **overrides)
+
+
+def vdcnn49(**overrides: Any) -> VDCNN:
+    """VDCNN-49: 8, 8, 5, 3 blocks."""
+    return create_model("vdcnn49", **overrides)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -210,11 +234,11 @@ def describe(config: ModelConfig, length: int = 1024) -> list[dict[str, Any]]:
          "params": count_parameters(model.embedding) + count_parameters(model.first_conv)}
     ]
     t = length
-    for i, (blocks, down) in enumerate(zip(model.stages, model.downsamples)):
+    for i, stage in enumerate(model.stages):
         if i > 0 and config.downsample != "none":
             t = (t + 1) // 2
-        rows.append({"stage": f"stage {i + 1}", "blocks": len(blocks), "channels": config.channels[i],
-                     "length": t, "params": count_parameters(blocks)})
+        rows.append({"stage": f"stage {i + 1}", "blocks": len(stage), "channels": config.channels[i],
+                     "length": t, "params": count_parameters(stage)})
     rows.append({"stage": f"k-max (k={config.kmax}) + FC", "blocks": "-", "channels": config.num_classes,
                  "length": config.kmax, "params": count_parameters(model.head)})
     return rows
