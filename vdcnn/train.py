@@ -495,6 +495,7 @@ def _read_meter(run: _Run, meter: EpochMeter, first_unread: int) -> None:
 def _interrupt(run: _Run, stop: _StopFlag, meter: EpochMeter, first_unread: int) -> None:
     _read_meter(run, meter, first_unread)  # never save a state that took a NaN step; sums saved with it
     run.save_state()
+    distributed.barrier(run.ctx)  # ranks leave together: one that tears down while rank 0 still writes can abort
     s = run.state
     why = "interrupted" if stop.signal is not None else f"stopped after {s.global_step} steps"
     raise TrainingInterrupted(f"{why}: state saved at epoch {s.epoch + 1}, step {s.step_in_epoch}; continue with "
