@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import sys
 from pathlib import Path
@@ -33,7 +32,7 @@ from benchmarks.speed import machine  # noqa: E402
 from vdcnn.baseline import evaluate_baseline, fit_baseline  # noqa: E402
 from vdcnn.checkpoint import read_config  # noqa: E402
 from vdcnn.classifier import load_classifier  # noqa: E402
-from vdcnn.config import load_config  # noqa: E402
+from vdcnn.config import RunConfig, load_config  # noqa: E402
 from vdcnn.data import Splits, TextDataset, load_split, run_label_rule  # noqa: E402
 from vdcnn.fileio import write_text  # noqa: E402
 from vdcnn.train import load_training_data, train  # noqa: E402
@@ -62,6 +61,16 @@ def baseline_row(splits: Splits, holdout: TextDataset) -> dict:
             "shortcut": "-", **acc, "time": fitted.fit_seconds}
 
 
+def train_or_reuse(cfg: RunConfig, run: Path) -> dict:
+    """Reuse a finished run in ``run``, resume an interrupted one, or train ``cfg`` there; its config.json."""
+    if (run / "config.json").exists():
+        if not read_config(run).get("results"):
+            train(None, run, resume=True, progress=False)
+    else:
+        train(cfg, run, progress=False)
+    return read_config(run)
+
+
 def vdcnn_row(preset: str, out: Path, seed: int, splits: Splits, holdout: TextDataset) -> dict:
     """Train (or reuse) one preset at one seed; its accuracies and probabilities on val/test/holdout."""
     cfg = load_config(preset)
@@ -69,13 +78,7 @@ def vdcnn_row(preset: str, out: Path, seed: int, splits: Splits, holdout: TextDa
     cfg.set("data.dataset", "ag_news")
     cfg.set("data.split_seed", SPLIT_SEED)
     run = out / f"{Path(preset).stem}-seed{seed}"
-    if (run / "config.json").exists():
-        meta = json.loads((run / "config.json").read_text())
-        if not meta.get("results"):
-            train(None, run, resume=True, progress=False)
-    else:
-        train(cfg, run, progress=False)
-    meta = read_config(run)
+    meta = train_or_reuse(cfg, run)
     res = meta["results"]
     model = meta["model"]
     depth = 1 + 2 * sum(model["stages"]) if model.get("stages") else model["depth"]

@@ -26,32 +26,26 @@ import numpy as np
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
+from benchmarks.accuracy import accuracy, train_or_reuse  # noqa: E402
 from benchmarks.speed import machine  # noqa: E402
 from vdcnn.checkpoint import read_config  # noqa: E402
 from vdcnn.classifier import load_classifier  # noqa: E402
 from vdcnn.config import load_config  # noqa: E402
 from vdcnn.data import load_split, run_label_rule  # noqa: E402
 from vdcnn.fileio import write_text  # noqa: E402
-from vdcnn.train import train  # noqa: E402
 
 PATHS = {"fast": {}, "plain": {"train.bf16": False, "train.bucket": False}}
 
 
 def train_path(preset: str, path: str, seed: int, args: argparse.Namespace) -> Path:
-    """Train (or reuse) one path at one seed; returns its run folder."""
-    run = args.out / f"{path}-seed{seed}"
-    meta = read_config(run) if (run / "config.json").exists() else None
-    if meta and meta.get("results"):
-        return run
-    if meta:
-        train(None, run, resume=True, progress=False)
-        return run
+    """Train (or reuse, or resume) one path at one seed; returns its run folder."""
     cfg = load_config(preset)
     for key, value in {"train.seed": seed, "data.dataset": "ag_news", "data.limit": args.limit,
                        "data.split_seed": 0, "train.epochs": args.epochs, "train.time_budget": None,
                        **PATHS[path]}.items():
         cfg.set(key, value)
-    train(cfg, run, progress=False)
+    run = args.out / f"{path}-seed{seed}"
+    train_or_reuse(cfg, run)
     return run
 
 
@@ -60,7 +54,7 @@ def scores(run: Path) -> dict:
     meta = read_config(run)
     test = load_split("ag_news", "test", label_rule=run_label_rule(meta))
     probs = load_classifier(run, device="cpu").predict_proba(test.texts)
-    return {"val": meta["results"]["best_val_acc"], "test": float((probs.argmax(1) == test.labels).mean()),
+    return {"val": meta["results"]["best_val_acc"], "test": accuracy(probs, test),
             "time": meta["results"]["wall_time_s"]}
 
 
