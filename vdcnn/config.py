@@ -75,6 +75,8 @@ class TrainSettings:
     time_budget: str | float | None = None  # seconds, or "15m", "90s": fit epochs and schedule so the whole run ends on time
     class_weights: str = "none"  # none | balanced (loss weights inverse to class frequency)
     select_by: str = "accuracy"  # accuracy | macro_f1: the validation score that picks the best epoch
+    ngram_lr_scale: float = 10.0  # the n-gram path's learning rate, as a multiple of lr
+    autotune: bool = True  # automatic recipe: try candidate recipes on validation within the time budget
 
 
 SECTIONS: dict[str, type] = {
@@ -112,6 +114,7 @@ class RunConfig:
     # config.json holds the resolved recipe.
     auto: bool = field(default=False, compare=False)
     explicit: set[str] = field(default_factory=set, compare=False)
+    search: dict[str, Any] | None = field(default=None, compare=False)  # autotune's summary, for config.json
 
     def model_config(self, vocab_size: int, num_classes: int, pad_id: int = 0) -> ModelConfig:
         return ModelConfig(vocab_size=vocab_size, num_classes=num_classes, pad_id=pad_id, **self.model)
@@ -172,6 +175,8 @@ class RunConfig:
             raise ConfigError(f"data.val_fraction must be in [0, 0.5], got {d.val_fraction}")
         if not t.lr > 0:
             raise ConfigError(f"train.lr must be positive, got {t.lr}")
+        if not t.ngram_lr_scale > 0:
+            raise ConfigError(f"train.ngram_lr_scale must be positive, got {t.ngram_lr_scale}")
         for name in ("weight_decay", "grad_clip", "warmup_epochs", "momentum"):
             if getattr(t, name) < 0:
                 raise ConfigError(f"train.{name} must not be negative, got {getattr(t, name)}")
@@ -338,6 +343,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("time_budget", "train.time_budget", "Fit the run into this time, e.g. 15m or 90s."),
     Option("class_weights", "train.class_weights", "Loss weights for imbalanced classes."),
     Option("select_by", "train.select_by", "Validation score that picks the best epoch."),
+    Option("autotune", "train.autotune", "Automatic recipe: try candidate recipes on validation within the "
+           "time budget (--no-autotune: the recipe's own choice)."),
+    Option("ngram_buckets", "model.ngram_buckets", "Hash buckets of the n-gram path (0 = no n-gram path)."),
 )
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .errors import ConfigError
+from .ngrams import NgramBag
 from .layers import DOWNSAMPLERS, SHORTCUT_KINDS, ConvBlock, KMaxPool1d, Lengths, ProjectionShortcut, Stage, zero_padding
 
 # Blocks per stage for the paper's depths (2 conv layers per block, plus the first conv).
@@ -36,10 +37,19 @@ class ModelConfig:
     drop_path: float = 0.0
     mask_padding: bool = True
     pad_id: int = 0
+    # Length-aware layout: how many stage transitions downsample (None = every one, the paper).
+    downsamples: int | None = None
+    # The n-gram path (fastText inside the model): hashed n-grams of the input ids, embedded,
+    # averaged and mapped to logits that are added to the conv head's. 0 buckets = off.
+    ngram_buckets: int = 0
+    ngram_orders: tuple[int, ...] = (1, 2, 3)
+    ngram_dim: int = 64
+    conv: bool = True  # False: the n-gram path alone (an ablation)
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
         self.fc_dims = tuple(self.fc_dims)
+        self.ngram_orders = tuple(self.ngram_orders)
         if self.stages is not None:
             self.stages = tuple(self.stages)
         self.validate()
@@ -77,6 +87,14 @@ class ModelConfig:
             raise ConfigError(f"num_classes must be at least 2, got {self.num_classes}")
         if any(not isinstance(c, int) or c < 1 for c in self.channels + self.fc_dims):
             raise ConfigError("channels and fc_dims must be positive integers")
+        if self.downsamples is not None and (not isinstance(self.downsamples, int) or self.downsamples < 0):
+            raise ConfigError(f"downsamples must be a non-negative integer (or null for every stage), got {self.downsamples!r}")
+        if not isinstance(self.ngram_buckets, int) or self.ngram_buckets < 0:
+            raise ConfigError(f"ngram_buckets must be a non-negative integer (0 = no n-gram path), got {self.ngram_buckets!r}")
+        if not self.ngram_orders or any(not isinstance(n, int) or not 1 <= n <= 8 for n in self.ngram_orders):
+            raise ConfigError(f"ngram_orders must be n-gram sizes between 1 and 8, got {list(self.ngram_orders)!r}")
+        if not isinstance(self.ngram_dim, int) or self.ngram_dim < 1:
+            raise ConfigError(f"ngram_dim must be a positive integer, got {self.ngram_dim!r}")
         for name in ("dropout", "drop_path"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
@@ -85,6 +103,17 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    def stage_downsample(self, index: int) -> str:
+        """The downsampling on entry to stage ``index``: the first ``downsamples`` transitions pool."""
+        if index == 0 or (self.downsamples is not None and index > self.downsamples):
+            return "none"
+        return self.downsample
+
+    @property
+    def pooled_length_factor(self) -> int:
+        """How many input positions one position of the last stage covers (2 per downsampling)."""
+        return 2 ** sum(self.stage_downsample(i) != "none" for i in range(len(self.blocks)))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
@@ -106,24 +135,29 @@ class VDCNN(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.embedding = nn.Embedding(c.vocab_size, c.embedding_dim, padding_idx=c.pad_id)
-        self.first_conv = nn.Conv1d(c.embedding_dim, c.channels[0], kernel_size=3, padding=1)
+        if not c.conv and not c.ngram_buckets:
+            raise ConfigError("conv: false needs the n-gram path (ngram_buckets > 0)")
         self.stages = nn.ModuleList()
-        in_ch = c.channels[0]
-        for i, (n_blocks, out_ch) in enumerate(zip(c.blocks, c.channels)):
-            self.stages.append(Stage(in_ch, out_ch, n_blocks, c.downsample if i > 0 else "none", c.shortcut,
-                                     c.shortcut_kind, c.drop_path))
-            in_ch = out_ch
-        self.kmax = KMaxPool1d(c.kmax)
-        layers: list[nn.Module] = []
-        width = in_ch * c.kmax
-        for dim in c.fc_dims:
-            layers += [nn.Linear(width, dim), nn.ReLU(inplace=True)]
-            if c.dropout:
-                layers.append(nn.Dropout(c.dropout))
-            width = dim
-        layers.append(nn.Linear(width, c.num_classes))
-        self.head = nn.Sequential(*layers)
+        if c.conv:
+            self.embedding = nn.Embedding(c.vocab_size, c.embedding_dim, padding_idx=c.pad_id)
+            self.first_conv = nn.Conv1d(c.embedding_dim, c.channels[0], kernel_size=3, padding=1)
+            in_ch = c.channels[0]
+            for i, (n_blocks, out_ch) in enumerate(zip(c.blocks, c.channels)):
+                self.stages.append(Stage(in_ch, out_ch, n_blocks, c.stage_downsample(i), c.shortcut,
+                                         c.shortcut_kind, c.drop_path))
+                in_ch = out_ch
+            self.kmax = KMaxPool1d(c.kmax)
+            layers: list[nn.Module] = []
+            width = in_ch * c.kmax
+            for dim in c.fc_dims:
+                layers += [nn.Linear(width, dim), nn.ReLU(inplace=True)]
+                if c.dropout:
+                    layers.append(nn.Dropout(c.dropout))
+                width = dim
+            layers.append(nn.Linear(width, c.num_classes))
+            self.head = nn.Sequential(*layers)
+        self.ngrams = (NgramBag(c.ngram_buckets, c.ngram_dim, c.ngram_orders, c.num_classes)
+                       if c.ngram_buckets else None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -136,8 +170,11 @@ class VDCNN(nn.Module):
             elif isinstance(m, nn.BatchNorm1d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        # A small classifier layer starts every class near equal probability.
-        nn.init.normal_(self.head[-1].weight, std=0.01)
+        if self.config.conv:
+            # A small classifier layer starts every class near equal probability.
+            nn.init.normal_(self.head[-1].weight, std=0.01)
+        if self.ngrams is not None:
+            self.ngrams.reset_parameters()
 
     def lengths_from_ids(self, ids: Tensor) -> Tensor:
         """Position after the last non-pad id of each row (at least 1)."""
@@ -146,11 +183,14 @@ class VDCNN(nn.Module):
         return torch.where(real.any(1), last, torch.ones_like(last))
 
     def features(self, ids: Tensor, lengths: Lengths = None) -> Tensor:
-        """Pooled ``(batch, channels * kmax)`` features before the FC head."""
+        """Pooled ``(batch, channels * kmax)`` features of the conv path, before the FC head."""
         if self.config.mask_padding:
             lengths = self.lengths_from_ids(ids) if lengths is None else lengths.clamp(min=1, max=ids.size(1))
         else:
             lengths = None
+        return self._conv_features(ids, lengths)
+
+    def _conv_features(self, ids: Tensor, lengths: Lengths) -> Tensor:
         x = self.embedding(ids.long()).transpose(1, 2)
         x = self.first_conv(zero_padding(x, lengths))
         for stage in self.stages:
@@ -158,7 +198,15 @@ class VDCNN(nn.Module):
         return self.kmax(x, lengths).flatten(1)
 
     def forward(self, ids: Tensor, lengths: Lengths = None) -> Tensor:
-        return self.head(self.features(ids, lengths))
+        if self.ngrams is None:
+            return self.head(self.features(ids, lengths))
+        # The n-gram path always needs the real lengths (its mean must not count padding).
+        lengths = self.lengths_from_ids(ids) if lengths is None else lengths.clamp(min=1, max=ids.size(1))
+        ngram_logits = self.ngrams(ids, lengths)
+        if not self.config.conv:
+            return ngram_logits
+        conv_lengths = lengths if self.config.mask_padding else None
+        return self.head(self._conv_features(ids, conv_lengths)) + ngram_logits
 
     def stage_modules(self) -> list[nn.Module]:
         """One module per stage, for per-stage gradient norms."""
@@ -209,10 +257,13 @@ def forward_flops(config: ModelConfig, length: int = 1024) -> int:
     """Forward FLOPs (2 x multiply-adds) of convolutions and linear layers for one text."""
     c = config
     t = length
-    flops = 2 * c.embedding_dim * c.channels[0] * 3 * t
+    ngram_flops = 2 * c.ngram_dim * c.num_classes + len(c.ngram_orders) * t * c.ngram_dim if c.ngram_buckets else 0
+    if not c.conv:
+        return ngram_flops
+    flops = ngram_flops + 2 * c.embedding_dim * c.channels[0] * 3 * t
     in_ch = c.channels[0]
     for i, (n_blocks, out_ch) in enumerate(zip(c.blocks, c.channels)):
-        if i > 0 and c.downsample != "none":
+        if c.stage_downsample(i) != "none":
             t = (t + 1) // 2
         for j in range(n_blocks):
             flops += 2 * in_ch * out_ch * 3 * t + 2 * out_ch * out_ch * 3 * t
@@ -229,13 +280,19 @@ def forward_flops(config: ModelConfig, length: int = 1024) -> int:
 def describe(config: ModelConfig, length: int = 1024) -> list[dict[str, Any]]:
     """Per-stage layout rows: stage, blocks, channels, output length, parameters."""
     model = VDCNN(config)
-    rows: list[dict[str, Any]] = [
+    rows: list[dict[str, Any]] = []
+    if model.ngrams is not None:
+        rows.append({"stage": f"n-gram path (orders {', '.join(map(str, config.ngram_orders))})", "blocks": "-",
+                     "channels": config.ngram_dim, "length": length, "params": count_parameters(model.ngrams)})
+    if not config.conv:
+        return rows
+    rows += [
         {"stage": "embedding + conv", "blocks": "-", "channels": config.channels[0], "length": length,
          "params": count_parameters(model.embedding) + count_parameters(model.first_conv)}
     ]
     t = length
     for i, stage in enumerate(model.stages):
-        if i > 0 and config.downsample != "none":
+        if config.stage_downsample(i) != "none":
             t = (t + 1) // 2
         rows.append({"stage": f"stage {i + 1}", "blocks": len(stage), "channels": config.channels[i],
                      "length": t, "params": count_parameters(stage)})

@@ -36,10 +36,17 @@ def lr_multiplier(cfg: RunConfig, steps_per_epoch: int, total_steps: int | None 
 
 def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     t = cfg.train
-    # No weight decay on BatchNorm parameters and biases.
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    # No weight decay on BatchNorm parameters and biases. The n-gram path (fastText inside the
+    # model) learns at its own, higher rate and without decay: most of its rows are seen by a
+    # few texts, and decay would shrink them at every step they are not.
+    named = [(n, p) for n, p in model.named_parameters() if not n.startswith("ngrams.")]
+    decay = [p for n, p in named if p.ndim > 1]
+    no_decay = [p for n, p in named if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    ngrams = [p for n, p in model.named_parameters() if n.startswith("ngrams.")]
+    if ngrams:
+        groups.append({"params": ngrams, "weight_decay": 0.0, "lr": t.lr * t.ngram_lr_scale})
+    groups = [g for g in groups if g["params"]]
     # Fused kernels (one pass over all parameters) on CPU and GPU alike.
     if t.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, fused=True)

@@ -16,12 +16,15 @@ import numpy as np
 from .baseline import spaced_script
 from .encoders import PAPER_ALPHABET
 
-__all__ = ["apply_recipe", "choose_max_length", "char_coverage", "RECIPE_NOTE"]
+__all__ = ["apply_recipe", "choose_max_length", "choose_downsamples", "choose_ngram_buckets", "fit_to_lengths",
+           "char_coverage", "RECIPE_NOTE"]
 
 RECIPE_NOTE = "automatic recipe (no --config given; `--config vdcnn9` etc. give the paper's recipes)"
 
 _ALPHABET = frozenset(PAPER_ALPHABET)
 _SAMPLE = 5000
+# Settings the recipe decides only once the training texts are encoded (``fit_to_lengths``).
+LENGTH_CHOICES = ("model.downsamples", "model.ngram_buckets", "model.ngram_orders")
 
 
 def char_coverage(texts: Sequence[str], sample: int = _SAMPLE) -> float:
@@ -64,6 +67,8 @@ def _settings(n_rows: int, imbalance: float, spaced: bool) -> dict[str, Any]:
         "train.label_smoothing": 0.1,
         "train.augment_noise": (0.15 if small else 0.25) if spaced else 0.05,
         "train.ema_decay": 0.998,
+        "model.ngram_dim": 64,
+        "model.ngram_buckets": 2 ** 16,  # refined from the encoded lengths (fit_to_lengths)
         "train.epochs": 30 if small else 20,
         "train.time_budget": "5m" if small else "12m",
     }
@@ -107,3 +112,45 @@ def choose_max_length(lengths: np.ndarray, quantile: float = 0.98, multiple: int
         return lo
     q = float(np.quantile(lengths, quantile))
     return int(np.clip(-(-int(np.ceil(q)) // multiple) * multiple, lo, hi))
+
+
+def choose_downsamples(lengths: np.ndarray, kmax: int = 8, stages: int = 4) -> int:
+    """How many stage transitions halve the length: as many as leave the median text ``kmax``
+    positions for the final k-max pooling (the paper's three suit 1,024 characters; a 20-token
+    question pooled three times keeps 3 positions, and the head would see mostly padding)."""
+    median = float(np.median(lengths)) if len(lengths) else 1.0
+    return int(np.clip(np.floor(np.log2(max(median, 1.0) / kmax)), 0, stages - 1))
+
+
+def choose_ngram_buckets(lengths: np.ndarray, orders: int) -> int:
+    """Hash buckets of the n-gram path: about one per distinct n-gram the training texts can hold,
+    as a power of two between 2^15 and 2^18 (the table is updated densely at every step, so it
+    is kept no larger than the data fills)."""
+    ngrams = float(np.sum(lengths)) * orders
+    return int(2 ** np.clip(np.ceil(np.log2(max(ngrams, 1.0) / 4)), 15, 18))
+
+
+def fit_to_lengths(cfg: Any, lengths: np.ndarray, open_keys: set[str], encoder_name: str) -> list[str]:
+    """Choices made from the encoded lengths of the training texts, for the keys the user left open:
+    the downsamplings of the conv path and the n-gram path's orders and size. Returns log lines."""
+    lines = []
+    if "model.ngram_orders" in open_keys:
+        # Subword ids are words or word pieces: fastText's word n-grams. Character and byte ids
+        # are single characters: character n-grams, as fastText's subword features.
+        cfg.set("model.ngram_orders", [1, 2, 3] if encoder_name == "subword" else [2, 3, 4, 5],
+                source="automatic recipe")
+    orders = len(cfg.model.get("ngram_orders", (1, 2, 3)))
+    if "model.ngram_buckets" in open_keys:
+        cfg.set("model.ngram_buckets", choose_ngram_buckets(lengths, orders), source="automatic recipe")
+    if "model.downsamples" in open_keys:
+        cfg.set("model.downsamples", choose_downsamples(lengths, int(cfg.model.get("kmax", 8)),
+                                                          len(cfg.model.get("channels", (64, 128, 256, 512)))),
+                source="automatic recipe")
+    m = cfg.model
+    median = float(np.median(lengths)) if len(lengths) else 0.0
+    downs = m.get("downsamples")
+    lines.append(f"  layout for a median of {median:.0f} ids: "
+                 + ("every stage transition downsamples" if downs is None else f"{downs} downsampling(s) of the conv path")
+                 + (f"; n-gram path: orders {', '.join(map(str, m.get('ngram_orders', (1, 2, 3))))}, "
+                    f"{m['ngram_buckets']:,} hash buckets" if m.get("ngram_buckets") else "; no n-gram path"))
+    return lines

@@ -9,7 +9,9 @@ resumable ``TrainingState``) and finally scores the best model (``_finish``).
 
 from __future__ import annotations
 
+import copy
 import math
+import os
 import signal
 import sys
 import time
@@ -34,7 +36,7 @@ from .layers import MaskedBatchNorm1d
 from .model import VDCNN, count_parameters, forward_flops, recalibrate_batchnorm
 from .optim import class_weights, lr_multiplier, make_optimizer, stage_grad_norms
 from .profiling import PhaseTimer, format_phases
-from .recipe import apply_recipe, char_coverage, choose_max_length
+from .recipe import LENGTH_CHOICES, apply_recipe, char_coverage, choose_max_length, fit_to_lengths
 from .runtime import bf16_supported, resolve_device
 from .time_budget import WARMUP_STEPS, TimePlan, fit_total_steps, format_duration, parse_duration
 from .train_state import EpochMeter, TrainingState, capture_rng, fresh_epoch_sums, restore_rng
@@ -103,12 +105,14 @@ def load_training_data(cfg: RunConfig) -> Splits:
 
 def train(cfg: RunConfig | None, out_dir: str | Path, resume: bool = False,
           log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
-          progress: bool = True, max_steps: int | None = None, profile: bool = False) -> TrainResult:
+          progress: bool = True, max_steps: int | None = None, profile: bool = False,
+          on_epoch: Callable[[dict[str, Any]], bool] | None = None) -> TrainResult:
     """Train (or, with ``resume``, continue) a run into ``out_dir``.
 
     ``max_steps`` stops after that many optimiser steps as if interrupted (for tests).
     ``profile`` times each step's phases (data, forward, backward, optimiser) and
-    reports them per epoch, in the log and in ``metrics.jsonl``.
+    reports them per epoch, in the log and in ``metrics.jsonl``. ``on_epoch`` sees each
+    epoch's metrics row and returns True to end the run there (autotune's pruning).
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
@@ -130,11 +134,13 @@ def train(cfg: RunConfig | None, out_dir: str | Path, resume: bool = False,
             raise ConfigError(f"{out_dir} already holds a run; use --resume to continue it or choose another --out")
     assert cfg is not None
     cfg.validate()
+    if saved is None and not resume:
+        cfg.search = _autotune(cfg, log)
     ctx = distributed.setup(resolve_device(cfg.train.device).type)
     try:
         distributed.barrier(ctx)  # every rank has checked the folder before rank 0 writes to it
         if not ctx.is_main:
-            return _train_locked(cfg, out_dir, saved, lambda s: None, False, max_steps, ctx, profile, started)
+            return _train_locked(cfg, out_dir, saved, lambda s: None, False, max_steps, ctx, profile, started, on_epoch)
         created = not out_dir.exists()
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -142,7 +148,7 @@ def train(cfg: RunConfig | None, out_dir: str | Path, resume: bool = False,
             raise ConfigError(f"cannot create the output folder {out_dir}: {exc.strerror}") from None
         try:
             with ckpt.run_lock(out_dir):
-                return _train_locked(cfg, out_dir, saved, log, progress, max_steps, ctx, profile, started)
+                return _train_locked(cfg, out_dir, saved, log, progress, max_steps, ctx, profile, started, on_epoch)
         except BaseException:
             # Bad data or options found before the run was recorded: leave no empty run folder behind.
             if created and not any(out_dir.iterdir()):
@@ -150,6 +156,49 @@ def train(cfg: RunConfig | None, out_dir: str | Path, resume: bool = False,
             raise
     finally:
         distributed.teardown(ctx)
+
+
+class EmaSchedule:
+    """EMA decay that fits the run: ``min(decay, (1 + t) / (10 + t), 1 - 10 / total_steps)`` at step t.
+
+    A fixed 0.998 on a 300-step run would average mostly untrained weights; the warm-up term
+    lets early averages follow the weights, and the last term keeps the averaging window within
+    a tenth of the planned steps (the plan of a time budget included).
+    """
+
+    def __init__(self, decay: float) -> None:
+        self.decay = decay
+        self.step: Callable[[], int] = lambda: 0
+        self.total: Callable[[], int] = lambda: 1
+
+    def bind(self, step: Callable[[], int], total: Callable[[], int]) -> None:
+        self.step, self.total = step, total
+
+    def current(self) -> float:
+        t = self.step()
+        return min(self.decay, (1 + t) / (10 + t), max(0.0, 1 - 10 / max(1, self.total())))
+
+    @torch.no_grad()
+    def __call__(self, ema_params: list[torch.Tensor], params: list[torch.Tensor], n_averaged: Any) -> None:
+        torch._foreach_lerp_(ema_params, params, 1 - self.current())
+
+
+def _autotune(cfg: RunConfig, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """Run autotune when the run qualifies (``autotune.should_autotune``, one process); its summary."""
+    from . import autotune as search
+
+    if not search.should_autotune(cfg):
+        return None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        log("autotune: skipped under a data-parallel launch (every rank would search); the recipe's own choice is used")
+        return None
+    splits = load_training_data(cfg)
+    probe = copy.deepcopy(cfg)
+    apply_recipe(probe, splits.train.texts, splits.train.labels, len(splits.label_names))
+    if not probe.train.time_budget:
+        return None
+    budget = parse_duration(probe.train.time_budget)
+    return search.autotune(cfg, budget, log, train, char_coverage(splits.train.texts))
 
 
 @dataclass
@@ -241,12 +290,12 @@ class _Run:
 
 def _train_locked(cfg: RunConfig, out_dir: Path, saved: dict[str, Any] | None, log: Callable[[str], None],
                   progress: bool, max_steps: int | None, ctx: distributed.DistContext, profile: bool,
-                  started: float) -> TrainResult:
+                  started: float, on_epoch: Callable[[dict[str, Any]], bool] | None = None) -> TrainResult:
     run = _setup(cfg, out_dir, saved, log, progress, ctx, profile, started)
     with _StopFlag() as stop:
         while run.state.epoch < run.epochs_to_run:
             _train_epoch(run, stop, max_steps)
-            if _end_epoch(run):
+            if _end_epoch(run) or (on_epoch is not None and on_epoch(run.history[-1])):
                 break
     distributed.barrier(ctx)
     return _finish(run)
@@ -287,9 +336,9 @@ def _setup(cfg: RunConfig, out_dir: Path, saved: dict[str, Any] | None, log: Cal
     if ctx.enabled:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     ema = None
+    ema_schedule = EmaSchedule(t.ema_decay)
     if t.ema_decay > 0:
-        ema = torch.optim.swa_utils.AveragedModel(
-            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(t.ema_decay), use_buffers=False)
+        ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema_schedule, use_buffers=False)
         ema.n_averaged.fill_(1)  # the initial weights are the first average (else the first update copies)
     optimizer = make_optimizer(cfg, model)
     full_batches = distributed.shard(batch_order(train_set.lengths, t.batch_size, None, False), ctx)
@@ -308,10 +357,13 @@ def _setup(cfg: RunConfig, out_dir: Path, saved: dict[str, Any] | None, log: Cal
     meta = ckpt.make_meta(model_config, encoder, labels, cfg.to_dict(), data_source=splits.train.source,
                           parameters=count_parameters(model), flops=forward_flops(model_config, max_len),
                           label_rule=splits.label_rule.to_dict())
+    if cfg.search is not None:
+        meta["autotune"] = cfg.search
     run = _Run(cfg, out_dir, log, progress, ctx, device, use_bf16, started, labels, encoder, train_set, val_set,
                test_set, splits.test.source if splits.test is not None else "", model, net, ema, optimizer,
                scheduler, weight, steps_per_epoch, t.bucket and model_config.mask_padding, meta,
                PhaseTimer(profile, device), state)
+    ema_schedule.bind(lambda: run.state.global_step, lambda: run.total_steps)
     if saved is not None:
         _restore(run)
     else:
@@ -327,6 +379,7 @@ def _encode_data(cfg: RunConfig, splits: Splits, resumed_from: Path | None, log:
     """Build the encoder on the training texts (or read it back when resuming) and encode every split once."""
     labels = splits.label_names
     fit_length = cfg.auto and "encoder.max_length" not in cfg.explicit
+    open_layout = ({k for k in LENGTH_CHOICES if k not in cfg.explicit} if cfg.auto else set())
     if cfg.auto:
         for line in apply_recipe(cfg, splits.train.texts, splits.train.labels, len(labels)):
             log(line)
@@ -341,7 +394,11 @@ def _encode_data(cfg: RunConfig, splits: Splits, resumed_from: Path | None, log:
     if fit_length:
         cfg.encoder.max_length = choose_max_length(train_set.lengths)
         train_set = train_set.truncated(cfg.encoder.max_length)
-        log(f"  max length {cfg.encoder.max_length} ids (98 % of the training texts fit whole)")
+        whole = float(np.mean(train_set.lengths < cfg.encoder.max_length)) if len(train_set) else 1.0
+        log(f"  max length {cfg.encoder.max_length} ids ({whole:.0%} of the training texts fit whole)")
+    if open_layout and resumed_from is None:
+        for line in fit_to_lengths(cfg, train_set.lengths, open_layout, encoder.name):
+            log(line)
     max_len = cfg.encoder.max_length
     val_set = encode_texts(encoder, splits.val.texts, splits.val.labels, max_len)
     test_set = (encode_texts(encoder, splits.test.texts, splits.test.labels, max_len)
@@ -382,6 +439,8 @@ def _restore(run: _Run) -> None:
     plan = f" (time plan kept: {s.time_plan['total_steps']:,} steps)" if s.time_plan else ""
     run.log(f"resuming at epoch {s.epoch + 1}, step {s.step_in_epoch} of {run.steps_per_epoch}{plan}")
     run.meta["best"] = ckpt.read_config(out_dir).get("best")
+    if ckpt.read_config(out_dir).get("autotune") is not None:
+        run.meta["autotune"] = ckpt.read_config(out_dir)["autotune"]
     if s.time_plan:
         run.meta["time_plan"] = s.time_plan
 

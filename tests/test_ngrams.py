@@ -1,0 +1,188 @@
+"""The n-gram path, the length-aware layout, the EMA schedule and autotune (issue: beat the simple models)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vdcnn.config import build_config
+from vdcnn.errors import ConfigError
+from vdcnn.model import VDCNN, ModelConfig, describe
+from vdcnn.ngrams import NgramBag, hash_ngrams
+from vdcnn.optim import make_optimizer
+from vdcnn.recipe import choose_downsamples, choose_ngram_buckets, fit_to_lengths
+from vdcnn.train import EmaSchedule
+from tests.variants import CORPUS, make_encoder
+
+
+def _ids(texts: list[str], encoder_name: str = "subword", length: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    ids, lengths = make_encoder(encoder_name).encode_batch(texts, length)
+    return torch.from_numpy(ids).long(), torch.from_numpy(lengths).long()
+
+
+def test_hash_counts_only_ngrams_inside_the_text():
+    ids = torch.tensor([[5, 6, 7, 8, 0, 0], [9, 0, 0, 0, 0, 0]])
+    lengths = torch.tensor([4, 1])
+    buckets, mask = hash_ngrams(ids, lengths, (1, 2, 3), 1000)
+    assert buckets.shape == mask.shape == (2, 18)
+    assert mask[0].sum() == 4 + 3 + 2 and mask[1].sum() == 1
+    assert int(buckets.min()) >= 0 and int(buckets.max()) < 1000
+
+
+def test_same_ngram_same_bucket_anywhere_and_orders_apart():
+    a = torch.tensor([[3, 4, 5, 3, 4]])
+    buckets, _ = hash_ngrams(a, torch.tensor([5]), (2,), 1 << 20)
+    assert buckets[0, 0] == buckets[0, 3]  # the bigram (3, 4) at positions 0 and 3
+    assert buckets[0, 0] != buckets[0, 1]
+    both, mask = hash_ngrams(torch.tensor([[3, 4]]), torch.tensor([2]), (1, 2), 1 << 20)
+    real = both[0][mask[0] > 0].tolist()  # unigrams 3 and 4, bigram (3, 4)
+    assert len(real) == 3 and len(set(real)) == 3
+
+
+def test_ngram_bag_ignores_padding_and_starts_at_zero_logits():
+    bag = NgramBag(4096, 16, (1, 2, 3), 4)
+    ids, lengths = _ids(CORPUS[:3])
+    assert torch.count_nonzero(bag(ids, lengths)) == 0  # zero output layer: no class favoured at the start
+    torch.nn.init.normal_(bag.out.weight)
+    wide = torch.cat([ids, torch.zeros(3, 40, dtype=torch.long)], 1)
+    assert torch.allclose(bag(ids, lengths), bag(wide, lengths), atol=1e-6)
+    alone = torch.cat([bag(ids[i:i + 1, : int(lengths[i])], lengths[i:i + 1]) for i in range(3)])
+    assert torch.allclose(bag(ids, lengths), alone, atol=1e-6)
+
+
+@pytest.mark.parametrize("conv", [True, False])
+@pytest.mark.parametrize("downsamples", [0, 1, None])
+def test_model_with_ngram_path_is_padding_invariant(conv, downsamples):
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=make_encoder("subword").vocab_size, num_classes=3, channels=(8, 16, 32, 64),
+                         fc_dims=(32,), embedding_dim=8, ngram_buckets=4096, ngram_dim=16, conv=conv,
+                         downsamples=downsamples)
+    model = VDCNN(config).eval()
+    torch.nn.init.normal_(model.ngrams.out.weight)
+    ids, lengths = _ids(CORPUS)
+    with torch.no_grad():
+        batched = model(ids, lengths)
+        alone = torch.cat([model(ids[i:i + 1, : int(lengths[i])], lengths[i:i + 1]) for i in range(len(CORPUS))])
+    assert torch.allclose(batched, alone, atol=1e-5)
+    if not conv:
+        assert not model.stages and not hasattr(model, "head")
+
+
+def test_downsamples_sets_the_pooled_length():
+    config = ModelConfig(depth=9, downsamples=1)
+    assert [config.stage_downsample(i) for i in range(4)] == ["none", "max", "none", "none"]
+    rows = describe(config, 64)
+    assert [r["length"] for r in rows if r["stage"].startswith("stage")] == [64, 32, 32, 32]
+    assert ModelConfig(depth=9).pooled_length_factor == 8 and config.pooled_length_factor == 2
+    with pytest.raises(ConfigError):
+        ModelConfig(downsamples=-1)
+    with pytest.raises(ConfigError):
+        VDCNN(ModelConfig(conv=False))  # neither path
+
+
+def test_recipe_fits_layout_to_lengths():
+    assert choose_downsamples(np.full(100, 14)) == 0  # a question: keep every position
+    assert choose_downsamples(np.full(100, 50)) == 2
+    assert choose_downsamples(np.full(100, 900)) == 3  # the paper's three for long text
+    assert choose_ngram_buckets(np.full(10, 5), 3) == 2 ** 15
+    assert choose_ngram_buckets(np.full(100_000, 200), 3) == 2 ** 18
+    cfg = build_config(None, {})
+    lines = fit_to_lengths(cfg, np.full(500, 30), {"model.downsamples", "model.ngram_buckets", "model.ngram_orders"},
+                           "char")
+    assert cfg.model["downsamples"] == 1 and cfg.model["ngram_orders"] == (2, 3, 4, 5)
+    assert "n-gram path" in lines[0]
+    cfg = build_config(None, {})
+    cfg.set("model.downsamples", 3)
+    fit_to_lengths(cfg, np.full(500, 30), {"model.ngram_buckets", "model.ngram_orders"}, "subword")
+    assert cfg.model["downsamples"] == 3  # the user's choice stands
+
+
+def test_ngram_path_learns_at_its_own_rate_without_decay():
+    cfg = build_config(None, {})
+    cfg.set("train.optimizer", "adamw")
+    cfg.set("train.lr", 0.001)
+    cfg.set("train.weight_decay", 0.05)
+    model = VDCNN(ModelConfig(vocab_size=50, num_classes=3, channels=(8, 16, 32, 64), fc_dims=(16,),
+                              ngram_buckets=1024, ngram_dim=8))
+    groups = make_optimizer(cfg, model).param_groups
+    ngram = [g for g in groups if any(p is model.ngrams.embedding.weight for p in g["params"])]
+    assert len(ngram) == 1 and ngram[0]["lr"] == pytest.approx(0.001 * cfg.train.ngram_lr_scale)
+    assert ngram[0]["weight_decay"] == 0.0
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_ema_decay_fits_the_planned_steps():
+    ema = EmaSchedule(0.998)
+    step, total = [0], [300]
+    ema.bind(lambda: step[0], lambda: total[0])
+    assert ema.current() == pytest.approx(0.1)  # warm-up: the first averages follow the weights
+    step[0] = 290
+    assert ema.current() == pytest.approx(1 - 10 / 300)  # a 300-step run averages its last ~30 steps
+    total[0], step[0] = 100_000, 50_000
+    assert ema.current() == pytest.approx(0.998)
+
+
+def test_autotune_candidates_and_when_it_runs():
+    from vdcnn.autotune import candidates, should_autotune
+
+    cfg = build_config(None, {})
+    assert cfg.auto and should_autotune(cfg)
+    names = [c.name for c in candidates(cfg, coverage=0.99)]
+    assert names[0] == "subword + n-grams" and "char + n-grams" in names
+    assert "byte + n-grams" in [c.name for c in candidates(cfg, coverage=0.2)]  # text the alphabet cannot spell
+    fixed = build_config(None, {}, ["encoder.name=byte", "train.epochs=3"])
+    assert not should_autotune(fixed)  # the user fixed the length of the run
+    assert all("encoder.name" not in c.settings for c in candidates(fixed, 0.99))
+    assert not should_autotune(build_config("vdcnn9", {}))
+
+
+def test_autotune_tries_candidates_on_validation_and_records_the_choice(tmp_path, monkeypatch):
+    """A real (tiny) search: every candidate trains on the topic CSV, the winner's settings are set
+    on the run and stored in config.json with the trials."""
+    import vdcnn.autotune as search
+    from tests.conftest import write_topic_csv
+    from vdcnn.train import train
+
+    monkeypatch.setattr(search, "_MIN_TRIAL_S", 0.5)
+    data = write_topic_csv(tmp_path / "topics.csv", rows_per_class=30)
+    cfg = build_config(None, {}, [f"data.dataset={data}", "model.channels=[8,16,32,64]", "model.fc_dims=[16]",
+                                  "train.threads=1", "train.epochs=2"])  # short trials
+    logs: list[str] = []
+    summary = search.autotune(cfg, 40.0, logs.append, train, coverage=0.99)
+    assert len(summary["trials"]) >= 2, logs
+    assert summary["chosen"] in [t["candidate"] for t in summary["trials"]]
+    assert all(0.0 <= t["best_val"] <= 1.0 for t in summary["trials"])
+    for key, value in summary["settings"].items():
+        assert cfg.model.get(key.split(".")[1], getattr(cfg.encoder, key.split(".")[1], None)) == value
+    assert any(line.startswith("autotune chose") for line in logs)
+
+
+def test_ngram_model_exports_with_parity(tmp_path, monkeypatch):
+    """The n-gram path is integer arithmetic on the ids: ONNX and TorchScript bundles give the
+    run's probabilities (the same parity as every other variant)."""
+    pytest.importorskip("onnxruntime")
+    from tests.test_export import LABELS, TEXTS, assert_parity, make_run
+    from vdcnn.export import export_run
+    from vdcnn.predict import Classifier
+
+    encoder = make_encoder("subword")
+    config = ModelConfig(vocab_size=encoder.vocab_size, num_classes=len(LABELS), channels=(8, 16, 32, 64),
+                         fc_dims=(32,), embedding_dim=8, ngram_buckets=4096, ngram_dim=16, downsamples=1)
+    reset = NgramBag.reset_parameters
+
+    def loud(self: NgramBag) -> None:  # a non-zero output layer, so the path counts in the logits
+        reset(self)
+        torch.nn.init.normal_(self.out.weight, std=0.5)
+
+    monkeypatch.setattr(NgramBag, "reset_parameters", loud)
+    run = make_run(tmp_path, config, encoder)
+    assert torch.count_nonzero(Classifier.load(run, device="cpu").model.ngrams.out.weight) > 0
+    expected = Classifier.load(run, device="cpu").predict_proba(TEXTS)
+    for fmt in ("onnx", "torchscript"):
+        bundle = export_run(run, fmt)
+        got = Classifier.load(bundle, device="cpu").predict_proba(TEXTS)
+        assert_parity(got, expected, allowed_fraction=0.2, what=fmt)

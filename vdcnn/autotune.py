@@ -1,0 +1,148 @@
+"""Autotune: the automatic recipe's choices tried on validation, inside the run's time budget.
+
+What fastText's ``-autotune-validation`` gives its users, for VDCNN. ``autotune(cfg, out_dir,
+log)`` runs before the real training of a run under the automatic recipe: a few candidate
+recipes (the encoder, with the paper's characters or UTF-8 bytes beside learned subwords; the
+n-gram path on or off; a deeper net with shortcuts) are trained one after the other on the
+run's own training rows, each scored on its validation rows after every epoch. Optuna's
+successive-halving pruner stops a trial whose validation score at an epoch is in the lower half
+of the trials that reached that epoch, and hands the time it did not use to the trials after it.
+The best trial's settings are set on ``cfg`` (as explicit choices) and the real run gets the
+rest of the budget. Nothing is chosen on a test split.
+
+The search runs only where nothing fixed its length: no preset, and neither ``--epochs`` nor
+``--time-budget`` given; a setting the user gave is never searched. ``--no-autotune`` skips it.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import RunConfig
+
+__all__ = ["SEARCH_SHARE", "Candidate", "candidates", "should_autotune", "autotune"]
+
+SEARCH_SHARE = 0.35  # of the run's time budget
+_MIN_TRIAL_S = 20.0
+
+
+@dataclass
+class Candidate:
+    """One recipe to try: a name for the log and the settings it changes."""
+
+    name: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def should_autotune(cfg: RunConfig) -> bool:
+    """Whether a run searches: the automatic recipe, autotune on, and no length fixed by the user."""
+    return (cfg.auto and cfg.train.autotune
+            and not {"train.epochs", "train.time_budget"} & cfg.explicit)
+
+
+def candidates(cfg: RunConfig, coverage: float) -> list[Candidate]:
+    """The recipes worth trying on this data, less any dimension the user fixed.
+
+    The first is the recipe's own choice (subword ids with the n-gram path), so a search that
+    learns nothing still trains what the recipe would have.
+    """
+    fixed = cfg.explicit
+    chars = "char" if coverage >= 0.9 else "byte"
+    out = [Candidate("subword + n-grams", {})]
+    if "encoder.name" not in fixed:
+        out.append(Candidate(f"{chars} + n-grams", {"encoder.name": chars}))
+    if "model.ngram_buckets" not in fixed:
+        out.append(Candidate("subword, conv alone", {"model.ngram_buckets": 0}))
+    if not {"model.depth", "model.stages", "model.shortcut"} & fixed:
+        out.append(Candidate("subword + n-grams, depth 17, shortcuts",
+                             {"model.depth": 17, "model.shortcut": True}))
+    return out
+
+
+def autotune(cfg: RunConfig, budget_s: float, log: Callable[[str], None],
+             train_fn: Callable[..., Any], coverage: float) -> dict[str, Any]:
+    """Search, set the winner's settings on ``cfg`` and return a summary for ``config.json``.
+
+    ``train_fn`` is ``vdcnn.train.train`` (passed in: this module must not import the loop).
+    ``budget_s`` is the whole run's; the search takes ``SEARCH_SHARE`` of it.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    started = time.perf_counter()
+    search_s = SEARCH_SHARE * budget_s
+    options = candidates(cfg, coverage)
+    if len(options) < 2:
+        return {"trials": [], "chosen": options[0].name if options else None, "search_s": 0.0}
+    select = "val_macro_f1" if cfg.train.select_by == "macro_f1" else "val_acc"
+    pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2)
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for i in range(len(options)):
+        study.enqueue_trial({"candidate": i})  # every candidate once, in order: the recipe's own first
+    log(f"autotune: {len(options)} candidate recipes on the validation split within {search_s:.0f} s "
+        f"({SEARCH_SHARE:.0%} of the {budget_s:.0f} s budget; --no-autotune skips it)")
+    rows: list[dict[str, Any]] = []
+    workdir = Path(tempfile.mkdtemp(prefix="vdcnn-autotune-"))
+    try:
+        for i, option in enumerate(options):
+            left = search_s - (time.perf_counter() - started)
+            share = left / (len(options) - i)
+            if share < _MIN_TRIAL_S:
+                log(f"  {option.name}: skipped ({left:.0f} s of the search left)")
+                continue
+            trial = study.ask()
+            trial.suggest_categorical("candidate", list(range(len(options))))
+            trial_cfg = _trial_config(cfg, option, share)
+            scores: list[float] = []
+
+            def report(row: dict[str, Any]) -> bool:
+                value = row.get(select)
+                value = float(value) if value is not None else -float(row["train_loss"])
+                scores.append(value)
+                trial.report(value, row["epoch"])
+                return trial.should_prune()
+
+            begun = time.perf_counter()
+            try:
+                train_fn(trial_cfg, workdir / f"trial{i}", progress=False, log=lambda s: None, on_epoch=report)
+            except Exception as exc:  # a candidate that cannot train here (e.g. diverges) loses, the search goes on
+                log(f"  {option.name}: failed ({type(exc).__name__}: {str(exc)[:120]})")
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                continue
+            best = max(scores) if scores else float("-inf")
+            pruned = trial.should_prune() and len(scores) > 0
+            study.tell(trial, best)
+            rows.append({"candidate": option.name, "settings": option.settings, "best_val": best,
+                         "epochs": len(scores), "seconds": round(time.perf_counter() - begun, 1), "pruned": pruned})
+            log(f"  {option.name}: best validation {select.replace('val_', '')} {best * 100:.2f} % after "
+                f"{len(scores)} epoch(s), {time.perf_counter() - begun:.0f} s" + (" (pruned)" if pruned else ""))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if not rows:
+        return {"trials": [], "chosen": options[0].name, "search_s": round(time.perf_counter() - started, 1)}
+    winner = max(rows, key=lambda r: r["best_val"])
+    for key, value in winner["settings"].items():
+        cfg.set(key, value, source="autotune")
+    spent = time.perf_counter() - started
+    log(f"autotune chose: {winner['candidate']} (validation {winner['best_val'] * 100:.2f} %); "
+        f"search took {spent:.0f} s, the run gets the remaining {max(0.0, budget_s - spent):.0f} s")
+    return {"trials": rows, "chosen": winner["candidate"], "settings": winner["settings"],
+            "search_s": round(spent, 1), "select_by": select}
+
+
+def _trial_config(cfg: RunConfig, option: Candidate, seconds: float) -> RunConfig:
+    """The run's config with the candidate's settings and a budget of ``seconds``; no autotune inside."""
+    trial = copy.deepcopy(cfg)
+    for key, value in option.settings.items():
+        trial.set(key, value, source="autotune")
+    trial.set("train.autotune", False, source="autotune")
+    trial.set("train.time_budget", round(seconds, 1), source="autotune")
+    # Trials are scored on validation only; a trial's own "test" scoring would be wasted time.
+    trial.set("data.test_split", "none", source="autotune")
+    return trial

@@ -1,0 +1,70 @@
+"""The n-gram path: fastText's model inside VDCNN.
+
+``NgramBag`` hashes every n-gram (of the orders given) of a text's input ids into a fixed
+number of buckets, embeds each bucket, averages the embeddings over the text's real n-grams
+and maps the mean to class logits with one linear layer: the fastText classifier (Joulin et
+al. 2017), over the encoder's ids (subword n-grams for the subword encoder, character n-grams
+for the character and byte encoders). The hashing is plain integer arithmetic on the ids, so
+the path needs no extra input, travels inside the model's weights and exports to ONNX and
+TorchScript with the rest of the network.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+_PRIME = 1_000_003  # polynomial hash multiplier
+_MODULUS = 2_147_483_647  # 2**31 - 1: keeps every intermediate far below int64's range
+
+
+def hash_ngrams(ids: Tensor, lengths: Tensor, orders: tuple[int, ...], buckets: int) -> tuple[Tensor, Tensor]:
+    """Bucket ids ``(batch, len(orders) * time)`` of every n-gram and a float mask of the real ones.
+
+    The n-gram starting at position i is real when it ends inside the text (i + n <= length).
+    Shapes never depend on the values or on the text length being at least n, so a trace stays
+    valid for any input.
+    """
+    ids = ids.long()
+    time = ids.size(1)
+    widest = max(orders)
+    padded = F.pad(ids, (0, widest - 1))
+    starts = torch.arange(time, device=ids.device, dtype=torch.long).unsqueeze(0)
+    hashed: list[Tensor] = []
+    masks: list[Tensor] = []
+    for n in orders:
+        h = torch.full_like(ids, n)  # the order seeds the hash: a bigram never shares a unigram's bucket by design
+        for j in range(n):
+            h = (h * _PRIME + padded[:, j:j + time] + 1) % _MODULUS
+        hashed.append(h % buckets)
+        masks.append(starts + n <= lengths.long().unsqueeze(1))
+    return torch.cat(hashed, 1), torch.cat(masks, 1).to(torch.float32)
+
+
+class NgramBag(nn.Module):
+    """Hashed n-gram embeddings, averaged over the text, to logits (an EmbeddingBag in mean mode)."""
+
+    def __init__(self, buckets: int, dim: int, orders: tuple[int, ...], num_classes: int) -> None:
+        super().__init__()
+        self.buckets = buckets
+        self.orders = tuple(orders)
+        self.embedding = nn.Embedding(buckets, dim)
+        self.out = nn.Linear(dim, num_classes)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """fastText's initialisation: small uniform input vectors, a zero output layer."""
+        dim = self.embedding.embedding_dim
+        nn.init.uniform_(self.embedding.weight, -1.0 / dim, 1.0 / dim)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
+        buckets, mask = hash_ngrams(ids, lengths, self.orders, self.buckets)
+        vectors = self.embedding(buckets).float() * mask.unsqueeze(-1)
+        mean = vectors.sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
+        return self.out(mean)
+
+    def extra_repr(self) -> str:
+        return f"orders={list(self.orders)}, buckets={self.buckets}"
