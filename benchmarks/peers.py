@@ -15,12 +15,13 @@ chooses on, and returns its test predictions, so a paired test (McNemar) can com
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -95,8 +96,7 @@ def fasttext_peers(splits: Any, metric: str, autotune_s: int = 60) -> list[dict[
         variants: list[tuple[str, dict[str, Any]]] = [
             ("fastText (defaults)", {}),
             ("fastText (bigrams, 25 epochs)", {"wordNgrams": 2, "epoch": 25}),
-            (f"fastText (autotuned {autotune_s} s)", {"autotuneValidationFile": val, "autotuneDuration": autotune_s,
-                                                       "verbose": 0}),
+            (f"fastText (autotuned {autotune_s} s)", {"autotuneValidationFile": val, "autotuneDuration": autotune_s}),
         ]
         for name, kw in variants:
             model = _train_fasttext(fasttext, train, kw)
@@ -111,17 +111,35 @@ def fasttext_peers(splits: Any, metric: str, autotune_s: int = 60) -> list[dict[
     return out
 
 
+@contextlib.contextmanager
+def _silenced() -> Iterator[None]:
+    """Send the process's own stdout and stderr (file descriptors 1 and 2) to /dev/null."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, null):
+            os.close(fd)
+
+
 def _train_fasttext(fasttext: Any, train: str, kw: dict[str, Any]) -> Any:
     """fastText's trainer with its own defaults. It raises "Encountered NaN" now and then (its
     updates are lock-free across threads; here also whenever lr is passed explicitly, a quirk of
-    the fasttext-numpy2-wheel binding): such a run is tried again, at most four times."""
-    for attempt in range(4):
+    the fasttext-numpy2-wheel binding; more often on a busy CPU, where one thread lags and the
+    learning rate, computed from the progress of all, turns negative): tried again, at most 8 times."""
+    for attempt in range(8):
         try:
-            if "autotuneValidationFile" in kw:
-                return fasttext.train_supervised(input=train, thread=2, **kw)
-            return fasttext.train_supervised(input=train, thread=2, verbose=0, **kw)
+            with _silenced():  # autotune prints its progress from C++ whatever verbose says
+                return fasttext.train_supervised(input=train, thread=2, verbose=0, **kw)
         except RuntimeError as exc:
-            if "NaN" not in str(exc) or attempt == 3:
+            if "NaN" not in str(exc) or attempt == 7:
                 raise
     raise AssertionError("unreachable")
 

@@ -29,6 +29,9 @@ from .config import RunConfig
 __all__ = ["SEARCH_SHARE", "Candidate", "candidates", "should_autotune", "autotune"]
 
 SEARCH_SHARE = 0.35  # of the run's time budget
+LARGE_ROWS = 20_000  # from here on the search takes LARGE_SHARE and its trials read a subset
+LARGE_SHARE = 0.15
+TRIAL_ROWS = 10_000
 _MIN_TRIAL_S = 20.0
 
 
@@ -66,17 +69,21 @@ def candidates(cfg: RunConfig, coverage: float) -> list[Candidate]:
 
 
 def autotune(cfg: RunConfig, budget_s: float, log: Callable[[str], None],
-             train_fn: Callable[..., Any], coverage: float) -> dict[str, Any]:
+             train_fn: Callable[..., Any], coverage: float, rows: int = 0) -> dict[str, Any]:
     """Search, set the winner's settings on ``cfg`` and return a summary for ``config.json``.
 
     ``train_fn`` is ``vdcnn.train.train`` (passed in: this module must not import the loop).
-    ``budget_s`` is the whole run's; the search takes ``SEARCH_SHARE`` of it.
+    ``budget_s`` is the whole run's; the search takes ``SEARCH_SHARE`` of it, or ``LARGE_SHARE``
+    from ``LARGE_ROWS`` training rows on, where the trials read a ``TRIAL_ROWS`` subset (the
+    real run, not the search, is what a large dataset's time should go to).
     """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.perf_counter()
-    search_s = SEARCH_SHARE * budget_s
+    large = rows >= LARGE_ROWS
+    share = LARGE_SHARE if large else SEARCH_SHARE
+    search_s = share * budget_s
     options = candidates(cfg, coverage)
     if len(options) < 2:
         return {"trials": [], "chosen": options[0].name if options else None, "search_s": 0.0}
@@ -86,19 +93,21 @@ def autotune(cfg: RunConfig, budget_s: float, log: Callable[[str], None],
     for i in range(len(options)):
         study.enqueue_trial({"candidate": i})  # every candidate once, in order: the recipe's own first
     log(f"autotune: {len(options)} candidate recipes on the validation split within {search_s:.0f} s "
-        f"({SEARCH_SHARE:.0%} of the {budget_s:.0f} s budget; --no-autotune skips it)")
+        f"({share:.0%} of the {budget_s:.0f} s budget"
+        + (f"; trials read {TRIAL_ROWS:,} of the {rows:,} training rows" if large else "")
+        + "; --no-autotune skips it)")
     rows: list[dict[str, Any]] = []
     workdir = Path(tempfile.mkdtemp(prefix="vdcnn-autotune-"))
     try:
         for i, option in enumerate(options):
             left = search_s - (time.perf_counter() - started)
-            share = left / (len(options) - i)
-            if share < _MIN_TRIAL_S:
+            trial_s = left / (len(options) - i)
+            if trial_s < _MIN_TRIAL_S:
                 log(f"  {option.name}: skipped ({left:.0f} s of the search left)")
                 continue
             trial = study.ask()
             trial.suggest_categorical("candidate", list(range(len(options))))
-            trial_cfg = _trial_config(cfg, option, share)
+            trial_cfg = _trial_config(cfg, option, trial_s, TRIAL_ROWS if large else None)
             scores: list[float] = []
 
             def report(row: dict[str, Any]) -> bool:
@@ -136,9 +145,12 @@ def autotune(cfg: RunConfig, budget_s: float, log: Callable[[str], None],
             "search_s": round(spent, 1), "select_by": select}
 
 
-def _trial_config(cfg: RunConfig, option: Candidate, seconds: float) -> RunConfig:
-    """The run's config with the candidate's settings and a budget of ``seconds``; no autotune inside."""
+def _trial_config(cfg: RunConfig, option: Candidate, seconds: float, limit: int | None = None) -> RunConfig:
+    """The run's config with the candidate's settings and a budget of ``seconds`` (on ``limit``
+    training rows when given); no autotune inside."""
     trial = copy.deepcopy(cfg)
+    if limit is not None and "data.limit" not in cfg.explicit:
+        trial.set("data.limit", limit, source="autotune")
     for key, value in option.settings.items():
         trial.set(key, value, source="autotune")
     trial.set("train.autotune", False, source="autotune")

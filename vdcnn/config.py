@@ -75,7 +75,7 @@ class TrainSettings:
     time_budget: str | float | None = None  # seconds, or "15m", "90s": fit epochs and schedule so the whole run ends on time
     class_weights: str = "none"  # none | balanced (loss weights inverse to class frequency)
     select_by: str = "accuracy"  # accuracy | macro_f1: the validation score that picks the best epoch
-    ngram_lr_scale: float = 10.0  # the n-gram path's learning rate, as a multiple of lr
+    ngram_lr_scale: float = 1.0  # the n-gram path's learning rate, as a multiple of lr
     autotune: bool = True  # automatic recipe: try candidate recipes on validation within the time budget
 
 

@@ -63,6 +63,8 @@ def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
 def stage_grad_norms(model: VDCNN) -> torch.Tensor:
     """Gradient norm of each stage, as one device tensor (read later, with the other sums)."""
     norms = []
+    if not model.stage_modules():  # the n-gram path alone has no stages
+        return torch.zeros(0, device=next(model.parameters()).device)
     for stage in model.stage_modules():
         grads = [p.grad for p in stage.parameters() if p.grad is not None]
         norms.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))

@@ -198,7 +198,7 @@ def _autotune(cfg: RunConfig, log: Callable[[str], None]) -> dict[str, Any] | No
     if not probe.train.time_budget:
         return None
     budget = parse_duration(probe.train.time_budget)
-    return search.autotune(cfg, budget, log, train, char_coverage(splits.train.texts))
+    return search.autotune(cfg, budget, log, train, char_coverage(splits.train.texts), len(splits.train))
 
 
 @dataclass
