@@ -186,3 +186,15 @@ def test_ngram_model_exports_with_parity(tmp_path, monkeypatch):
         bundle = export_run(run, fmt)
         got = Classifier.load(bundle, device="cpu").predict_proba(TEXTS)
         assert_parity(got, expected, allowed_fraction=0.2, what=fmt)
+
+
+def test_long_documents_get_the_large_budget():
+    """11k long posts take longer per pass than 57k snippets: the budget follows the characters."""
+    from vdcnn.recipe import apply_recipe
+
+    labels = np.arange(2000) % 4
+    short = build_config(None, {})
+    apply_recipe(short, ["a short news line about markets"] * 2000, labels, 4)
+    long = build_config(None, {})
+    apply_recipe(long, ["a long post " * 500] * 2000, labels, 4)  # 12M characters
+    assert short.train.time_budget == "5m" and long.train.time_budget == "12m"
