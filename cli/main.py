@@ -106,7 +106,8 @@ def _default_out(cfg) -> Path:
 def train(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML preset (path or preset name)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/NAME-TIME)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its saved state."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its saved state "
+                                "(a worker that `torchrun --max-restarts` starts again continues by itself)."),
     set_: List[str] = typer.Option([], "--set", help="Any setting, e.g. --set train.momentum=0.8."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     profile: bool = typer.Option(False, "--profile",
@@ -131,6 +132,8 @@ def train(
         cfg = build_config(config, options, set_)
         out = out or _default_out(cfg)
         result = run_training(cfg, out, log=err, progress=progress, profile=profile)
+    if not result.is_main:  # under torchrun, rank 0 alone reports and fits the baseline
+        return
     err(f"best validation accuracy {result.best_val_accuracy * 100:.2f} % at epoch {result.best_epoch}; "
         f"run folder: {result.out_dir}")
     if baseline:

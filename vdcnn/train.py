@@ -13,6 +13,7 @@ import math
 import signal
 import sys
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -26,7 +27,7 @@ from . import distributed
 from .augment import char_noise, random_crop
 from .batching import Encoded, batch_order, encode_texts, make_batch
 from .config import RunConfig
-from .data import Splits, load_splits
+from .data import LabelRule, Splits, load_splits, run_label_rule
 from .encoders import Encoder, build_encoder, encoder_from_dict
 from .errors import CheckpointError, ConfigError, DataError, VdcnnError
 from .evaluate import classification_report, predict_logits
@@ -63,6 +64,12 @@ class TrainResult:
     test: dict[str, Any] | None = None
     wall_time_s: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
+    rank: int = 0  # under torchrun, the process that returned it: only rank 0's holds the test scores
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this is rank 0's result (the one to print, compare and build on)."""
+        return self.rank == 0
 
 
 class _StopFlag:
@@ -90,12 +97,13 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
-def load_training_data(cfg: RunConfig) -> Splits:
-    """Train, validation and test splits of the run's dataset (the test split read before training)."""
+def load_training_data(cfg: RunConfig, label_rule: LabelRule | None = None) -> Splits:
+    """Train, validation and test splits of the run's dataset (the test split read before training),
+    under ``label_rule`` when given (a resumed run's, or rank 0's), else the one the training split decides."""
     d = cfg.data
     splits = load_splits(d.dataset, text_columns=d.text_columns, label_column=d.label_column,
                          val_fraction=d.val_fraction, limit=d.limit, test_split=d.test_split,
-                         seed=cfg.train.seed if d.split_seed is None else d.split_seed)
+                         seed=cfg.train.seed if d.split_seed is None else d.split_seed, label_rule=label_rule)
     if len(splits.train.texts) == 0:
         raise DataError(f"{splits.train.source}: the training split has no rows")
     return splits
@@ -109,30 +117,17 @@ def train(cfg: RunConfig | None, out_dir: str | Path, resume: bool = False,
     ``max_steps`` stops after that many optimiser steps as if interrupted (for tests).
     ``profile`` times each step's phases (data, forward, backward, optimiser) and
     reports them per epoch, in the log and in ``metrics.jsonl``.
+
+    Under torchrun only rank 0 reads or writes ``out_dir`` (the other ranks get the settings
+    and the saved state from it), and a worker that torchrun restarts after a failure
+    (``--max-restarts``) continues the run from its last saved state.
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
-    saved = None
-    if resume:
-        meta = ckpt.read_config(out_dir)
-        cfg = RunConfig.from_dict(meta.get("run", {}), source=str(out_dir / ckpt.CONFIG_FILE))
-        if (out_dir / ckpt.STATE_FILE).exists() or (out_dir / ckpt.WEIGHTS_FILE).exists() or ckpt.read_metrics(out_dir):
-            saved = ckpt.load_state(out_dir / ckpt.STATE_FILE)  # a missing last.pt after progress: refuse
-        else:
-            # Stopped before its first checkpoint (killed while loading data): nothing to lose, the
-            # recipe in config.json is all there is, so start it over (same seed, same result).
-            log(f"{out_dir} has no saved training state yet (the run stopped before its first checkpoint): "
-                "starting it over")
-    elif cfg is None:
-        raise ConfigError("a config is needed to start a new run")
-    else:
-        if (out_dir / ckpt.CONFIG_FILE).exists():
-            raise ConfigError(f"{out_dir} already holds a run; use --resume to continue it or choose another --out")
-    assert cfg is not None
-    cfg.validate()
-    ctx = distributed.setup(resolve_device(cfg.train.device).type)
+    ctx = distributed.setup()
     try:
-        distributed.barrier(ctx)  # every rank has checked the folder before rank 0 writes to it
+        cfg, saved = distributed.from_main(lambda: _open_run(cfg, out_dir, resume, log), ctx)
+        cfg.validate()
         if not ctx.is_main:
             return _train_locked(cfg, out_dir, saved, lambda s: None, False, max_steps, ctx, profile, started)
         created = not out_dir.exists()
@@ -150,6 +145,32 @@ def train(cfg: RunConfig | None, out_dir: str | Path, resume: bool = False,
             raise
     finally:
         distributed.teardown(ctx)
+
+
+def _open_run(cfg: RunConfig | None, out_dir: Path, resume: bool, log: Callable[[str], None]
+              ) -> tuple[RunConfig, dict[str, Any] | None]:
+    """The run's settings and saved state (None: start afresh), read from ``out_dir`` on rank 0."""
+    restarts = distributed.restart_count()
+    if not resume and restarts and (out_dir / ckpt.CONFIG_FILE).exists():
+        log(f"restarted by torchrun (restart {restarts}): continuing the run in {out_dir}")
+        resume = True
+    saved = None
+    if resume:
+        meta = ckpt.read_config(out_dir)
+        cfg = RunConfig.from_dict(meta.get("run", {}), source=str(out_dir / ckpt.CONFIG_FILE))
+        if (out_dir / ckpt.STATE_FILE).exists() or (out_dir / ckpt.WEIGHTS_FILE).exists() or ckpt.read_metrics(out_dir):
+            saved = ckpt.load_state(out_dir / ckpt.STATE_FILE)  # a missing last.pt after progress: refuse
+            saved["_prior"] = {"meta": meta, "metrics": ckpt.read_metrics(out_dir)}  # for ranks without the folder
+        else:
+            # Stopped before its first checkpoint (killed while loading data): nothing to lose, the
+            # recipe in config.json is all there is, so start it over (same seed, same result).
+            log(f"{out_dir} has no saved training state yet (the run stopped before its first checkpoint): "
+                "starting it over")
+    elif cfg is None:
+        raise ConfigError("a config is needed to start a new run")
+    elif (out_dir / ckpt.CONFIG_FILE).exists():
+        raise ConfigError(f"{out_dir} already holds a run; use --resume to continue it or choose another --out")
+    return cfg, saved
 
 
 @dataclass
@@ -255,28 +276,27 @@ def _train_locked(cfg: RunConfig, out_dir: Path, saved: dict[str, Any] | None, l
 def _setup(cfg: RunConfig, out_dir: Path, saved: dict[str, Any] | None, log: Callable[[str], None],
            progress: bool, ctx: distributed.DistContext, profile: bool, started: float) -> _Run:
     """Data, encoder, model, optimiser and schedule; the saved state restored when resuming."""
-    t = cfg.train
-    if t.threads:
-        torch.set_num_threads(t.threads)
-    device = resolve_device(t.device)
-    if ctx.enabled and device.type == "cuda":
-        device = torch.device("cuda", ctx.local_rank)
-    if device.type == "cuda" and t.bucket:
-        torch.backends.cudnn.benchmark = True  # few distinct bucketed lengths: each shape's best kernel is found once
-    use_bf16 = t.bf16 and bf16_supported(device.type)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
     state = TrainingState(epoch_sums=fresh_epoch_sums(0))
+    prior = saved.pop("_prior", None) if saved is not None else None
     if saved is not None:
         try:
             state = TrainingState.from_dict(saved)
         except (KeyError, TypeError) as exc:
             raise CheckpointError(f"{out_dir / ckpt.STATE_FILE} is not a vdcnn training state ({exc})") from None
 
-    splits = load_training_data(cfg)
+    splits = _load_data(cfg, ctx, prior)
     labels = splits.label_names
-    encoder, train_set, val_set, test_set = _encode_data(cfg, splits, out_dir if saved is not None else None, log)
+    cfg, encoder, train_set, val_set, test_set = _encode_data(cfg, splits, prior, log, ctx)
     max_len = cfg.encoder.max_length
+    t = cfg.train
+    device = resolve_device(t.device)
+    if ctx.enabled and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+    use_bf16 = t.bf16 and bf16_supported(device.type)
 
-    torch.manual_seed(t.seed)
+    torch.manual_seed(t.seed)  # the same initial weights on every rank
     model_config = cfg.model_config(encoder.vocab_size, len(labels), encoder.pad_id)
     model = VDCNN(model_config).to(device)
     if t.sync_bn:
@@ -286,6 +306,7 @@ def _setup(cfg: RunConfig, out_dir: Path, saved: dict[str, Any] | None, log: Cal
     net: torch.nn.Module = model
     if ctx.enabled:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    torch.manual_seed(distributed.rank_seed(t.seed, ctx))  # ... but each rank its own dropout and drop-path masks
     ema = None
     if t.ema_decay > 0:
         ema = torch.optim.swa_utils.AveragedModel(
@@ -313,7 +334,7 @@ def _setup(cfg: RunConfig, out_dir: Path, saved: dict[str, Any] | None, log: Cal
                scheduler, weight, steps_per_epoch, t.bucket and model_config.mask_padding, meta,
                PhaseTimer(profile, device), state)
     if saved is not None:
-        _restore(run)
+        _restore(run, prior)
     else:
         state.epoch_sums = fresh_epoch_sums(len(model.stages))
         if run.main:
@@ -322,27 +343,61 @@ def _setup(cfg: RunConfig, out_dir: Path, saved: dict[str, Any] | None, log: Cal
     return run
 
 
-def _encode_data(cfg: RunConfig, splits: Splits, resumed_from: Path | None, log: Callable[[str], None]
-                 ) -> tuple[Encoder, Encoded, Encoded, Encoded | None]:
-    """Build the encoder on the training texts (or read it back when resuming) and encode every split once."""
+def _load_data(cfg: RunConfig, ctx: distributed.DistContext, prior: dict[str, Any] | None) -> Splits:
+    """The splits, read by every rank from its own copy of the data under rank 0's label rule
+    (a resumed run's, else the one rank 0 decides); a rank whose copy differs stops the job."""
+    rule = None
+    if prior and "label_rule" in prior["meta"]:  # the rule the run was trained under
+        rule = run_label_rule(prior["meta"], "config.json")
+    splits = load_training_data(cfg, rule) if ctx.is_main else None
+    if ctx.enabled:
+        rule = distributed.from_main(lambda: splits.label_rule, ctx)
+        if not ctx.is_main:
+            splits = load_training_data(cfg, rule)
+        assert splits is not None
+        mine = (len(splits.train), len(splits.val), zlib.crc32(np.ascontiguousarray(splits.train.labels).tobytes()))
+        theirs = distributed.gather_objects(mine, ctx)
+        if any(x != theirs[0] for x in theirs):
+            bad = next(r for r, x in enumerate(theirs) if x != theirs[0])
+            raise DataError(f"rank {bad} read other training rows from {cfg.data.dataset} than rank 0 "
+                            f"({theirs[bad][0]:,} vs {theirs[0][0]:,} rows, or other labels): every machine needs "
+                            "the same copy of the data")
+    assert splits is not None
+    return splits
+
+
+def _encode_data(cfg: RunConfig, splits: Splits, prior: dict[str, Any] | None, log: Callable[[str], None],
+                 ctx: distributed.DistContext) -> tuple[RunConfig, Encoder, Encoded, Encoded, Encoded | None]:
+    """Build the encoder on the training texts (or read it back when resuming) and encode every split once.
+
+    Rank 0 decides the recipe, learns the vocabulary and fits the length; the other ranks take its
+    settings and encoder, so every rank encodes with the same vocabulary."""
     labels = splits.label_names
-    fit_length = cfg.auto and "encoder.max_length" not in cfg.explicit
-    if cfg.auto:
-        for line in apply_recipe(cfg, splits.train.texts, splits.train.labels, len(labels)):
-            log(line)
-    if resumed_from is not None:
-        encoder = encoder_from_dict(ckpt.read_config(resumed_from)["encoder"])
-    else:
-        encoder = build_encoder(cfg.encoder.name, splits.train.texts, cfg.encoder.vocab_size)
-    if encoder.name == "char" and (coverage := char_coverage(splits.train.texts)) < 0.5:
-        log(f"WARNING: the character encoder's alphabet spells only {coverage:.0%} of the characters of "
-            f"{splits.train.source}; the rest are read as one 'unknown' id. Use --encoder subword or byte.")
-    train_set = encode_texts(encoder, splits.train.texts, splits.train.labels, cfg.encoder.max_length)
-    if fit_length:
-        cfg.encoder.max_length = choose_max_length(train_set.lengths)
-        train_set = train_set.truncated(cfg.encoder.max_length)
-        log(f"  max length {cfg.encoder.max_length} ids (98 % of the training texts fit whole)")
+    encoded: dict[str, Encoded] = {}  # rank 0's encoding of the training texts, reused below
+
+    def decide() -> tuple[RunConfig, dict[str, Any]]:
+        fit_length = cfg.auto and "encoder.max_length" not in cfg.explicit
+        if cfg.auto:
+            for line in apply_recipe(cfg, splits.train.texts, splits.train.labels, len(labels)):
+                log(line)
+        if prior is not None:
+            encoder = encoder_from_dict(prior["meta"]["encoder"])
+        else:
+            encoder = build_encoder(cfg.encoder.name, splits.train.texts, cfg.encoder.vocab_size)
+        if encoder.name == "char" and (coverage := char_coverage(splits.train.texts)) < 0.5:
+            log(f"WARNING: the character encoder's alphabet spells only {coverage:.0%} of the characters of "
+                f"{splits.train.source}; the rest are read as one 'unknown' id. Use --encoder subword or byte.")
+        encoded["train"] = encode_texts(encoder, splits.train.texts, splits.train.labels, cfg.encoder.max_length)
+        if fit_length:
+            cfg.encoder.max_length = choose_max_length(encoded["train"].lengths)
+            log(f"  max length {cfg.encoder.max_length} ids (98 % of the training texts fit whole)")
+        return cfg, encoder.to_dict()
+
+    cfg, encoder_dict = distributed.from_main(decide, ctx)
+    encoder = encoder_from_dict(encoder_dict)
     max_len = cfg.encoder.max_length
+    train_set = (encoded["train"].truncated(max_len) if "train" in encoded
+                 else encode_texts(encoder, splits.train.texts, splits.train.labels, max_len))
     val_set = encode_texts(encoder, splits.val.texts, splits.val.labels, max_len)
     test_set = (encode_texts(encoder, splits.test.texts, splits.test.labels, max_len)
                 if splits.test is not None else None)
@@ -351,11 +406,12 @@ def _encode_data(cfg: RunConfig, splits: Splits, resumed_from: Path | None, log:
         f"validation {splits.val_note}, {test_txt}, "
         f"{len(labels)} classes ({', '.join(labels)}); encoder {encoder.name} (vocab {encoder.vocab_size}), "
         f"max length {max_len}, mean length {train_set.lengths.mean():.0f}")
-    return encoder, train_set, val_set, test_set
+    return cfg, encoder, train_set, val_set, test_set
 
 
-def _restore(run: _Run) -> None:
-    """Load the saved modules, optimiser, schedule and RNG states into a freshly built run."""
+def _restore(run: _Run, prior: dict[str, Any] | None) -> None:
+    """Load the saved modules, optimiser, schedule and RNG states into a freshly built run
+    (``prior``: the run folder's config.json and metrics rows, read by rank 0)."""
     s, out_dir = run.state, run.out_dir
     try:
         run.model.load_state_dict(s.model)
@@ -375,13 +431,13 @@ def _restore(run: _Run) -> None:
     s.model, s.optimizer, s.scheduler, s.ema = {}, {}, {}, None  # the live modules hold them now
     # Rows of epochs after the saved state (a kill between the metrics line and the state save)
     # are dropped: those epochs are trained again.
-    rows = ckpt.read_metrics(out_dir)
+    rows = prior["metrics"] if prior else []
     run.history = [r for r in rows if isinstance(r.get("epoch"), int) and r["epoch"] <= s.epoch]
     if run.main and len(run.history) != len(rows):
         ckpt.write_text(out_dir / ckpt.METRICS_FILE, "".join(_json(r) + "\n" for r in run.history))
     plan = f" (time plan kept: {s.time_plan['total_steps']:,} steps)" if s.time_plan else ""
     run.log(f"resuming at epoch {s.epoch + 1}, step {s.step_in_epoch} of {run.steps_per_epoch}{plan}")
-    run.meta["best"] = ckpt.read_config(out_dir).get("best")
+    run.meta["best"] = prior["meta"].get("best") if prior else None
     if s.time_plan:
         run.meta["time_plan"] = s.time_plan
 
@@ -434,12 +490,18 @@ def _training_batch(run: _Run, index: np.ndarray, step: int) -> tuple[torch.Tens
     t = run.cfg.train
     ids, lengths, y = make_batch(run.train_set, index, run.trim, run.device)
     if t.augment_crop or t.augment_noise:
-        gen = torch.Generator(device=ids.device).manual_seed(hash((t.seed, run.state.epoch, step)) & 0x7FFFFFFF)
+        gen = torch.Generator(device=ids.device).manual_seed(augment_seed(t.seed, run.state.epoch, step, run.ctx))
         if t.augment_crop:
             ids, lengths = random_crop(ids, lengths, t.augment_crop, gen)
         if t.augment_noise:
             ids = char_noise(ids, lengths, t.augment_noise, run.encoder.vocab_size, gen)
     return ids, lengths, y
+
+
+def augment_seed(seed: int, epoch: int, step: int, ctx: distributed.DistContext) -> int:
+    """The seed of one step's augmentation draws: the same on every run, another on every rank."""
+    key = (seed, epoch, step) if not ctx.enabled else (seed, epoch, step, ctx.rank)
+    return hash(key) & 0x7FFFFFFF
 
 
 def _train_step(run: _Run, ids: torch.Tensor, lengths: torch.Tensor, y: torch.Tensor, meter: EpochMeter
@@ -643,7 +705,8 @@ def _finish(run: _Run) -> TrainResult:
     best_row = next((r for r in run.history if r["epoch"] == s.best_epoch), None)
     best_acc = best_row["val_acc"] if best_row and best_row["val_acc"] is not None else s.best_score
     if not run.main:
-        return TrainResult(out_dir, best_acc, s.best_epoch, len(run.history), None, run.elapsed(), run.history)
+        return TrainResult(out_dir, best_acc, s.best_epoch, len(run.history), None, run.elapsed(), run.history,
+                           rank=run.ctx.rank)
     if not (out_dir / ckpt.WEIGHTS_FILE).exists():
         raise TrainingDiverged(f"no epoch produced a finite model, so {out_dir / ckpt.WEIGHTS_FILE} was never "
                                "written; lower --lr or add gradient clipping")
