@@ -48,8 +48,7 @@ def setup() -> DistContext:
         backend = "gloo"
         if torch.cuda.is_available():
             backend = "cpu:gloo,cuda:nccl"
-            if ctx.local_rank < torch.cuda.device_count():
-                torch.cuda.set_device(ctx.local_rank)
+            torch.cuda.set_device(ctx.local_rank % torch.cuda.device_count())  # ranks may share a GPU (gloo)
         dist.init_process_group(backend=backend)
     return ctx
 

@@ -14,9 +14,10 @@ import signal
 import sys
 import time
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -264,13 +265,29 @@ def _train_locked(cfg: RunConfig, out_dir: Path, saved: dict[str, Any] | None, l
                   progress: bool, max_steps: int | None, ctx: distributed.DistContext, profile: bool,
                   started: float) -> TrainResult:
     run = _setup(cfg, out_dir, saved, log, progress, ctx, profile, started)
-    with _StopFlag() as stop:
+    with _StopFlag() as stop, cudnn_autotune(run.device, run.cfg.train.bucket):
         while run.state.epoch < run.epochs_to_run:
             _train_epoch(run, stop, max_steps)
             if _end_epoch(run):
                 break
     distributed.barrier(ctx)
     return _finish(run)
+
+
+@contextmanager
+def cudnn_autotune(device: torch.device, bucket: bool) -> Iterator[None]:
+    """cuDNN benchmark mode for this training only, and only where it pays and is allowed: on CUDA
+    with length buckets (few distinct shapes, each shape's best kernel found once), never when the
+    caller asked for deterministic algorithms. The caller's setting is restored after."""
+    cudnn = torch.backends.cudnn
+    wanted = (device.type == "cuda" and bucket and not cudnn.deterministic
+              and not torch.are_deterministic_algorithms_enabled())
+    before = cudnn.benchmark
+    cudnn.benchmark = before or wanted
+    try:
+        yield
+    finally:
+        cudnn.benchmark = before
 
 
 def _setup(cfg: RunConfig, out_dir: Path, saved: dict[str, Any] | None, log: Callable[[str], None],
@@ -293,7 +310,7 @@ def _setup(cfg: RunConfig, out_dir: Path, saved: dict[str, Any] | None, log: Cal
     t = cfg.train
     device = resolve_device(t.device)
     if ctx.enabled and device.type == "cuda":
-        device = torch.device("cuda", ctx.local_rank)
+        device = torch.device("cuda", ctx.local_rank % torch.cuda.device_count())  # ranks may share a GPU
     use_bf16 = t.bf16 and bf16_supported(device.type)
 
     torch.manual_seed(t.seed)  # the same initial weights on every rank
