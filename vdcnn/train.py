@@ -10,6 +10,7 @@ resumable ``TrainingState``) and finally scores the best model (``_finish``).
 from __future__ import annotations
 
 import math
+import shutil
 import signal
 import sys
 import time
@@ -141,8 +142,8 @@ def train(cfg: RunConfig | None, out_dir: str | Path, resume: bool = False,
                 return _train_locked(cfg, out_dir, saved, log, progress, max_steps, ctx, profile, started)
         except BaseException:
             # Bad data or options found before the run was recorded: leave no empty run folder behind.
-            if created and not any(out_dir.iterdir()):
-                out_dir.rmdir()
+            if created and {p.name for p in out_dir.iterdir()} <= {ckpt.LOCK_FILE}:
+                shutil.rmtree(out_dir, ignore_errors=True)
             raise
     finally:
         distributed.teardown(ctx)
