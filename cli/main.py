@@ -353,6 +353,10 @@ def compare(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML preset (path or preset name)."),
     set_: List[str] = typer.Option([], "--set", help="Any setting, e.g. --set train.momentum=0.8."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    equal_time: bool = typer.Option(False, "--equal-time",
+                                    help="Compare at equal training time: every variant gets the time budget "
+                                         "(--time-budget, the preset's or the automatic recipe's), so deeper "
+                                         "variants run fewer epochs. Default: the same epochs for every variant."),
     **options: Any,
 ) -> None:
     """Shortcut x depth study: train one run per depth and shortcut setting (same data, seed and recipe),
@@ -362,7 +366,7 @@ def compare(
     from vdcnn.compare import OUTPUT_FILES, collect_histories, collect_runs, format_table, run_compare, write_outputs
 
     if runs:
-        if config is not None or _given(options) or set_ or depths is not None or shortcut is not None:
+        if config is not None or _given(options) or set_ or depths is not None or shortcut is not None or equal_time:
             raise ConfigError("with RUN folders, compare tabulates them as they are; training options "
                               "(--depths, --shortcut, --config, recipe flags) do not apply")
         rows = collect_runs(runs)
@@ -373,7 +377,8 @@ def compare(
         shortcuts = SHORTCUT_VARIANTS[shortcut.value if shortcut else "both"]
         base = build_config(config, options, set_)
         out = out or Path("runs") / f"compare-{Path(base.data.dataset).name.split('.')[0] or 'data'}"
-        rows = run_compare(base, _parse_depths(depths or "9,17,29,49"), shortcuts, out, log=err, progress=progress)
+        rows = run_compare(base, _parse_depths(depths or "9,17,29,49"), shortcuts, out, log=err, progress=progress,
+                           equal_time=equal_time)
         paths = {k: out / v for k, v in OUTPUT_FILES.items()}
     typer.echo(format_table(rows))
     typer.echo("")

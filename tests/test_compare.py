@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -228,3 +229,23 @@ def test_a_study_under_the_automatic_recipe_resumes_against_its_resolved_runs(tm
     study.set("train.lr", 0.01)  # a setting the user gave differs: refuse
     with pytest.raises(ConfigError, match="train.lr"):
         _check_same_recipe(run, study)
+
+
+def test_every_variant_trains_the_same_epochs_unless_equal_time_is_asked(dataset):
+    """Under the automatic recipe (or a preset with a time budget) each variant would get the same
+    time, so a deeper one fewer epochs: a comparison at equal epochs must drop the budget."""
+    from vdcnn.recipe import apply_recipe
+
+    texts, labels = ["a short text about sports"] * 20 + ["a note on markets"] * 20, np.array([0] * 20 + [1] * 20)
+    auto = _base(dataset)
+    auto.auto = True
+    for _, cfg in plan_variants(auto, [9, 29], [True]):
+        apply_recipe(cfg, texts, labels, 2)
+        assert cfg.train.time_budget is None
+    for _, cfg in plan_variants(auto, [9, 29], [True], equal_time=True):
+        apply_recipe(cfg, texts, labels, 2)
+        assert cfg.train.time_budget is not None  # the recipe's budget, the same for every variant
+    preset = _base(dataset)
+    preset.set("train.time_budget", "5m")
+    assert [c.train.time_budget for _, c in plan_variants(preset, [9, 29], [True])] == [None, None]
+    assert [c.train.time_budget for _, c in plan_variants(preset, [9, 29], [True], equal_time=True)] == ["5m", "5m"]

@@ -60,8 +60,13 @@ def variant_name(depth: int, shortcut: bool) -> str:
     return f"d{depth}-{'shortcut' if shortcut else 'plain'}"
 
 
-def plan_variants(base_cfg: RunConfig, depths: Sequence[int], shortcuts: Sequence[bool]) -> list[tuple[str, RunConfig]]:
-    """One config per (depth, shortcut): a deep copy of ``base_cfg`` with only the model layout changed."""
+def plan_variants(base_cfg: RunConfig, depths: Sequence[int], shortcuts: Sequence[bool],
+                  equal_time: bool = False) -> list[tuple[str, RunConfig]]:
+    """One config per (depth, shortcut): a deep copy of ``base_cfg`` with only the model layout changed.
+
+    Every variant trains the same epochs: a time budget (the preset's, or the one the automatic
+    recipe would choose) would give deeper variants fewer. ``equal_time`` keeps it instead, to
+    compare at equal training time."""
     depths = list(dict.fromkeys(depths))
     shortcuts = list(dict.fromkeys(bool(s) for s in shortcuts))
     if not depths:
@@ -78,6 +83,8 @@ def plan_variants(base_cfg: RunConfig, depths: Sequence[int], shortcuts: Sequenc
             cfg.model["stages"] = None
             cfg.set("model.depth", depth, source="compare")
             cfg.set("model.shortcut", shortcut, source="compare")
+            if not equal_time:
+                cfg.set("train.time_budget", None, source="compare")  # also keeps the recipe from choosing one
             cfg.validate()
             variants.append((variant_name(depth, shortcut), cfg))
     return variants
@@ -89,8 +96,11 @@ def plan_variants(base_cfg: RunConfig, depths: Sequence[int], shortcuts: Sequenc
 
 def run_compare(base_cfg: RunConfig, depths: Sequence[int], shortcuts: Sequence[bool], out_dir: str | Path,
                 log: Callable[[str], None] = lambda s: print(s, file=sys.stderr), progress: bool = True,
-                max_steps: int | None = None) -> list[dict[str, Any]]:
+                max_steps: int | None = None, equal_time: bool = False) -> list[dict[str, Any]]:
     """Train every variant into ``out_dir/<name>``; returns the table rows.
+
+    Every variant trains the same epochs, or with ``equal_time`` within the same time budget
+    (``plan_variants``).
 
     A variant whose folder holds results is skipped, one with a saved state is resumed.
     The tables are rewritten after each variant; on Ctrl-C (``TrainingInterrupted``) or
@@ -101,7 +111,14 @@ def run_compare(base_cfg: RunConfig, depths: Sequence[int], shortcuts: Sequence[
     from . import train as training  # module attribute lookup, so tests can replace train()
 
     out_dir = Path(out_dir)
-    variants = plan_variants(base_cfg, depths, shortcuts)
+    variants = plan_variants(base_cfg, depths, shortcuts, equal_time)
+    budget = base_cfg.train.time_budget
+    if equal_time:
+        log(f"comparing at equal time: every variant trains within "
+            f"{budget if budget else 'the automatic recipe time budget'}, so deeper variants run fewer epochs")
+    else:
+        log(f"comparing at equal epochs: every variant trains {'the same epochs' if base_cfg.auto else f'{base_cfg.train.epochs} epochs'}"
+            + (f" (the time budget {budget} is not used; --equal-time compares at equal time)" if budget else ""))
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
