@@ -210,7 +210,7 @@ def test_a_study_under_the_automatic_recipe_resumes_against_its_resolved_runs(tm
     """Each run's config.json holds the resolved recipe; the study's own config is still unresolved."""
     import json
 
-    from vdcnn.compare import _check_same_recipe
+    from vdcnn.compare import check_same_recipe
     from vdcnn.config import RunConfig
     from vdcnn.errors import ConfigError
 
@@ -225,10 +225,10 @@ def test_a_study_under_the_automatic_recipe_resumes_against_its_resolved_runs(tm
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"format_version": 1, "model": {}, "encoder": {}, "labels": [],
                                                 "run": resolved.to_dict()}))
-    _check_same_recipe(run, study)  # the recipe's choices are not the user's: no complaint
+    check_same_recipe(run, study)  # the recipe's choices are not the user's: no complaint
     study.set("train.lr", 0.01)  # a setting the user gave differs: refuse
     with pytest.raises(ConfigError, match="train.lr"):
-        _check_same_recipe(run, study)
+        check_same_recipe(run, study)
 
 
 def test_every_variant_trains_the_same_epochs_unless_equal_time_is_asked(dataset):

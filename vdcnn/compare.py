@@ -125,7 +125,7 @@ def run_compare(base_cfg: RunConfig, depths: Sequence[int], shortcuts: Sequence[
         raise ConfigError(f"cannot create the output folder {out_dir}: {exc.strerror}") from None
     for name, cfg in variants:  # refuse a mismatched folder before spending hours on the others
         if (out_dir / name / ckpt.CONFIG_FILE).is_file():
-            _check_same_recipe(out_dir / name, cfg)
+            check_same_recipe(out_dir / name, cfg)
 
     diverged: set[str] = set()
 
@@ -198,8 +198,9 @@ def _normalise(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
 
 
-def _check_same_recipe(run_dir: Path, cfg: RunConfig) -> None:
-    """An existing variant folder must hold a run of the same recipe, or the table would mix studies."""
+def check_same_recipe(run_dir: Path, cfg: RunConfig) -> None:
+    """An existing run folder must hold a run of ``cfg``'s recipe (machine settings aside, and under the
+    automatic recipe only the settings the user gave), or reusing it would mix recipes; ConfigError if not."""
     stored = ckpt.read_config(run_dir).get("run") or {}
     wanted = _normalise(cfg.to_dict())
     for section, values in wanted.items():
