@@ -9,6 +9,7 @@ resumable ``TrainingState``) and finally scores the best model (``_finish``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 import signal
@@ -39,7 +40,8 @@ from .optim import class_weights, lr_multiplier, make_optimizer, stage_grad_norm
 from .profiling import PhaseTimer, format_phases
 from .recipe import apply_recipe, char_coverage, choose_max_length
 from .runtime import bf16_supported, resolve_device
-from .time_budget import WARMUP_STEPS, TimePlan, fit_total_steps, format_duration, parse_duration
+from .reports import format_epoch_line, format_recall_table, recalls
+from .time_budget import StepClock, describe_plan, parse_duration, plan_budget
 from .train_state import EpochMeter, TrainingState, capture_rng, fresh_epoch_sums, restore_rng
 
 __all__ = ["TrainResult", "TrainingDiverged", "TrainingInterrupted", "class_weights", "lr_multiplier",
@@ -347,10 +349,12 @@ def _setup(cfg: RunConfig, out_dir: Path, saved: dict[str, Any] | None, log: Cal
     meta = ckpt.make_meta(model_config, encoder, labels, cfg.to_dict(), data_source=splits.train.source,
                           parameters=count_parameters(model), flops=forward_flops(model_config, max_len),
                           label_rule=splits.label_rule.to_dict())
-    run = _Run(cfg, out_dir, log, progress, ctx, device, use_bf16, started, labels, encoder, train_set, val_set,
-               test_set, splits.test.source if splits.test is not None else "", model, net, ema, optimizer,
-               scheduler, weight, steps_per_epoch, t.bucket and model_config.mask_padding, meta,
-               PhaseTimer(profile, device), state)
+    run = _Run(cfg=cfg, out_dir=out_dir, log=log, progress=progress, ctx=ctx, device=device, use_bf16=use_bf16,
+               started=started, labels=labels, encoder=encoder, train_set=train_set, val_set=val_set,
+               test_set=test_set, test_source=splits.test.source if splits.test is not None else "", model=model,
+               net=net, ema=ema, optimizer=optimizer, scheduler=scheduler, loss_weight=weight,
+               steps_per_epoch=steps_per_epoch, trim=t.bucket and model_config.mask_padding, meta=meta,
+               timer=PhaseTimer(profile, device), state=state)
     if saved is not None:
         _restore(run, prior)
     else:
@@ -471,7 +475,7 @@ def _train_epoch(run: _Run, stop: _StopFlag, max_steps: int | None) -> None:
     run.model.train()
     epoch_start = last_read = time.perf_counter()
     seen_before, first_unread = s.epoch_sums["seen"], s.step_in_epoch
-    measure: dict[str, float] = {}
+    clock = StepClock(lockstep=ctx.enabled)
     with EpochProgress(f"epoch {s.epoch + 1}/{run.epochs_to_run}", len(batches), enabled=run.progress) as bar:
         bar.advance(s.step_in_epoch)
         for step in range(s.step_in_epoch, len(batches)):
@@ -489,7 +493,7 @@ def _train_epoch(run: _Run, stop: _StopFlag, max_steps: int | None) -> None:
             bar.advance(1)
             now = time.perf_counter()
             if budget is not None and s.time_plan is None:
-                _measure_or_plan(run, measure, budget, step == len(batches) - 1, len(y))
+                _measure_or_plan(run, clock, budget, step == len(batches) - 1, len(y))
             due = (step + 1 - first_unread) % REFRESH_STEPS == 0 or (not ctx.enabled and now - last_read >= REFRESH_S)
             if due:
                 _read_meter(run, meter, first_unread)
@@ -582,50 +586,25 @@ def _interrupt(run: _Run, stop: _StopFlag, meter: EpochMeter, first_unread: int)
                               f"`vdcnn train --resume --out {run.out_dir}`")
 
 
-def _measure_or_plan(run: _Run, measure: dict[str, float], budget_s: float, epoch_done: bool, rows: int) -> None:
+def _measure_or_plan(run: _Run, clock: StepClock, budget_s: float, epoch_done: bool, rows: int) -> None:
     """Time the steps after a short warm-up; once enough are timed, fit the run into the budget."""
-    s = run.state
+    s, t = run.state, run.cfg.train
     if run.device.type == "cuda":
         torch.cuda.synchronize(run.device)
-    now = time.perf_counter()
-    measure.setdefault("first", now)
-    measure["steps"] = measure.get("steps", 0) + 1
-    if measure["steps"] == WARMUP_STEPS:
-        measure["t0"], measure["rows"] = now, 0
+    if not clock.tick(time.perf_counter(), rows, budget_s, epoch_done or s.global_step >= run.total_steps):
         return
-    if "t0" in measure:
-        measure["rows"] += rows
-    timed = measure["steps"] - WARMUP_STEPS
-    if run.ctx.enabled:  # every rank must reach the plan (a broadcast) at the same step
-        long_enough = timed >= 20
-    else:
-        long_enough = timed >= 5 and now - measure.get("t0", now) >= max(1.0, min(10.0, 0.02 * budget_s))
-    if not (long_enough or epoch_done or s.global_step >= run.total_steps):
-        return
-    step_s = (now - measure["t0"]) / timed if timed > 0 else (now - measure["first"]) / max(1, measure["steps"])
-    eval_rate = _inference_rate(run)
-    texts_per_s = rows * run.ctx.world_size / step_s  # rows of this (last) batch as the typical batch
-    if timed > 0:
-        texts_per_s = measure["rows"] * run.ctx.world_size / (now - measure["t0"])
-    t = run.cfg.train
-    val_rows = len(run.val_set) + (t.ema_bn_batches * t.batch_size if run.ema is not None and t.ema_bn_batches else 0)
-    epoch_overhead = val_rows / eval_rate + 3 * run.save_s
-    final = (len(run.val_set) + (len(run.test_set) if run.test_set is not None else 0)) / eval_rate + 2 * run.save_s
-    total, estimate = fit_total_steps(budget_s, run.elapsed(), s.global_step, step_s, run.steps_per_epoch,
-                                      t.epochs, epoch_overhead, final)
-    total = int(distributed.broadcast_values([float(total)], run.ctx, run.device)[0])  # rank 0's plan for all
-    plan = TimePlan(budget_s, total, run.steps_per_epoch, round(texts_per_s, 1), round(eval_rate, 1),
-                    round(step_s, 6), s.global_step, round(estimate, 1))
+    recalibration = t.ema_bn_batches * t.batch_size if run.ema is not None and t.ema_bn_batches else 0
+    plan = plan_budget(budget_s, run.elapsed(), s.global_step, clock.step_s, run.steps_per_epoch, t.epochs,
+                       texts_per_s=clock.rows_per_s * run.ctx.world_size, eval_texts_per_s=_inference_rate(run),
+                       epoch_eval_rows=len(run.val_set) + recalibration,
+                       final_eval_rows=len(run.val_set) + (len(run.test_set) if run.test_set is not None else 0),
+                       save_s=run.save_s)
+    total = int(distributed.broadcast_values([float(plan.total_steps)], run.ctx, run.device)[0])  # rank 0's plan for all
+    plan = dataclasses.replace(plan, total_steps=total)
     s.time_plan = plan.to_dict()
     run.meta["time_plan"] = s.time_plan
     run.fit_schedule()
-    spec = t.time_budget
-    if total >= t.epochs * run.steps_per_epoch:
-        run.log(f"time budget {spec}: all {t.epochs} epoch{'s' if t.epochs != 1 else ''} ({total:,} steps) fit at {texts_per_s:,.0f} texts/s "
-                f"(about {format_duration(estimate)} in all)")
-    else:
-        run.log(f"time budget {spec}: {plan.epochs:.1f} epochs of {run.steps_per_epoch:,} steps at "
-                f"{texts_per_s:,.0f} texts/s fit; schedule fitted to {total:,} steps")
+    run.log(describe_plan(plan, t.time_budget, t.epochs))
 
 
 def _inference_rate(run: _Run) -> float:
@@ -684,10 +663,7 @@ def _end_epoch(run: _Run) -> bool:
     epochs = run.epochs_to_run
     s.epoch, s.step_in_epoch, s.epoch_sums = s.epoch + 1, 0, fresh_epoch_sums(len(run.model.stages))
     run.save_state()
-    val_txt = (f"val loss {row['val_loss']:.4f} acc {row['val_acc'] * 100:.2f} % macro-F1 "
-               f"{row['val_macro_f1'] * 100:.2f} %" if val else "no validation")
-    run.log(f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f} acc {row['train_acc'] * 100:.2f} %, "
-            f"{val_txt}, {row['samples_per_s']:.0f} texts/s{'  (best, saved)' if improved else ''}")
+    run.log(format_epoch_line(row, epochs, improved))
     if run.timer.enabled:
         run.log(f"  time per phase: {format_phases(row['profile_s'])}")
     if t.early_stop and s.stale_epochs >= t.early_stop:
@@ -747,10 +723,10 @@ def _finish(run: _Run) -> TrainResult:
         "best_val_acc": best_acc if len(run.val_set) else None,
         "best_val_macro_f1": val["macro_f1"] if val else None,
         "select_by": t.select_by,
-        "val_per_class_recall": _recalls(val),
+        "val_per_class_recall": recalls(val),
         "test_acc": test["accuracy"] if test else None,
         "test_macro_f1": test["macro_f1"] if test else None,
-        "test_per_class_recall": _recalls(test),
+        "test_per_class_recall": recalls(test),
         "final_train_loss": run.history[-1]["train_loss"] if run.history else None,
         "epochs_run": len(run.history),
         "steps_run": s.global_step,
@@ -758,22 +734,6 @@ def _finish(run: _Run) -> TrainResult:
     }
     ckpt.write_json(out_dir / ckpt.CONFIG_FILE, run.meta)
     return TrainResult(out_dir, best_acc, s.best_epoch, len(run.history), test, wall, run.history)
-
-
-def format_recall_table(labels: list[str], val: dict[str, Any] | None, test: dict[str, Any] | None) -> list[str]:
-    """Per-class recall (and support) of the best model on validation and test, one line per class."""
-    width = max(8, *(len(x) for x in labels))
-    parts = [(name, r) for name, r in (("validation", val), ("test", test)) if r]
-    lines = [f"  {'recall':<{width}}  " + "  ".join(f"{name:>16}" for name, _ in parts)]
-    for label in labels:
-        cells = [f"{r['per_class'][label]['recall'] * 100:.1f} % ({r['per_class'][label]['support']})"
-                 for _, r in parts]
-        lines.append(f"  {label:<{width}}  " + "  ".join(f"{c:>16}" for c in cells))
-    return lines
-
-
-def _recalls(report: dict[str, Any] | None) -> dict[str, float] | None:
-    return {k: round(v["recall"], 6) for k, v in report["per_class"].items()} if report else None
 
 
 def _finite(model: torch.nn.Module) -> bool:
