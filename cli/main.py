@@ -184,7 +184,8 @@ def evaluate(
 ) -> None:
     """Score a trained run (or an ensemble with --ensemble): accuracy, macro-F1, per-class table, confusion matrix."""
     from vdcnn.data import load_split, run_label_rule
-    from vdcnn.evaluate import classification_report, format_report, plot_confusion
+    from vdcnn.evaluate import classification_report, format_report
+    from vdcnn.plots import plot_confusion
     from vdcnn.checkpoint import read_config
     from vdcnn.classifier import load_ensemble
     from vdcnn.fileio import write_json
