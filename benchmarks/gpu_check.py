@@ -21,7 +21,7 @@ also as they go), so a run killed midway keeps what it did:
             depths 9 and 29, fraction of the bf16 peak (a bf16 matrix product timed in the same
             run), one 120,000-text epoch at depth 29
   accuracy  character VDCNN-29 (configs/ag_news.yaml at depth 29), epochs fitted to the time left
-  compare   `vdcnn compare --depths 9,17,29,49 --shortcut both`, epochs fitted to the time left
+  compare   `vdcnn compare --depths 9,17,29,49 --shortcuts both`, epochs fitted to the time left
 
 Goals are reported as measured values beside their targets (speed as ratios to the reference
 measured in the same run). ``--time-limit`` (default 480 s) bounds the whole run: a step that

@@ -101,7 +101,7 @@ def test_plan_variants_copies_and_names(dataset):
 def test_compare_cli_trains_and_writes_outputs(dataset, tmp_path, monkeypatch):
     calls = _count_train(monkeypatch)
     out = tmp_path / "study"
-    result = _cli("--dataset", str(dataset), "--depths", "9", "--shortcut", "both", "--out", str(out), *TINY)
+    result = _cli("--dataset", str(dataset), "--depths", "9", "--shortcuts", "both", "--out", str(out), *TINY)
     assert result.exit_code == 0, result.output
     assert [p.name for p, _ in calls] == ["d9-plain", "d9-shortcut"]
     assert "d9-plain" in result.output and "d9-shortcut" in result.output and "compare.png" in result.output
@@ -169,8 +169,8 @@ def test_collect_errors_and_cli_checks(tmp_path, dataset):
         collect_runs([tmp_path])
     result = CliRunner().invoke(app, ["compare", str(tmp_path), "--epochs", "2"])
     assert result.exit_code != 0 and "do not apply" in str(result.exception)
-    result = CliRunner().invoke(app, ["compare", "--dataset", str(dataset), "--shortcut", "maybe"])
-    assert result.exit_code == 2 and "'maybe'" in result.output and "--shortcut" in result.output  # a click choice
+    result = CliRunner().invoke(app, ["compare", "--dataset", str(dataset), "--shortcuts", "maybe"])
+    assert result.exit_code == 2 and "'maybe'" in result.output and "--shortcuts" in result.output  # a click choice
     result = CliRunner().invoke(app, ["compare", "--dataset", str(dataset), "--depths", "9,x"])
     assert "--depths" in str(result.exception)
 
@@ -249,3 +249,14 @@ def test_every_variant_trains_the_same_epochs_unless_equal_time_is_asked(dataset
     preset.set("train.time_budget", "5m")
     assert [c.train.time_budget for _, c in plan_variants(preset, [9, 29], [True])] == [None, None]
     assert [c.train.time_budget for _, c in plan_variants(preset, [9, 29], [True], equal_time=True)] == ["5m", "5m"]
+
+
+def test_compare_takes_the_variants_as_shortcuts_and_the_old_spelling_with_a_warning(dataset, monkeypatch):
+    """train's --shortcut/--no-shortcut is one model's switch; compare's variant list is --shortcuts."""
+    seen = []
+    monkeypatch.setattr("vdcnn.compare.run_compare", lambda base, depths, shortcuts, out, **kw: seen.append(shortcuts) or [])
+    for args in (["--shortcuts", "on"], ["--shortcut", "off"]):
+        result = CliRunner().invoke(app, ["compare", "--dataset", str(dataset), "--depths", "9", *args])
+        assert result.exit_code == 0, result.output
+    assert seen == [[True], [False]]
+    assert "deprecated" in result.output and "--shortcuts" in result.output

@@ -346,7 +346,7 @@ def test_commands_refuse_bad_run_folders(cli, tmp_path, tiny_run, command, case)
     texts = tmp_path / "in.txt"
     texts.write_text("hello\n")
     args = {"eval": ["eval", run], "predict": ["predict", run, texts], "info": ["info", run],
-            "export": ["export", run, "--format", "torchscript"]}[command]
+            "export": ["export", run, "--to", "torchscript"]}[command]
     words = {"does not exist": "not found", "a file": "run", "empty folder": "config.json",
              "newer format": "format version 2", "garbage config": "config.json"}
     if command == "info" and case in ("does not exist", "a file"):
@@ -477,7 +477,7 @@ def test_info_refuses_bad_config_files(cli, tmp_path, content, word):
 
 
 def test_export_and_compare_refuse_bad_input(cli, tmp_path, tiny_run):
-    fails_cleanly(cli, ["export", tiny_run, "--format", "pickle"], tmp_path, tiny_run, contains=("--format", "pickle"))
+    fails_cleanly(cli, ["export", tiny_run, "--to", "pickle"], tmp_path, tiny_run, contains=("--to", "pickle"))
     fails_cleanly(cli, ["compare", tmp_path / "nowhere"], tmp_path, contains="not found")
     fails_cleanly(cli, ["compare", "--depths", "9,x", "--out", tmp_path / "study"], tmp_path, contains="--depths")
 
@@ -894,7 +894,7 @@ def test_model_safetensors_replaced_by_a_pickle(cli, tmp_path, tiny_run):
     marker = tmp_path / "PWNED"
     (run / "model.safetensors").write_bytes(pickle.dumps({"w": _Payload(marker)}))
     (tmp_path / "in.txt").write_text("hello\n")
-    for args in (["predict", run, tmp_path / "in.txt"], ["eval", run], ["export", run, "--format", "torchscript"]):
+    for args in (["predict", run, tmp_path / "in.txt"], ["eval", run], ["export", run, "--to", "torchscript"]):
         fails_cleanly(cli, args, tmp_path, contains=("model.safetensors", "not a safetensors"))
     assert not marker.exists()
 
