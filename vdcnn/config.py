@@ -69,7 +69,6 @@ class TrainSettings:
     device: str = "auto"  # auto | cpu | cuda
     bf16: bool = True  # bf16 autocast where the device runs it natively (CUDA, CPUs with AVX512-BF16/AMX)
     nan_policy: str = "stop"  # stop | skip
-    num_workers: int = 0
     sync_bn: bool = False  # data-parallel: BatchNorm statistics over all ranks
     threads: int = 0  # torch CPU threads; 0 = torch's default
     time_budget: str | float | None = None  # seconds, or "15m", "90s": fit epochs and schedule so the whole run ends on time
@@ -83,6 +82,8 @@ SECTIONS: dict[str, type] = {
     "data": DataSettings,
     "train": TrainSettings,
 }
+# Settings that did nothing and were removed; runs saved with them still load.
+_RETIRED = {("train", "num_workers")}
 # ModelConfig fields that the data and encoder decide, not the user.
 DERIVED_MODEL_FIELDS = {"vocab_size", "num_classes", "pad_id"}
 
@@ -134,6 +135,8 @@ class RunConfig:
             if not isinstance(values, dict):
                 raise ConfigError(f"{source}: section {section!r} must be a mapping")
             for key, value in values.items():
+                if (section, key) in _RETIRED:
+                    continue
                 cfg.set(f"{section}.{key}", value, source)
         cfg.validate()
         return cfg
@@ -184,8 +187,8 @@ class RunConfig:
             from .time_budget import parse_duration
 
             parse_duration(t.time_budget)
-        if t.early_stop < 0 or t.num_workers < 0 or t.threads < 0 or t.ema_bn_batches < 0:
-            raise ConfigError("train.early_stop, train.num_workers, train.threads and train.ema_bn_batches "
+        if t.early_stop < 0 or t.threads < 0 or t.ema_bn_batches < 0:
+            raise ConfigError("train.early_stop, train.threads and train.ema_bn_batches "
                               "must not be negative")
 
 

@@ -219,13 +219,6 @@ class KMaxDown(nn.Module):
         return kmax_pool(x, new_lengths, lengths, out_size=out_size), new_lengths
 
 
-class Identity2(nn.Module):
-    """No downsampling."""
-
-    def forward(self, x: Tensor, lengths: Lengths = None) -> tuple[Tensor, Lengths]:
-        return x, lengths
-
-
 # Downsampling between stages, by name. ``conv`` is not a pooling layer: the next
 # stage's first block convolves with stride 2 instead (see ``ConvBlock``).
 DOWNSAMPLERS: dict[str, Callable[[], nn.Module] | None] = {
