@@ -318,9 +318,21 @@ def step_parity(c: Check) -> dict[str, Any]:
     if len(cli) != len(lib) or any(top2[i, 1] - top2[i, 0] > 1e-4 for i in differ):
         raise RuntimeError(f"`vdcnn predict` on {c.device} gave {len(cli)} lines and {len(differ)} labels other than "
                            f"the library's for {len(lib)} texts")
+    # A TorchScript bundle (traced on the CPU) run on this device: no device baked into the trace.
+    from vdcnn.classifier import load_classifier
+    from vdcnn.export import export_run
+
+    bundle = load_classifier(export_run(run, "torchscript", c.work / "parity-torchscript"), device=c.device)
+    res["torchscript_on_device"] = agreement(bundle.predict_proba(texts), p_lib)
+    if any(gap > 1e-3 for gap in res["torchscript_on_device"]["disagreeing_top2_gaps"]):  # not a near-tie
+        raise RuntimeError(f"the TorchScript bundle on {c.device} disagrees with the run: {res['torchscript_on_device']}")
+    res["cudnn_benchmark_after_training"] = torch.backends.cudnn.benchmark  # training scopes it: False here
+    if torch.backends.cudnn.benchmark:
+        raise RuntimeError("cuDNN benchmark mode outlived the training that set it")
     res["summary"] = (f"test acc {report['accuracy'] * 100:.2f} % (1 epoch d9 fp32); GPU vs CPU: "
                       f"{same['labels_agree']}/{same['texts']} labels agree, max prob diff {same['max_prob_diff']:.1e}; "
-                      f"`vdcnn predict` agrees on {len(lib) - len(differ)}/{len(lib)}")
+                      f"`vdcnn predict` agrees on {len(lib) - len(differ)}/{len(lib)}; TorchScript bundle on "
+                      f"{c.device}: {res['torchscript_on_device']['labels_agree']}/{len(texts)}")
     return res
 
 

@@ -55,6 +55,8 @@ def test_smoke_checks_hold(smoke):
     # Without CUDA the "GPU" side is the CPU itself: the same probabilities, to the bit.
     same = steps["parity"]["gpu_vs_cpu"]
     assert same["texts"] == same["labels_agree"] == test_rows and same["max_prob_diff"] == 0.0
+    bundle = steps["parity"]["torchscript_on_device"]  # the exported bundle runs where the check runs
+    assert bundle["texts"] == bundle["labels_agree"] > 0 and steps["parity"]["cudnn_benchmark_after_training"] is False
     cli = steps["parity"]["cli_predict"]
     assert cli["texts"] == cli["lines"] == cli["labels_agree"] > 0
     assert steps["parity"]["eval_test_acc"] == pytest.approx(steps["parity"]["train_test_acc"], abs=0.02)
