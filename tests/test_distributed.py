@@ -142,6 +142,17 @@ def test_two_machines_share_no_folder(topic_csv, tmp_path):
     assert outputs[0][1].count("best validation accuracy") == 1
     assert "best validation accuracy" not in outputs[1][1] and "TF-IDF" not in outputs[1][1]
 
+    # Rank 0 refuses (the folder holds a run): rank 1, which cannot see it, gets the same error, no hang.
+    again = _free_port()
+    nodes = [_node(args, home, rank, again) for rank, home in enumerate(homes)]
+    try:
+        outputs = [n.communicate(timeout=120) for n in nodes]
+    finally:
+        for n in nodes:
+            n.kill()
+    for node, (_, stderr) in zip(nodes, outputs):
+        assert node.returncode != 0 and "already holds a run" in stderr, stderr
+
 
 DIE_ONCE = """
 import os, sys

@@ -10,6 +10,7 @@ run folder and sends the other ranks what they need (``from_main``).
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
@@ -89,7 +90,12 @@ def from_main(work: Callable[[], T], ctx: DistContext) -> T:
         try:
             outcome = (True, work())
         except Exception as exc:  # noqa: BLE001 - sent to the other ranks, then raised here too
-            broadcast_object((False, exc), ctx)
+            try:
+                pickle.dumps(exc)
+                sent: Exception = exc
+            except Exception:  # noqa: BLE001 - an error that cannot travel goes as its message
+                sent = RuntimeError(f"rank 0: {type(exc).__name__}: {exc}")
+            broadcast_object((False, sent), ctx)
             raise
     ok, value = broadcast_object(outcome, ctx)
     if not ok:
