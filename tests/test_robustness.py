@@ -102,11 +102,12 @@ def _lock_is_free(folder: Path) -> bool:
         return True
 
 def snapshot(*roots: Path) -> dict[str, tuple[int, int]]:
-    """Every file under ``roots`` with its size and mtime."""
+    """Every file under ``roots`` with its size and mtime (the run's lock file aside: a training that
+    refuses may leave it, free, as filelock does)."""
     out = {}
     for root in roots:
         for p in sorted(Path(root).rglob("*")):
-            if p.is_dir():
+            if p.is_dir() or p.name == ".lock":
                 continue  # a folder's mtime moves when a lock file comes and goes
             st_ = p.stat()
             out[str(p)] = (st_.st_size, st_.st_mtime_ns)
