@@ -9,13 +9,15 @@ not the rows), is selected on that validation split only, and is scored once on 
 full test split and on ``ag_news_holdout`` (2,000 other train-split rows, used for
 checking only). The TF-IDF + logistic-regression baseline is ``vdcnn baseline``'s, fitted
 on exactly the same rows. Runs already finished in OUT are reused (a killed benchmark
-resumes). Prints the table, one line per preset over its seeds, and ensembles (mean
+resumes) when their recipe is the preset's (an edited preset is refused: choose another OUT),
+and cached probabilities only for the same weights and rows. Prints the table, one line per preset over its seeds, and ensembles (mean
 probabilities) of the runs, chosen by validation; writes them to OUT/accuracy.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import os
 import sys
@@ -30,8 +32,9 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 from benchmarks.speed import machine  # noqa: E402
 from vdcnn.baseline import evaluate_baseline, fit_baseline  # noqa: E402
-from vdcnn.checkpoint import read_config  # noqa: E402
+from vdcnn.checkpoint import WEIGHTS_FILE, read_config  # noqa: E402
 from vdcnn.classifier import load_classifier  # noqa: E402
+from vdcnn.compare import check_same_recipe  # noqa: E402
 from vdcnn.config import RunConfig, load_config  # noqa: E402
 from vdcnn.data import Splits, TextDataset, load_split, run_label_rule  # noqa: E402
 from vdcnn.fileio import write_text  # noqa: E402
@@ -62,8 +65,11 @@ def baseline_row(splits: Splits, holdout: TextDataset) -> dict:
 
 
 def train_or_reuse(cfg: RunConfig, run: Path) -> dict:
-    """Reuse a finished run in ``run``, resume an interrupted one, or train ``cfg`` there; its config.json."""
+    """Reuse a finished run in ``run``, resume an interrupted one, or train ``cfg`` there; its config.json.
+
+    A run folder of another recipe (an edited preset) is refused (ConfigError), never reported as this one."""
     if (run / "config.json").exists():
+        check_same_recipe(run, cfg)
         if not read_config(run).get("results"):
             train(None, run, resume=True, progress=False)
     else:
@@ -89,17 +95,31 @@ def vdcnn_row(preset: str, out: Path, seed: int, splits: Splits, holdout: TextDa
             "time": res["wall_time_s"], "probs": probs}
 
 
+def _fingerprint(run: Path, sets: dict[str, TextDataset]) -> str:
+    """What cached probabilities depend on: the saved weights and every scored row (text and label)."""
+    h = hashlib.sha256((run / WEIGHTS_FILE).read_bytes())
+    for name, data in sets.items():
+        h.update(f"{name}:{len(data)}".encode())
+        h.update("\n".join(data.texts).encode("utf-8", "surrogatepass"))
+        h.update(np.asarray(data.labels, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
 def run_probabilities(run: Path, meta: dict, splits: Splits, holdout: TextDataset) -> dict[str, np.ndarray]:
-    """Class probabilities of the run's saved model on val, test and holdout (cached in the run folder)."""
+    """Class probabilities of the run's saved model on val, test and holdout (cached in the run folder,
+    and read back only for the same weights and rows)."""
+    sets = {"val": splits.val, "test": splits.test, "holdout": holdout}
     cache = run / "accuracy-probs.npz"
+    key = _fingerprint(run, sets)
     if cache.exists():
         with np.load(cache) as saved:
-            return {k: saved[k] for k in saved.files}
+            if "key" in saved.files and str(saved["key"]) == key:
+                return {k: saved[k] for k in saved.files if k != "key"}
     if list(run_label_rule(meta).names) != list(splits.label_names):
         sys.exit(f"{run}: labels {meta.get('labels')} differ from the split's {splits.label_names}")
     clf = load_classifier(run, device="cpu")
-    probs = {k: clf.predict_proba(d.texts) for k, d in (("val", splits.val), ("test", splits.test), ("holdout", holdout))}
-    np.savez(cache, **probs)
+    probs = {k: clf.predict_proba(d.texts) for k, d in sets.items()}
+    np.savez(cache, key=np.array(key), **probs)
     return probs
 
 
@@ -178,4 +198,9 @@ def seed_summary(rows: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from vdcnn.errors import VdcnnError
+
+    try:
+        main()
+    except VdcnnError as exc:  # e.g. OUT holds runs of an edited preset
+        sys.exit(f"error: {exc}")

@@ -92,4 +92,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from vdcnn.errors import VdcnnError
+
+    try:
+        main()
+    except VdcnnError as exc:  # e.g. OUT holds runs of an edited preset
+        sys.exit(f"error: {exc}")

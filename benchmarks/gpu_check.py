@@ -11,17 +11,19 @@ also as they go), so a run killed midway keeps what it did:
   env       device name, versions, GPU count
   data      AG News from $VDCNN_DATA_DIR/ag_news/ through vdcnn's loader
   parity    CUDA train -> eval -> predict (library and `vdcnn predict`); the same run predicted on
-            the CPU: label agreement and largest probability difference on the test split (fp32)
+            the CPU: label agreement and largest probability difference on the test split (fp32);
+            a TorchScript bundle traced on the CPU run on the device; cuDNN benchmark mode off again
   bf16      bf16 autocast training; bf16 inference against fp32 on the same weights
   resume    interrupted + resumed training ends with the weights of an uninterrupted run
             (deterministic algorithms; the gap between two uninterrupted runs is the noise floor)
-  torchrun  torchrun over the GPUs present (NCCL; one process with one GPU): an all-reduce, then
-            `vdcnn train` in the same processes
-  speed     training and inference against the plain reference (benchmarks/reference.py) at
+  torchrun  torchrun with at least two processes: one per GPU over NCCL, or two sharing one GPU
+            (or the CPU) over gloo: an all-reduce, then `vdcnn train --sync-bn` (DDP) in them
+  speed     training and inference against the plain reference (benchmarks/reference.py; inference
+            timed alike: the model on device-resident ids; end to end reported beside it) at
             depths 9 and 29, fraction of the bf16 peak (a bf16 matrix product timed in the same
             run), one 120,000-text epoch at depth 29
   accuracy  character VDCNN-29 (configs/ag_news.yaml at depth 29), epochs fitted to the time left
-  compare   `vdcnn compare --depths 9,17,29,49 --shortcut both`, epochs fitted to the time left
+  compare   `vdcnn compare --depths 9,17,29,49 --shortcuts both`, epochs fitted to the time left
 
 Goals are reported as measured values beside their targets (speed as ratios to the reference
 measured in the same run). ``--time-limit`` (default 480 s) bounds the whole run: a step that

@@ -25,9 +25,13 @@ def _speed_rows(speed: dict[str, Any]) -> list[str]:
         ours, ref = row["vdcnn"], row["reference"]
         for key in ("train_bf16", "train_fp32", "infer_bf16", "infer_fp32"):
             if key in ours and key in ref:
-                unit = "samples/s" if key.startswith("train") else "texts/s"
+                unit = "samples/s" if key.startswith("train") else "texts/s, model on device ids"
                 lines.append(f"| d{depth} {key.replace('_', ' ')} ({unit}) | {ours[key]:,.0f} | {ref[key]:,.0f} | "
                              f"{ours[key] / ref[key]:.2f}x |")
+            if f"{key}_end_to_end" in ours and key in ref:
+                e2e = ours[f"{key}_end_to_end"]
+                lines.append(f"| d{depth} {key.replace('_', ' ')} end to end (texts/s, encoding and copy back "
+                             f"included) | {e2e:,.0f} | {ref[key]:,.0f} | {e2e / ref[key]:.2f}x |")
         lines.append(f"| d{depth} training, share of the bf16 matmul peak ({speed['matmul_peak_tflops']:.3g} TFLOP/s) | "
                      f"{row['fraction_of_peak'] * 100:.1f} % | {row['reference_fraction_of_peak'] * 100:.1f} % | |")
     if "epoch" in speed:

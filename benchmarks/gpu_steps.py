@@ -318,9 +318,21 @@ def step_parity(c: Check) -> dict[str, Any]:
     if len(cli) != len(lib) or any(top2[i, 1] - top2[i, 0] > 1e-4 for i in differ):
         raise RuntimeError(f"`vdcnn predict` on {c.device} gave {len(cli)} lines and {len(differ)} labels other than "
                            f"the library's for {len(lib)} texts")
+    # A TorchScript bundle (traced on the CPU) run on this device: no device baked into the trace.
+    from vdcnn.classifier import load_classifier
+    from vdcnn.export import export_run
+
+    bundle = load_classifier(export_run(run, "torchscript", c.work / "parity-torchscript"), device=c.device)
+    res["torchscript_on_device"] = agreement(bundle.predict_proba(texts), p_lib)
+    if any(gap > 1e-3 for gap in res["torchscript_on_device"]["disagreeing_top2_gaps"]):  # not a near-tie
+        raise RuntimeError(f"the TorchScript bundle on {c.device} disagrees with the run: {res['torchscript_on_device']}")
+    res["cudnn_benchmark_after_training"] = torch.backends.cudnn.benchmark  # training scopes it: False here
+    if torch.backends.cudnn.benchmark:
+        raise RuntimeError("cuDNN benchmark mode outlived the training that set it")
     res["summary"] = (f"test acc {report['accuracy'] * 100:.2f} % (1 epoch d9 fp32); GPU vs CPU: "
                       f"{same['labels_agree']}/{same['texts']} labels agree, max prob diff {same['max_prob_diff']:.1e}; "
-                      f"`vdcnn predict` agrees on {len(lib) - len(differ)}/{len(lib)}")
+                      f"`vdcnn predict` agrees on {len(lib) - len(differ)}/{len(lib)}; TorchScript bundle on "
+                      f"{c.device}: {res['torchscript_on_device']['labels_agree']}/{len(texts)}")
     return res
 
 
@@ -471,9 +483,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def torchrun_layout(device: str, gpus: int) -> tuple[int, str, str]:
+    """(processes, backend, how) of the torchrun step: always at least two processes, so that DDP's
+    gradient all-reduce and synced BatchNorm run; one GPU is shared by two processes over gloo
+    (NCCL refuses two ranks on one device)."""
+    if device == "cuda" and gpus > 1:
+        return gpus, "nccl", f"{gpus} processes, one per GPU, NCCL"
+    if device == "cuda":
+        return 2, "gloo", "2 processes sharing the one GPU, gloo (CUDA tensors)"
+    return 2, "gloo", "2 CPU processes, gloo"
+
+
 def step_torchrun(c: Check) -> dict[str, Any]:
-    nproc = torch.cuda.device_count() if c.device == "cuda" else 1
-    backend = "nccl" if c.device == "cuda" else "gloo"
+    nproc, backend, how = torchrun_layout(c.device, torch.cuda.device_count() if c.device == "cuda" else 0)
     script = c.work / "torchrun_check.py"
     script.write_text(TORCHRUN_SCRIPT, encoding="utf-8")
     run = c.work / "torchrun"
@@ -484,7 +506,7 @@ def step_torchrun(c: Check) -> dict[str, Any]:
            "train", "--config", PRESET, "--dataset", c.need_data(), "--out", str(run), "--depth", "9",
            "--epochs", "1", "--limit", str(c.size["torchrun_rows"]),
            "--max-length", str(c.size["max_length"]), "--batch-size", str(c.size["batch"]), "--device", c.device,
-           "--threads", str(c.size["threads"]), "--no-progress", *tiny]
+           "--threads", str(c.size["threads"]), "--sync-bn", "--no-progress", *tiny]
     c.log("torchrun: " + " ".join(cmd))
     proc = run_child(c, cmd, 400)
     with open(c.out / LOG_FILE, "a", encoding="utf-8") as f:
@@ -497,13 +519,12 @@ def step_torchrun(c: Check) -> dict[str, Any]:
         raise RuntimeError(f"all-reduce over {nproc} process(es) gave {collective}")
     results = ckpt.read_config(run).get("results") or {}
     ddp = f"{nproc} processes (DDP)" in proc.stderr
-    if nproc > 1 and not ddp:
+    if not ddp:
         raise RuntimeError(f"`vdcnn train` under torchrun did not report {nproc} processes (DDP)")
-    return {"processes": nproc, "backend": collective["backend"], "all_reduce": collective, "ddp": ddp,
-            "test_acc": results.get("test_acc"),
-            "summary": f"{nproc} process(es), {collective['backend']} all-reduce ok; `vdcnn train` under torchrun: "
-                       f"test acc {(results.get('test_acc') or 0) * 100:.2f} %"
-                       f"{'' if nproc > 1 else ' (one process: no process group in training)'}"}
+    return {"processes": nproc, "backend": collective["backend"], "layout": how, "all_reduce": collective, "ddp": ddp,
+            "sync_bn": True, "test_acc": results.get("test_acc"),
+            "summary": f"{how}: all-reduce ok; `vdcnn train --sync-bn` under torchrun (DDP): "
+                       f"test acc {(results.get('test_acc') or 0) * 100:.2f} %"}
 
 
 def _spread(items: list, n: int | None) -> list:
@@ -536,12 +557,16 @@ def step_speed(c: Check) -> dict[str, Any]:
             timing = gt.vdcnn_training(depth, train, dev, batch, use_bf16, steps=s["our_steps"])
             ours[f"train_{p}"] = timing["samples_per_s"]
             ours[f"train_{p}_tflops"] = timing["flops_per_s"] / 1e12
-            ours[f"infer_{p}"] = gt.vdcnn_inference(depth, infer_texts, dev, s["ref_batch_infer"], use_bf16,
-                                                    s["infer_repeat"])
+            # The ratio compares like with like (model alone, ids on the device); end to end apart.
+            ours[f"infer_{p}"] = gt.vdcnn_model_inference(depth, infer, dev, s["ref_batch_infer"], use_bf16,
+                                                          s["infer_repeat"])
+            ours[f"infer_{p}_end_to_end"] = gt.vdcnn_inference(depth, infer_texts, dev, s["ref_batch_infer"],
+                                                               use_bf16, s["infer_repeat"])
         best = "bf16" if bf16 else "fp32"
         row = {"reference": ref, "vdcnn": ours,
                "train_vs_reference_fp32": ours[f"train_{best}"] / ref["train_fp32"],
                "infer_vs_reference": ours[f"infer_{best}"] / ref[f"infer_{best}"],
+               "infer_end_to_end_vs_reference": ours[f"infer_{best}_end_to_end"] / ref[f"infer_{best}"],
                "fraction_of_peak": ours[f"train_{best}_tflops"] * 1e12 / peak,
                "reference_fraction_of_peak": 3 * ref[f"train_{best}"] * gt.reference_flops_per_sample(depth) / peak}
         if dev == "cuda":
@@ -563,7 +588,8 @@ def step_speed(c: Check) -> dict[str, Any]:
                     "samples_per_s": epoch["samples_per_s"], "seconds_per_120k": scaled,
                     "fraction_of_peak": epoch["flops_per_s"] / peak}
     c.goal(f"one 120,000-text epoch at depth {depth} ({'bf16' if bf16 else 'fp32'})", scaled, "< 5 s", scaled < 5, "speed")
-    parts = [f"d{d}: train {r['train_vs_reference_fp32']:.2f}x ref fp32, infer {r['infer_vs_reference']:.2f}x, "
+    parts = [f"d{d}: train {r['train_vs_reference_fp32']:.2f}x ref fp32, infer {r['infer_vs_reference']:.2f}x "
+             f"(end to end {r['infer_end_to_end_vs_reference']:.2f}x), "
              f"{r['fraction_of_peak'] * 100:.1f} % of peak" for d, r in res["depths"].items()]
     res["summary"] = "; ".join(parts) + f"; 120k-text epoch at d{depth}: {scaled:.1f} s"
     return res

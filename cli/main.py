@@ -17,12 +17,16 @@ from typing import Any, Callable, List, Optional
 
 import typer
 
-from vdcnn.classifier import FORMATS as EXPORT_FORMATS
 from vdcnn.config import CHOICES, OPTIONS, OPTIONS_BY_NAME, build_config, option_type
 from vdcnn.errors import ConfigError, VdcnnError
-from vdcnn.explain import FORMATS as EXPLAIN_FORMATS
-from vdcnn.explain import METHODS as EXPLAIN_METHODS
-from vdcnn.predict import INPUT_FORMATS, OUTPUT_FORMATS
+
+# The choices of predict, explain and export, spelled here so that parsing the command line imports
+# no inference code (tests/test_cli.py checks them against the library's).
+EXPORT_FORMATS = ("onnx", "torchscript")
+EXPLAIN_FORMATS = ("terminal", "jsonl", "html")
+EXPLAIN_METHODS = ("integrated_gradients", "occlusion")
+INPUT_FORMATS = ("lines", "csv", "jsonl")
+OUTPUT_FORMATS = ("tsv", "jsonl")
 
 app = typer.Typer(
     add_completion=False,
@@ -31,7 +35,6 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     help="Very deep convolutional networks (VDCNN) for text classification.",
 )
-_state = {"debug": False}
 
 
 def _choices(name: str, values: tuple[str, ...]) -> Any:
@@ -46,6 +49,8 @@ ExportFormat = _choices("ExportFormat", EXPORT_FORMATS)
 ExplainFormat = _choices("ExplainFormat", EXPLAIN_FORMATS)
 ExplainMethod = _choices("ExplainMethod", ("auto", *EXPLAIN_METHODS))
 ShortcutVariants = _choices("ShortcutVariants", ("both", "on", "off"))
+BATCH_HELP = "Texts per forward pass."
+DEVICE_HELP = "auto (CUDA when present), cpu or cuda."
 SHORTCUT_VARIANTS = {"both": [False, True], "on": [True], "off": [False]}
 
 
@@ -57,7 +62,6 @@ def err(message: str) -> None:
 def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
     from vdcnn.runtime import tune_malloc
 
-    _state["debug"] = debug
     tune_malloc()  # the command owns its process: keep activation buffers in the heap (see tune_malloc)
 
 
@@ -106,7 +110,8 @@ def _default_out(cfg) -> Path:
 def train(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML preset (path or preset name)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/NAME-TIME)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its saved state."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its saved state "
+                                "(a worker that `torchrun --max-restarts` starts again continues by itself)."),
     set_: List[str] = typer.Option([], "--set", help="Any setting, e.g. --set train.momentum=0.8."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     profile: bool = typer.Option(False, "--profile",
@@ -131,6 +136,8 @@ def train(
         cfg = build_config(config, options, set_)
         out = out or _default_out(cfg)
         result = run_training(cfg, out, log=err, progress=progress, profile=profile)
+    if not result.is_main:  # under torchrun, rank 0 alone reports and fits the baseline
+        return
     err(f"best validation accuracy {result.best_val_accuracy * 100:.2f} % at epoch {result.best_epoch}; "
         f"run folder: {result.out_dir}")
     if baseline:
@@ -171,17 +178,17 @@ def evaluate(
     dataset: Optional[str] = typer.Option(None, help="Same as DATA."),
     split: Optional[str] = typer.Option(None, help="Split to score (default: the run's test split)."),
     json_out: Optional[Path] = typer.Option(None, "--json", "--report-json", help="Write the report as JSON."),
-    plot: Optional[Path] = typer.Option(None, help="Confusion-matrix PNG (default: RUN/confusion-SPLIT.png; another dataset's name goes in too)."),
+    plot: Optional[Path] = typer.Option(None, help="Also draw the confusion matrix into this PNG (eval writes nothing unless asked)."),
     text_column: List[str] = typer.Option([], help="Text column(s) of a local file."),
     label_column: Optional[str] = typer.Option(None, help="Label column of a local file."),
     ensemble: List[Path] = typer.Option([], "--ensemble", help="Average probabilities with this run or bundle too (repeatable; same labels)."),
-    batch_size: int = typer.Option(256, min=1),
-    device: Device = typer.Option("auto"),
+    batch_size: int = typer.Option(256, min=1, help=BATCH_HELP),
+    device: Device = typer.Option("auto", help=DEVICE_HELP),
     bf16: bool = typer.Option(False, "--bf16", help="bfloat16 inference where the CPU/GPU supports it (faster, ~1e-3 off)."),
 ) -> None:
     """Score a trained run (or an ensemble with --ensemble): accuracy, macro-F1, per-class table, confusion matrix."""
     from vdcnn.data import load_split, run_label_rule
-    from vdcnn.evaluate import classification_report, format_report, plot_confusion
+    from vdcnn.evaluate import classification_report, format_report
     from vdcnn.checkpoint import read_config
     from vdcnn.classifier import load_ensemble
     from vdcnn.fileio import write_json
@@ -207,15 +214,17 @@ def evaluate(
     if json_out is not None:
         write_json(json_out, report)
         err(f"report written to {json_out}")
-    # Another dataset's plot must not overwrite the run's own: its name goes into the file name.
+    if plot is None:
+        return
+    from vdcnn.plots import plot_confusion
+
     what = split if same else f"{Path(str(source)).name.split('.')[0]}-{split}"
-    plot_path = plot or Path(run) / f"confusion-{what}.png"
     try:
         who = Path(run).name + (f" + {len(ensemble)} more" if ensemble else "")
-        plot_confusion(report, plot_path, title=f"{who} on {what}")
-        err(f"confusion matrix plot: {plot_path}")
+        plot_confusion(report, plot, title=f"{who} on {what}")
+        err(f"confusion matrix plot: {plot}")
     except Exception as exc:  # noqa: BLE001 - a plot must never lose the printed result
-        err(f"warning: could not write the plot {plot_path}: {exc}")
+        err(f"warning: could not write the plot {plot}: {exc}")
 
 
 @app.command()
@@ -227,9 +236,9 @@ def predict(
     input_format: InputFormat = typer.Option("lines", help="One text per line, or a column of csv or jsonl."),
     text_column: str = typer.Option("text", help="Text column for csv/jsonl input."),
     ensemble: List[Path] = typer.Option([], "--ensemble", help="Average probabilities with this run or bundle too (repeatable; same labels)."),
-    batch_size: int = typer.Option(256, min=1),
+    batch_size: int = typer.Option(256, min=1, help=BATCH_HELP),
     chunk_size: int = typer.Option(4096, min=1, help="Lines read at a time (bounds memory)."),
-    device: Device = typer.Option("auto"),
+    device: Device = typer.Option("auto", help=DEVICE_HELP),
     bf16: bool = typer.Option(False, "--bf16", help="bfloat16 inference where the CPU/GPU supports it (faster, ~1e-3 off)."),
 ) -> None:
     """Classify texts: one output line per input line, in input order.
@@ -267,7 +276,7 @@ def explain(
     fmt: ExplainFormat = typer.Option("terminal", "--format", help="Coloured terminal text, jsonl or one html page."),
     method: ExplainMethod = typer.Option("auto", help="auto: integrated_gradients for run folders, else occlusion."),
     batch_size: int = typer.Option(256, min=1, help="Rows per forward pass (a text takes ~34)."),
-    device: Device = typer.Option("auto"),
+    device: Device = typer.Option("auto", help=DEVICE_HELP),
 ) -> None:
     """Which characters or tokens drove each prediction: attributions over the text's characters."""
     from vdcnn.classifier import load_classifier
@@ -342,14 +351,22 @@ def compare(
     runs: Optional[List[Path]] = typer.Argument(None, metavar="RUN",
                                                 help="Finished run folders to tabulate (no training)."),
     depths: Optional[str] = typer.Option(None, help="Depths to train, comma-separated (default 9,17,29,49)."),
-    shortcut: Optional[ShortcutVariants] = typer.Option(None, case_sensitive=False,
-                                                        help="Shortcut variants to train (default both)."),
+    shortcuts: Optional[ShortcutVariants] = typer.Option(None, "--shortcuts", case_sensitive=False,
+                                                         help="Shortcut variants to train: both (default), on or "
+                                                              "off. (train's --shortcut/--no-shortcut is one model's "
+                                                              "switch.)"),
+    shortcut_old: Optional[ShortcutVariants] = typer.Option(None, "--shortcut", case_sensitive=False, hidden=True,
+                                                            help="Deprecated spelling of --shortcuts."),
     out: Optional[Path] = typer.Option(None, "--out", "-o",
                                        help="Study folder: one run folder per variant plus the tables "
                                             "(default: runs/compare-DATASET; with RUN folders, their parent)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML preset (path or preset name)."),
     set_: List[str] = typer.Option([], "--set", help="Any setting, e.g. --set train.momentum=0.8."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    equal_time: bool = typer.Option(False, "--equal-time",
+                                    help="Compare at equal training time: every variant gets the time budget "
+                                         "(--time-budget, the preset's or the automatic recipe's), so deeper "
+                                         "variants run fewer epochs. Default: the same epochs for every variant."),
     **options: Any,
 ) -> None:
     """Shortcut x depth study: train one run per depth and shortcut setting (same data, seed and recipe),
@@ -358,19 +375,26 @@ def compare(
     """
     from vdcnn.compare import OUTPUT_FILES, collect_histories, collect_runs, format_table, run_compare, write_outputs
 
+    if shortcut_old is not None:
+        err("warning: `vdcnn compare --shortcut` is deprecated (in train it is an on/off switch); use --shortcuts")
+        if shortcuts is not None and shortcuts != shortcut_old:
+            raise ConfigError("give the shortcut variants once, as --shortcuts")
+        shortcuts = shortcuts or shortcut_old
     if runs:
-        if config is not None or _given(options) or set_ or depths is not None or shortcut is not None:
+        if (config is not None or _given(options) or set_ or depths is not None or shortcuts is not None
+                or equal_time):
             raise ConfigError("with RUN folders, compare tabulates them as they are; training options "
-                              "(--depths, --shortcut, --config, recipe flags) do not apply")
+                              "(--depths, --shortcuts, --config, recipe flags) do not apply")
         rows = collect_runs(runs)
         parents = {Path(r).resolve().parent for r in runs}
         out = out or (parents.pop() if len(parents) == 1 else Path("."))
         paths = write_outputs(rows, collect_histories(rows), out)
     else:
-        shortcuts = SHORTCUT_VARIANTS[shortcut.value if shortcut else "both"]
+        variants = SHORTCUT_VARIANTS[shortcuts.value if shortcuts else "both"]
         base = build_config(config, options, set_)
         out = out or Path("runs") / f"compare-{Path(base.data.dataset).name.split('.')[0] or 'data'}"
-        rows = run_compare(base, _parse_depths(depths or "9,17,29,49"), shortcuts, out, log=err, progress=progress)
+        rows = run_compare(base, _parse_depths(depths or "9,17,29,49"), variants, out, log=err, progress=progress,
+                           equal_time=equal_time)
         paths = {k: out / v for k, v in OUTPUT_FILES.items()}
     typer.echo(format_table(rows))
     typer.echo("")
@@ -381,13 +405,21 @@ def compare(
 @app.command(name="export")
 def export_model(
     run: Path = typer.Argument(..., help="Run folder."),
-    fmt: ExportFormat = typer.Option("onnx", "--format", "-f", help="Bundle format."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Bundle folder (default: RUN/export-FORMAT)."),
+    to: Optional[ExportFormat] = typer.Option(None, "--to", "-t", help="Bundle kind: onnx (default) or torchscript."),
+    fmt: Optional[ExportFormat] = typer.Option(None, "--format", "-f", hidden=True,
+                                               help="Deprecated spelling of --to."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Bundle folder (default: RUN/export-KIND)."),
 ) -> None:
     """Export a run for deployment (BatchNorm folded); `vdcnn predict BUNDLE` uses it."""
     from vdcnn.export import export_run
 
-    bundle = export_run(run, fmt.value, out)
+    if fmt is not None:
+        err("warning: `vdcnn export --format` is deprecated (in predict and explain --format is the output "
+            "format); use --to")
+        if to is not None and to != fmt:
+            raise ConfigError("give the bundle kind once, as --to")
+    kind = to or fmt
+    bundle = export_run(run, kind.value if kind else "onnx", out)
     typer.echo(str(bundle))
     for path in sorted(p for p in bundle.iterdir() if p.is_file() and not p.name.startswith(".")):
         typer.echo(f"  {path.name:<12} {path.stat().st_size / 1e6:10.3f} MB")
@@ -402,13 +434,25 @@ def _result_value(key: str, value: object) -> str:
     return str(value)
 
 
+def _is_click_error(exc: BaseException) -> bool:
+    """A command-line error (click's ClickException), whichever click raised it: typer vendors its own
+    copy, whose classes are not the ``click`` package's, and this module imports neither privately."""
+    return any(c.__name__ == "ClickException" for c in type(exc).__mro__)
+
+
+def _exit_on_click_error(exc: Any) -> None:
+    """Bare ``vdcnn`` / ``vdcnn train``: the help text; a bad option or argument: one line, not a usage box."""
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        exc.show()
+        sys.exit(exc.exit_code)
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    err(f"error: {exc.format_message()}{hint}")
+    sys.exit(exc.exit_code)
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit."""
-
-    try:  # typer >= 0.2x vendors its own click
-        from typer import _click as click
-    except ImportError:  # pragma: no cover
-        import click
 
     debug = "--debug" in sys.argv[1:]
 
@@ -423,16 +467,6 @@ def main() -> None:
         sys.exit(code if isinstance(code, int) else 0)
     except SystemExit:
         raise
-    except click.exceptions.NoArgsIsHelpError as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:  # bad option or argument: one line too, not a usage box
-        hint = ""
-        ctx = getattr(exc, "ctx", None)
-        if ctx is not None:
-            hint = f" (see `{ctx.command_path} --help`)"
-        err(f"error: {exc.format_message()}{hint}")
-        sys.exit(exc.exit_code)
     except typer.Abort:
         err("interrupted")
         sys.exit(130)
@@ -445,6 +479,8 @@ def main() -> None:
         err("interrupted")
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
+        if _is_click_error(exc):
+            _exit_on_click_error(exc)
         if debug:
             raise
         from vdcnn.train import TrainingInterrupted

@@ -29,7 +29,7 @@ PREDICT_TEXTS = [
 def test_train_writes_a_complete_run_folder(tiny_run):
     names = {p.name for p in tiny_run.iterdir()}
     assert {"config.json", "model.safetensors", "last.pt", "metrics.jsonl"} <= names
-    assert not any(n.endswith(".tmp") or n == ".lock" for n in names)
+    assert not any(n.endswith(".tmp") for n in names)  # .lock stays (free): see run_lock
     meta = json.loads((tiny_run / "config.json").read_text())
     assert meta["format_version"] == 1
     assert meta["labels"] == ["business", "sports", "tech"]
@@ -101,18 +101,20 @@ def test_eval_defaults_to_the_runs_dataset(runner, tiny_run, tmp_path):
     assert json.loads((tmp_path / "r.json").read_text())["n"] == 120
 
 
-def test_eval_on_another_dataset_keeps_the_runs_own_plot(runner, tiny_run, tmp_path):
+def test_eval_writes_nothing_unless_a_plot_is_asked_for(runner, tiny_run, tmp_path):
+    """eval reads: the run folder is left as it was; --plot PATH draws the confusion matrix there."""
     import shutil
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
-    assert runner.invoke(app, ["eval", str(run)]).exit_code == 0
-    own = (run / "confusion-test.png").read_bytes()
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
     other = write_topic_csv(tmp_path / "holdout.csv", rows_per_class=5, seed=3)
-    result = runner.invoke(app, ["eval", str(run), "--dataset", str(other)])
+    assert runner.invoke(app, ["eval", str(run)]).exit_code == 0
+    assert runner.invoke(app, ["eval", str(run), "--dataset", str(other)]).exit_code == 0
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
+    result = runner.invoke(app, ["eval", str(run), "--plot", str(tmp_path / "cm.png")])
     assert result.exit_code == 0, result.output
-    assert (run / "confusion-holdout-test.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (run / "confusion-test.png").read_bytes() == own  # not overwritten by the other dataset
+    assert (tmp_path / "cm.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.parametrize("flag,word", [("--shortcut", "shortcut on"), ("--no-shortcut", "shortcut off")])
@@ -260,3 +262,81 @@ def test_eval_scores_an_ensemble(runner, tiny_run, byte_run, tmp_path):
     expected = (load_ensemble([tiny_run, byte_run]).predict_proba(data.texts).argmax(1) == data.labels).mean()
     assert json.loads((tmp_path / "r.json").read_text())["accuracy"] == pytest.approx(expected)
 
+
+
+def _commands():
+    import typer.main
+
+    group = typer.main.get_command(app)
+    return [(name, group.commands[name]) for name in sorted(group.commands)]
+
+
+def test_every_option_has_help():
+    missing = [f"{name} {p.opts[0]}" for name, cmd in _commands() for p in cmd.params
+               if p.param_type_name == "option" and not p.hidden and not (p.help or "").strip()]
+    assert missing == []
+
+
+def test_the_clis_choices_are_the_librarys():
+    from vdcnn.classifier import FORMATS
+    from vdcnn.cli import main as cli
+    from vdcnn.explain import FORMATS as EXPLAIN_FORMATS
+    from vdcnn.explain import METHODS
+    from vdcnn.predict import INPUT_FORMATS, OUTPUT_FORMATS
+
+    assert (cli.EXPORT_FORMATS, cli.EXPLAIN_FORMATS, cli.EXPLAIN_METHODS, cli.INPUT_FORMATS, cli.OUTPUT_FORMATS) == (
+        FORMATS, EXPLAIN_FORMATS, METHODS, INPUT_FORMATS, OUTPUT_FORMATS)
+
+
+def test_export_takes_the_bundle_kind_as_to(runner, tiny_run, tmp_path):
+    """--format is the output format of predict and explain; export's artifact kind is --to
+    (--format still works there, with a deprecation warning)."""
+    result = runner.invoke(app, ["export", str(tiny_run), "--to", "torchscript", "--out", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "a" / "model.pt").is_file()
+    result = runner.invoke(app, ["export", str(tiny_run), "--format", "torchscript", "--out", str(tmp_path / "b")])
+    assert result.exit_code == 0 and "deprecated" in result.output and "--to" in result.output
+    assert "--to" in runner.invoke(app, ["export", "--help"]).output
+
+
+def test_predict_imports_only_what_it_uses(tiny_run, tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "in.txt").write_text("the striker scored a late goal\n")
+    probe = ("import sys; from vdcnn.cli.main import main; sys.argv = ['vdcnn', 'predict', sys.argv[1], sys.argv[2]]\n"
+             "try:\n    main()\nexcept SystemExit:\n    pass\n"
+             "print(sorted(m for m in ('sklearn', 'matplotlib', 'datasets', 'scipy', 'pandas') if m in sys.modules),"
+             " file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", probe, str(tiny_run), str(tmp_path / "in.txt")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "[]"
+
+
+def test_no_private_imports_and_every_import_is_declared():
+    """typer's vendored click is private (typer._click); every third-party package vdcnn imports is a
+    declared dependency (huggingface_hub was imported but not declared)."""
+    import ast
+    import re
+    import sys
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    meta = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    declared = {re.split(r"[<>=\[; ]", d)[0].lower().replace("-", "_")
+                for d in meta["dependencies"] + [x for extra in meta["optional-dependencies"].values() for x in extra]}
+    dist_of = {"sklearn": "scikit_learn", "yaml": "pyyaml"}
+    used = set()
+    for path in [*root.joinpath("vdcnn").rglob("*.py"), *root.joinpath("cli").glob("*.py")]:
+        if ".venv" in path.parts:
+            continue
+        source = path.read_text()
+        assert "typer._click" not in source and "from typer import _click" not in source, path
+        for node in ast.walk(ast.parse(source)):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+            used.update(n.split(".")[0] for n in names)
+    third_party = {dist_of.get(n, n).lower() for n in used if n not in sys.stdlib_module_names and n not in ("vdcnn", "cli")}
+    assert third_party - declared == set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -100,7 +101,7 @@ def test_plan_variants_copies_and_names(dataset):
 def test_compare_cli_trains_and_writes_outputs(dataset, tmp_path, monkeypatch):
     calls = _count_train(monkeypatch)
     out = tmp_path / "study"
-    result = _cli("--dataset", str(dataset), "--depths", "9", "--shortcut", "both", "--out", str(out), *TINY)
+    result = _cli("--dataset", str(dataset), "--depths", "9", "--shortcuts", "both", "--out", str(out), *TINY)
     assert result.exit_code == 0, result.output
     assert [p.name for p, _ in calls] == ["d9-plain", "d9-shortcut"]
     assert "d9-plain" in result.output and "d9-shortcut" in result.output and "compare.png" in result.output
@@ -168,8 +169,8 @@ def test_collect_errors_and_cli_checks(tmp_path, dataset):
         collect_runs([tmp_path])
     result = CliRunner().invoke(app, ["compare", str(tmp_path), "--epochs", "2"])
     assert result.exit_code != 0 and "do not apply" in str(result.exception)
-    result = CliRunner().invoke(app, ["compare", "--dataset", str(dataset), "--shortcut", "maybe"])
-    assert result.exit_code == 2 and "'maybe'" in result.output and "--shortcut" in result.output  # a click choice
+    result = CliRunner().invoke(app, ["compare", "--dataset", str(dataset), "--shortcuts", "maybe"])
+    assert result.exit_code == 2 and "'maybe'" in result.output and "--shortcuts" in result.output  # a click choice
     result = CliRunner().invoke(app, ["compare", "--dataset", str(dataset), "--depths", "9,x"])
     assert "--depths" in str(result.exception)
 
@@ -209,7 +210,7 @@ def test_a_study_under_the_automatic_recipe_resumes_against_its_resolved_runs(tm
     """Each run's config.json holds the resolved recipe; the study's own config is still unresolved."""
     import json
 
-    from vdcnn.compare import _check_same_recipe
+    from vdcnn.compare import check_same_recipe
     from vdcnn.config import RunConfig
     from vdcnn.errors import ConfigError
 
@@ -224,7 +225,38 @@ def test_a_study_under_the_automatic_recipe_resumes_against_its_resolved_runs(tm
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"format_version": 1, "model": {}, "encoder": {}, "labels": [],
                                                 "run": resolved.to_dict()}))
-    _check_same_recipe(run, study)  # the recipe's choices are not the user's: no complaint
+    check_same_recipe(run, study)  # the recipe's choices are not the user's: no complaint
     study.set("train.lr", 0.01)  # a setting the user gave differs: refuse
     with pytest.raises(ConfigError, match="train.lr"):
-        _check_same_recipe(run, study)
+        check_same_recipe(run, study)
+
+
+def test_every_variant_trains_the_same_epochs_unless_equal_time_is_asked(dataset):
+    """Under the automatic recipe (or a preset with a time budget) each variant would get the same
+    time, so a deeper one fewer epochs: a comparison at equal epochs must drop the budget."""
+    from vdcnn.recipe import apply_recipe
+
+    texts, labels = ["a short text about sports"] * 20 + ["a note on markets"] * 20, np.array([0] * 20 + [1] * 20)
+    auto = _base(dataset)
+    auto.auto = True
+    for _, cfg in plan_variants(auto, [9, 29], [True]):
+        apply_recipe(cfg, texts, labels, 2)
+        assert cfg.train.time_budget is None
+    for _, cfg in plan_variants(auto, [9, 29], [True], equal_time=True):
+        apply_recipe(cfg, texts, labels, 2)
+        assert cfg.train.time_budget is not None  # the recipe's budget, the same for every variant
+    preset = _base(dataset)
+    preset.set("train.time_budget", "5m")
+    assert [c.train.time_budget for _, c in plan_variants(preset, [9, 29], [True])] == [None, None]
+    assert [c.train.time_budget for _, c in plan_variants(preset, [9, 29], [True], equal_time=True)] == ["5m", "5m"]
+
+
+def test_compare_takes_the_variants_as_shortcuts_and_the_old_spelling_with_a_warning(dataset, monkeypatch):
+    """train's --shortcut/--no-shortcut is one model's switch; compare's variant list is --shortcuts."""
+    seen = []
+    monkeypatch.setattr("vdcnn.compare.run_compare", lambda base, depths, shortcuts, out, **kw: seen.append(shortcuts) or [])
+    for args in (["--shortcuts", "on"], ["--shortcut", "off"]):
+        result = CliRunner().invoke(app, ["compare", "--dataset", str(dataset), "--depths", "9", *args])
+        assert result.exit_code == 0, result.output
+    assert seen == [[True], [False]]
+    assert "deprecated" in result.output and "--shortcuts" in result.output

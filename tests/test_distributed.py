@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -103,3 +104,102 @@ def test_early_stop_is_decided_once_for_all_ranks(topic_csv, tmp_path):
     assert "early stop" in result.stderr
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert 2 <= len(lines) < 12
+
+
+def _node(args: list[str], cwd: Path, node_rank: int, port: int, restarts: int = 0,
+          extra_env: dict | None = None) -> subprocess.Popen:
+    """One "machine" of a two-node torchrun job on 127.0.0.1 (static rendezvous), in its own folder."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path.cwd()), **(extra_env or {})}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node_rank),
+           "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port),
+           "--max-restarts", str(restarts), *args]
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_two_machines_share_no_folder(topic_csv, tmp_path):
+    """Two torchrun "machines", each in its own working folder with its own copy of the data: only
+    rank 0 writes the run folder, fits the baseline and prints; the other gets settings, label rule
+    and vocabulary from rank 0 and leaves its folder untouched."""
+    homes = [tmp_path / "machine0", tmp_path / "machine1"]
+    for home in homes:
+        home.mkdir()
+        (home / "data.csv").write_bytes(topic_csv.read_bytes())
+    port = _free_port()
+    args = ["-m", "vdcnn", "train", "--dataset", "data.csv", "--out", "run", "--encoder", "subword",
+            "--vocab-size", "300", *RECIPE]
+    nodes = [_node(args, home, rank, port) for rank, home in enumerate(homes)]
+    try:
+        outputs = [n.communicate(timeout=150) for n in nodes]
+    finally:
+        for n in nodes:
+            n.kill()
+    for node, (_, stderr) in zip(nodes, outputs):
+        assert node.returncode == 0, stderr
+    assert sorted(p.name for p in homes[1].iterdir()) == ["data.csv"], "rank 1 wrote into its folder"
+    run = homes[0] / "run"
+    assert {"config.json", "model.safetensors", "last.pt", "metrics.jsonl"} <= {p.name for p in run.iterdir()}
+    assert "baseline" in json.loads((run / "config.json").read_text())["results"]
+    assert outputs[0][1].count("best validation accuracy") == 1
+    assert "best validation accuracy" not in outputs[1][1] and "TF-IDF" not in outputs[1][1]
+
+    # Rank 0 refuses (the folder holds a run): rank 1, which cannot see it, gets the same error, no hang.
+    again = _free_port()
+    nodes = [_node(args, home, rank, again) for rank, home in enumerate(homes)]
+    try:
+        outputs = [n.communicate(timeout=120) for n in nodes]
+    finally:
+        for n in nodes:
+            n.kill()
+    for node, (_, stderr) in zip(nodes, outputs):
+        assert node.returncode != 0 and "already holds a run" in stderr, stderr
+
+
+DIE_ONCE = """
+import os, sys
+import vdcnn.train as train
+
+real = train._train_step
+def dying(run, *args):
+    # Rank 1 dies (as a killed process would) in the second epoch of the first attempt.
+    if (os.environ["RANK"] == "1" and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+            and run.state.epoch == 1 and run.state.step_in_epoch == 2):
+        os._exit(9)
+    return real(run, *args)
+train._train_step = dying
+
+from vdcnn.cli.main import main
+sys.argv = ["vdcnn", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_killed_rank_is_restarted_and_the_run_resumes(topic_csv, tmp_path):
+    """Under `torchrun --max-restarts 1` a rank that dies takes the job down and torchrun starts the
+    same command again: `vdcnn train` then continues from the last saved state, without a new flag."""
+    script = tmp_path / "die_once.py"
+    script.write_text(textwrap.dedent(DIE_ONCE))
+    out = tmp_path / "run"
+    recipe = list(RECIPE)
+    recipe[recipe.index("--epochs") + 1] = "3"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path.cwd())}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(_free_port()), "--max-restarts", "1", str(script), "train", "--dataset",
+           str(topic_csv), "--out", str(out), "--no-baseline", *recipe]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=200)
+    assert result.returncode == 0, result.stderr
+    assert "resuming at epoch 2, step 0" in result.stderr
+    epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3]
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 3
+
+
+def test_ranks_draw_different_random_masks():
+    """Dropout, drop-path and augmentation noise differ between ranks (nanoGPT's seed + rank); a single
+    process keeps the seeds it always had."""
+    from vdcnn.distributed import DistContext, rank_seed
+    from vdcnn.train import augment_seed
+
+    single, rank0, rank1 = DistContext(), DistContext(0, 2), DistContext(1, 2)
+    assert rank_seed(7, single) == rank_seed(7, rank0) == 7 != rank_seed(7, rank1)
+    assert augment_seed(7, 1, 3, single) == hash((7, 1, 3)) & 0x7FFFFFFF
+    assert augment_seed(7, 1, 3, rank0) != augment_seed(7, 1, 3, rank1)

@@ -213,7 +213,7 @@ def test_cli_predict_bundle_matches_run(run_dir, bundles, tmp_path):
 
 def test_cli_export_command(run_dir, tmp_path):
     out = tmp_path / "bundle"
-    result = CliRunner().invoke(app, ["export", str(run_dir), "--format", "onnx", "--out", str(out)])
+    result = CliRunner().invoke(app, ["export", str(run_dir), "--to", "onnx", "--out", str(out)])
     assert result.exit_code == 0, (result.output, result.exception)
     lines = result.stdout.splitlines()
     assert lines[0] == str(out)
@@ -224,10 +224,10 @@ def test_cli_export_command(run_dir, tmp_path):
 def test_unknown_format_is_a_one_line_error(run_dir, tmp_path, monkeypatch, capsys):
     with pytest.raises(ConfigError, match="unknown export format 'tflite'"):
         export_run(run_dir, "tflite")
-    # The CLI's --format is a choice (listed by --help): the real entry point says so in one line, exit code 2.
+    # The CLI's --to is a choice (listed by --help): the real entry point says so in one line, exit code 2.
     from vdcnn.cli.main import main
 
-    monkeypatch.setattr(sys, "argv", ["vdcnn", "export", str(run_dir), "--format", "tflite"])
+    monkeypatch.setattr(sys, "argv", ["vdcnn", "export", str(run_dir), "--to", "tflite"])
     with pytest.raises(SystemExit) as exc:
         main()
     assert exc.value.code == 2

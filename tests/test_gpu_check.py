@@ -55,6 +55,8 @@ def test_smoke_checks_hold(smoke):
     # Without CUDA the "GPU" side is the CPU itself: the same probabilities, to the bit.
     same = steps["parity"]["gpu_vs_cpu"]
     assert same["texts"] == same["labels_agree"] == test_rows and same["max_prob_diff"] == 0.0
+    bundle = steps["parity"]["torchscript_on_device"]  # the exported bundle runs where the check runs
+    assert bundle["texts"] == bundle["labels_agree"] > 0 and steps["parity"]["cudnn_benchmark_after_training"] is False
     cli = steps["parity"]["cli_predict"]
     assert cli["texts"] == cli["lines"] == cli["labels_agree"] > 0
     assert steps["parity"]["eval_test_acc"] == pytest.approx(steps["parity"]["train_test_acc"], abs=0.02)
@@ -64,7 +66,9 @@ def test_smoke_checks_hold(smoke):
     assert resume["steps_per_epoch"] < resume["interrupted_at_step"] < 2 * resume["steps_per_epoch"]
     assert resume["state_rng_keys"]
     run = steps["torchrun"]
-    assert run["backend"] == "gloo" and run["all_reduce"]["sum"] == run["all_reduce"]["expected"] == 1.0
+    # Two processes even where one device exists, so DDP and synced BatchNorm run.
+    assert run["backend"] == "gloo" and run["all_reduce"]["sum"] == run["all_reduce"]["expected"] == 3.0
+    assert run["processes"] == 2 and run["ddp"] and run["sync_bn"]
     assert 0.0 <= run["test_acc"] <= 1.0
     if steps["bf16"]["bf16_active"]:
         bf16 = steps["bf16"]["inference_bf16_vs_fp32"]
@@ -72,6 +76,8 @@ def test_smoke_checks_hold(smoke):
     speed = steps["speed"]
     row = speed["depths"]["9"]
     assert all(v > 0 for v in [*row["vdcnn"].values(), *row["reference"].values()])
+    # The ratio times both sides alike (model on device ids); end to end is reported apart.
+    assert row["infer_end_to_end_vs_reference"] > 0 and any(k.endswith("_end_to_end") for k in row["vdcnn"])
     assert speed["epoch"]["texts"] == 64 and speed["epoch"]["seconds_per_120k"] > 0
     assert steps["accuracy"]["depth"] == 9 and 0.0 <= steps["accuracy"]["test_acc"] <= 1.0
     assert [v["name"] for v in steps["compare"]["variants"]] == ["d9-plain", "d9-shortcut"]
@@ -106,3 +112,11 @@ def test_bad_step_name_and_full_run_without_gpu_are_refused(tmp_path):
     if not torch.cuda.is_available():
         proc, report = _run(tmp_path)
         assert proc.returncode == 2 and "no CUDA device" in proc.stderr and report is None
+
+
+def test_torchrun_step_runs_two_processes_on_one_device():
+    from benchmarks.gpu_steps import torchrun_layout
+
+    assert torchrun_layout("cuda", 4)[:2] == (4, "nccl")
+    assert torchrun_layout("cuda", 1)[:2] == (2, "gloo")  # NCCL refuses two ranks on one GPU
+    assert torchrun_layout("cpu", 0)[:2] == (2, "gloo")

@@ -92,12 +92,22 @@ def cli(capsys, monkeypatch, tmp_path):
     return run
 
 
+def _lock_is_free(folder: Path) -> bool:
+    """Whether no training holds the run folder's lock (the .lock file itself stays, as filelock leaves it)."""
+    from vdcnn.checkpoint import LOCK_FILE, run_lock
+
+    if not (folder / LOCK_FILE).exists():
+        return True
+    with run_lock(folder):  # raises CheckpointError while held
+        return True
+
 def snapshot(*roots: Path) -> dict[str, tuple[int, int]]:
-    """Every file under ``roots`` with its size and mtime."""
+    """Every file under ``roots`` with its size and mtime (the run's lock file aside: a training that
+    refuses may leave it, free, as filelock does)."""
     out = {}
     for root in roots:
         for p in sorted(Path(root).rglob("*")):
-            if p.is_dir():
+            if p.is_dir() or p.name == ".lock":
                 continue  # a folder's mtime moves when a lock file comes and goes
             st_ = p.stat()
             out[str(p)] = (st_.st_size, st_.st_mtime_ns)
@@ -337,7 +347,7 @@ def test_commands_refuse_bad_run_folders(cli, tmp_path, tiny_run, command, case)
     texts = tmp_path / "in.txt"
     texts.write_text("hello\n")
     args = {"eval": ["eval", run], "predict": ["predict", run, texts], "info": ["info", run],
-            "export": ["export", run, "--format", "torchscript"]}[command]
+            "export": ["export", run, "--to", "torchscript"]}[command]
     words = {"does not exist": "not found", "a file": "run", "empty folder": "config.json",
              "newer format": "format version 2", "garbage config": "config.json"}
     if command == "info" and case in ("does not exist", "a file"):
@@ -468,7 +478,7 @@ def test_info_refuses_bad_config_files(cli, tmp_path, content, word):
 
 
 def test_export_and_compare_refuse_bad_input(cli, tmp_path, tiny_run):
-    fails_cleanly(cli, ["export", tiny_run, "--format", "pickle"], tmp_path, tiny_run, contains=("--format", "pickle"))
+    fails_cleanly(cli, ["export", tiny_run, "--to", "pickle"], tmp_path, tiny_run, contains=("--to", "pickle"))
     fails_cleanly(cli, ["compare", tmp_path / "nowhere"], tmp_path, contains="not found")
     fails_cleanly(cli, ["compare", "--depths", "9,x", "--out", tmp_path / "study"], tmp_path, contains="--depths")
 
@@ -583,7 +593,7 @@ def test_signal_saves_state_exits_130_and_resume_finishes(cli, tmp_path, sig):
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "state saved" in stderr and "--resume" in stderr
     state = torch.load(out / "last.pt", weights_only=True)
-    assert state["epoch"] >= 1 and not (out / ".lock").exists()
+    assert state["epoch"] >= 1 and _lock_is_free(out)
     result = cli("train", "--resume", "--out", out)
     assert result.code == 0, result.err
     assert json.loads((out / "config.json").read_text())["results"]["epochs_run"] == 4
@@ -600,7 +610,7 @@ def test_sigterm_before_training_starts_exits_cleanly(cli, tmp_path):
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
-    assert not (out / ".lock").exists()
+    assert _lock_is_free(out)
     if (out / "config.json").exists():
         result = cli("train", "--resume", "--out", out)
     else:
@@ -635,7 +645,7 @@ def _kill_and_resume(cli, data: Path, out: Path, epochs: int, when, env_extra=No
     else:  # killed before the run folder existed: run the same command again
         result = cli("train", "--dataset", data, "--out", out, "--epochs", epochs, "--seed", "3", *TRAIN_FAST)
     assert result.code == 0, result.err
-    assert not any(p.name.endswith(".tmp") or p.name == ".lock" for p in out.iterdir())
+    assert not any(p.name.endswith(".tmp") for p in out.iterdir())
 
 
 @pytest.fixture(scope="module")
@@ -682,7 +692,7 @@ def test_kill_9_inside_a_checkpoint_write_keeps_the_last_one_and_resume_matches(
     _check_no_torn_files(out)
     result = cli("train", "--resume", "--out", out)
     assert result.code == 0, result.err
-    assert not any(p.name.endswith(".tmp") or p.name == ".lock" for p in out.iterdir())
+    assert not any(p.name.endswith(".tmp") for p in out.iterdir())
     same_weights(ref, out)
     del _kill_and_resume_check
 
@@ -751,10 +761,10 @@ def test_a_second_training_into_the_same_folder_refuses(cli, tmp_path, paused):
     finally:
         holder.kill()
         holder.wait()
-    # The holder is dead now: the OS released its lock, the training goes ahead and removes the lock at the end.
+    # The holder is dead now: the OS released its lock, the training goes ahead and releases it at the end.
     result = cli("train", "--resume", "--out", paused)
     assert result.code == 0, result.err
-    assert not (paused / ".lock").exists()
+    assert _lock_is_free(paused)
 
 
 # --------------------------------------------------------------------------------------------
@@ -849,7 +859,7 @@ def test_disk_full_inside_the_writer_is_a_clear_error(cli, tmp_path, paused, mon
     assert "last.pt" in line and "disk full" in line
     after = {p.name: p.read_bytes() for p in paused.iterdir()}
     assert after["last.pt"] == before["last.pt"]  # the previous state is intact
-    assert not any(name.endswith(".tmp") or name == ".lock" for name in after)
+    assert not any(name.endswith(".tmp") for name in after)
     load_file(paused / "model.safetensors")  # what was written before the failure is complete
 
 
@@ -885,7 +895,7 @@ def test_model_safetensors_replaced_by_a_pickle(cli, tmp_path, tiny_run):
     marker = tmp_path / "PWNED"
     (run / "model.safetensors").write_bytes(pickle.dumps({"w": _Payload(marker)}))
     (tmp_path / "in.txt").write_text("hello\n")
-    for args in (["predict", run, tmp_path / "in.txt"], ["eval", run], ["export", run, "--format", "torchscript"]):
+    for args in (["predict", run, tmp_path / "in.txt"], ["eval", run], ["export", run, "--to", "torchscript"]):
         fails_cleanly(cli, args, tmp_path, contains=("model.safetensors", "not a safetensors"))
     assert not marker.exists()
 

@@ -99,7 +99,9 @@ def test_resume_keeps_the_time_plan(topic_csv, tmp_path, monkeypatch):
         fits.append(args)
         return 20, 10.0
 
-    monkeypatch.setattr(train_mod, "fit_total_steps", fixed_fit)
+    import vdcnn.time_budget
+
+    monkeypatch.setattr(vdcnn.time_budget, "fit_total_steps", fixed_fit)  # the planner lives there
     cfg = _tiny_cfg(topic_csv, epochs=200, schedule="onecycle", time_budget="1h")
     out = tmp_path / "run"
     with pytest.raises(TrainingInterrupted):
@@ -115,3 +117,22 @@ def test_resume_keeps_the_time_plan(topic_csv, tmp_path, monkeypatch):
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3] and rows[-1]["steps"] == 6
     assert rows[-1]["lr"] < 1e-6 * cfg.train.lr
+
+
+def test_the_plan_is_made_by_time_budget_from_measured_steps():
+    """Planning lives in vdcnn.time_budget (train only times steps and applies the plan)."""
+    from vdcnn.time_budget import WARMUP_STEPS, StepClock, describe_plan, plan_budget
+
+    clock = StepClock()
+    now = 0.0
+    for step in range(WARMUP_STEPS + 5):
+        now += 0.5
+        ready = clock.tick(now, 32, budget_s=50, last=False)
+        assert ready is (step == WARMUP_STEPS + 4)  # 5 steps and a second timed after the warm-up
+    assert clock.step_s == pytest.approx(0.5) and clock.rows_per_s == pytest.approx(64)
+    plan = plan_budget(600, elapsed_s=10, steps_done=8, step_s=0.5, steps_per_epoch=100, max_epochs=50,
+                       texts_per_s=64, eval_texts_per_s=1000, epoch_eval_rows=500, final_eval_rows=1000, save_s=0.1)
+    assert 8 <= plan.total_steps < 50 * 100 and plan.estimated_s <= 600
+    assert describe_plan(plan, "10m", 50).startswith(f"time budget 10m: {plan.epochs:.1f} epochs of 100 steps")
+    lockstep = StepClock(lockstep=True)
+    assert [lockstep.tick(float(i), 8, 600, False) for i in range(WARMUP_STEPS + 20)][-1] is True

@@ -52,6 +52,23 @@ def test_a_second_lock_on_the_same_folder_fails_naming_the_holder(tmp_path):
         with pytest.raises(CheckpointError, match=f"in use by another training \\(pid {os.getpid()}\\)"):
             with run_lock(tmp_path):
                 pass
-    assert not (tmp_path / LOCK_FILE).exists()
     with run_lock(tmp_path):  # released: it can be taken again
         pass
+
+
+def test_the_lock_file_stays_so_two_trainings_never_hold_it_at_once(tmp_path):
+    """flock + unlink race: a second training that opened the lock file while the first held it
+    gets that file's lock as the first lets go; had the first unlinked the file, a third would
+    create a new one and lock it too, two trainings writing one folder. The file stays (as
+    filelock leaves it), so the third finds the second holding it."""
+    import fcntl
+
+    with run_lock(tmp_path):
+        second = open(tmp_path / LOCK_FILE, "a")  # opened while the first holds the lock
+    fcntl.flock(second, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ... and taken as it is released
+    try:
+        with pytest.raises(CheckpointError, match="in use by another training"):
+            with run_lock(tmp_path):
+                pass
+    finally:
+        second.close()

@@ -110,14 +110,15 @@ def make_batch(data: Encoded, index: np.ndarray, trim: bool, device: torch.devic
         ids = ids[:, :longest]
     device = torch.device(device)
     return (
-        _to_device(np.ascontiguousarray(ids).astype(np.int64), device),
-        _to_device(lengths.astype(np.int64), device),
+        _to_device(np.ascontiguousarray(ids), device).long(),  # copied in the encoder's compact dtype, widened there
+        _to_device(lengths, device).long(),
         _to_device(np.ascontiguousarray(data.labels[index]), device),
     )
 
 
 def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    """A host array on ``device``; to a GPU through pinned memory, so the copy does not block the host."""
+    """A host array on ``device``, in its own dtype (uint8 ids cross the bus as 1 byte, not 8); to a
+    GPU through pinned memory, so the copy does not block the host."""
     tensor = torch.from_numpy(array)
     if device.type == "cuda":
         return tensor.pin_memory().to(device, non_blocking=True)

@@ -6,6 +6,7 @@ RUN/
   model.safetensors  weights (best by validation)
   last.pt            training state for --resume (tensors and plain values only)
   metrics.jsonl      one line per epoch
+  .lock              the training's OS file lock (left in place; free once no training holds it)
 ```
 Every file is written to a temporary name and renamed into place (``vdcnn.fileio``),
 so a crash or a full disk never leaves a torn file. Nothing is unpickled: weights come
@@ -209,5 +210,6 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
             stale.unlink(missing_ok=True)
         yield
     finally:
-        path.unlink(missing_ok=True)  # removed while still held, so the run folder is left clean
+        # The file stays (as filelock leaves it): unlinking a held lock file lets a process that opened
+        # it before the unlink and one that creates it afresh both take "the" lock.
         lock.release()

@@ -37,7 +37,7 @@ from .model import DEPTHS
 OUTPUT_FILES = {"md": "compare.md", "csv": "compare.csv", "png": "compare.png", "grad_norms": "grad_norms.png"}
 
 # Settings that do not change what a run learns: a run trained with other values still counts.
-_MACHINE_SETTINGS = {("train", "device"), ("train", "threads"), ("train", "num_workers")}
+_MACHINE_SETTINGS = {("train", "device"), ("train", "threads")}
 
 # Row keys in table order, with their headers (terminal/markdown) and CSV names.
 COLUMNS = [
@@ -60,8 +60,13 @@ def variant_name(depth: int, shortcut: bool) -> str:
     return f"d{depth}-{'shortcut' if shortcut else 'plain'}"
 
 
-def plan_variants(base_cfg: RunConfig, depths: Sequence[int], shortcuts: Sequence[bool]) -> list[tuple[str, RunConfig]]:
-    """One config per (depth, shortcut): a deep copy of ``base_cfg`` with only the model layout changed."""
+def plan_variants(base_cfg: RunConfig, depths: Sequence[int], shortcuts: Sequence[bool],
+                  equal_time: bool = False) -> list[tuple[str, RunConfig]]:
+    """One config per (depth, shortcut): a deep copy of ``base_cfg`` with only the model layout changed.
+
+    Every variant trains the same epochs: a time budget (the preset's, or the one the automatic
+    recipe would choose) would give deeper variants fewer. ``equal_time`` keeps it instead, to
+    compare at equal training time."""
     depths = list(dict.fromkeys(depths))
     shortcuts = list(dict.fromkeys(bool(s) for s in shortcuts))
     if not depths:
@@ -78,6 +83,8 @@ def plan_variants(base_cfg: RunConfig, depths: Sequence[int], shortcuts: Sequenc
             cfg.model["stages"] = None
             cfg.set("model.depth", depth, source="compare")
             cfg.set("model.shortcut", shortcut, source="compare")
+            if not equal_time:
+                cfg.set("train.time_budget", None, source="compare")  # also keeps the recipe from choosing one
             cfg.validate()
             variants.append((variant_name(depth, shortcut), cfg))
     return variants
@@ -89,8 +96,11 @@ def plan_variants(base_cfg: RunConfig, depths: Sequence[int], shortcuts: Sequenc
 
 def run_compare(base_cfg: RunConfig, depths: Sequence[int], shortcuts: Sequence[bool], out_dir: str | Path,
                 log: Callable[[str], None] = lambda s: print(s, file=sys.stderr), progress: bool = True,
-                max_steps: int | None = None) -> list[dict[str, Any]]:
+                max_steps: int | None = None, equal_time: bool = False) -> list[dict[str, Any]]:
     """Train every variant into ``out_dir/<name>``; returns the table rows.
+
+    Every variant trains the same epochs, or with ``equal_time`` within the same time budget
+    (``plan_variants``).
 
     A variant whose folder holds results is skipped, one with a saved state is resumed.
     The tables are rewritten after each variant; on Ctrl-C (``TrainingInterrupted``) or
@@ -101,14 +111,21 @@ def run_compare(base_cfg: RunConfig, depths: Sequence[int], shortcuts: Sequence[
     from . import train as training  # module attribute lookup, so tests can replace train()
 
     out_dir = Path(out_dir)
-    variants = plan_variants(base_cfg, depths, shortcuts)
+    variants = plan_variants(base_cfg, depths, shortcuts, equal_time)
+    budget = base_cfg.train.time_budget
+    if equal_time:
+        log(f"comparing at equal time: every variant trains within "
+            f"{budget if budget else 'the automatic recipe time budget'}, so deeper variants run fewer epochs")
+    else:
+        log(f"comparing at equal epochs: every variant trains {'the same epochs' if base_cfg.auto else f'{base_cfg.train.epochs} epochs'}"
+            + (f" (the time budget {budget} is not used; --equal-time compares at equal time)" if budget else ""))
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create the output folder {out_dir}: {exc.strerror}") from None
     for name, cfg in variants:  # refuse a mismatched folder before spending hours on the others
         if (out_dir / name / ckpt.CONFIG_FILE).is_file():
-            _check_same_recipe(out_dir / name, cfg)
+            check_same_recipe(out_dir / name, cfg)
 
     diverged: set[str] = set()
 
@@ -181,8 +198,9 @@ def _normalise(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
 
 
-def _check_same_recipe(run_dir: Path, cfg: RunConfig) -> None:
-    """An existing variant folder must hold a run of the same recipe, or the table would mix studies."""
+def check_same_recipe(run_dir: Path, cfg: RunConfig) -> None:
+    """An existing run folder must hold a run of ``cfg``'s recipe (machine settings aside, and under the
+    automatic recipe only the settings the user gave), or reusing it would mix recipes; ConfigError if not."""
     stored = ckpt.read_config(run_dir).get("run") or {}
     wanted = _normalise(cfg.to_dict())
     for section, values in wanted.items():
@@ -361,166 +379,8 @@ def write_outputs(rows: Sequence[dict[str, Any]], histories: dict[str, list[dict
     paths = {k: out_dir / v for k, v in OUTPUT_FILES.items()}
     ckpt.write_text(paths["md"], format_markdown(rows))
     ckpt.write_text(paths["csv"], format_csv(rows))
+    from .plots import plot_curves, plot_grad_norms
+
     plot_curves(rows, histories, paths["png"])
     plot_grad_norms(rows, histories, paths["grad_norms"])
     return paths
-
-
-# --------------------------------------------------------------------------------------------
-# Plots
-
-_PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#7f7f7f"]
-
-
-def _styles(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Colour by depth, solid line for shortcut, dashed for plain."""
-    depths = sorted({r["depth"] for r in rows if r.get("depth") is not None})
-    colour = {d: _PALETTE[i % len(_PALETTE)] for i, d in enumerate(depths)}
-    return {
-        r["name"]: {
-            "color": colour.get(r.get("depth"), "#444444"),
-            "linestyle": "-" if r.get("shortcut") else "--",
-            "marker": "o" if r.get("shortcut") else "s",
-            "markersize": 4,
-            "linewidth": 1.8,
-            "label": _label(r),
-        }
-        for r in rows
-    }
-
-
-def _label(row: dict[str, Any]) -> str:
-    text = f"{row['name']}"
-    if row.get("depth") is not None and not re.fullmatch(r"d\d+-(shortcut|plain)", row["name"]):
-        text += f" (depth {row['depth']}, shortcut {'on' if row.get('shortcut') else 'off'})"
-    if row.get("status", "finished") != "finished":
-        text += f" [{row['status']}]"
-    return text
-
-
-def _series(history: list[dict[str, Any]], key: str, scale: float = 1.0) -> tuple[list[int], list[float]]:
-    xs, ys = [], []
-    for i, h in enumerate(history, 1):
-        v = h.get(key)
-        if isinstance(v, (int, float)) and math.isfinite(v):
-            xs.append(int(h.get("epoch", i)))
-            ys.append(v * scale)
-    return xs, ys
-
-
-def _figure_title(rows: Sequence[dict[str, Any]], what: str) -> str:
-    datasets = sorted({Path(str(r["dataset"])).name for r in rows if r.get("dataset")})
-    return f"{what}{' - ' + ', '.join(datasets) if datasets else ''}"
-
-
-def _finish(fig: Any, axes: Sequence[Any], rows: Sequence[dict[str, Any]], path: str | Path, note: str) -> None:
-    from matplotlib.ticker import MaxNLocator
-
-    from .evaluate import _save_png
-
-    for ax in axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(True, alpha=0.3, which="major")
-    handles, labels = axes[0].get_legend_handles_labels()
-    for ax in axes[1:]:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    ncol = min(4, max(1, len(labels)))
-    if labels:
-        legend = fig.legend(handles, labels, loc="outside lower center", ncol=ncol, frameon=False, fontsize=9,
-                            title=note or None, title_fontsize=8.5)
-        legend.get_title().set_color("#555555")
-    _save_png(fig, path)
-
-
-def plot_curves(rows: Sequence[dict[str, Any]], histories: dict[str, list[dict[str, Any]]], path: str | Path) -> None:
-    """Two panels: training loss and validation accuracy per epoch, one line per variant."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    styles = _styles(rows)
-    n_legend_rows = math.ceil(len(rows) / 4)
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.6 + 0.25 * n_legend_rows), layout="constrained")
-    any_val = False
-    for row in rows:
-        history = histories.get(row["name"], [])
-        style = styles[row["name"]]
-        ax_loss.plot(*_series(history, "train_loss"), **style)
-        xs, ys = _series(history, "val_acc", 100.0)
-        any_val = any_val or bool(xs)
-        ax_acc.plot(xs, ys, **style)
-    ax_loss.set_title("Training loss")
-    ax_loss.set_xlabel("epoch")
-    ax_loss.set_ylabel("cross-entropy (mean over epoch)")
-    ax_acc.set_title("Validation accuracy")
-    ax_acc.set_xlabel("epoch")
-    ax_acc.set_ylabel("accuracy (%)")
-    if not any_val:
-        ax_acc.text(0.5, 0.5, "no validation split", transform=ax_acc.transAxes, ha="center", va="center",
-                    color="#777777")
-    fig.suptitle(_figure_title(rows, "VDCNN shortcut x depth"), fontsize=12)
-    _finish(fig, [ax_loss, ax_acc], rows, path, "colour: depth; solid line: shortcut on, dashed: plain")
-    plt.close(fig)
-
-
-def _stage_keys(histories: Iterable[list[dict[str, Any]]]) -> list[str]:
-    keys: set[str] = set()
-    for history in histories:
-        for h in history:
-            if isinstance(h.get("grad_norm"), dict):
-                keys.update(h["grad_norm"])
-    return sorted(keys, key=lambda k: (int(re.sub(r"\D", "", k) or 0), k))
-
-
-def plot_grad_norms(rows: Sequence[dict[str, Any]], histories: dict[str, list[dict[str, Any]]],
-                    path: str | Path) -> None:
-    """One panel per stage, shared log y-axis: mean gradient norm per epoch, one line per variant.
-
-    The shared axis is the point: in a deep plain net the early stages' norms sit far
-    below the late ones (vanishing gradient); shortcuts keep them level.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    stages = _stage_keys(histories.get(r["name"], []) for r in rows) or ["stage1"]
-    ncols = min(4, len(stages))
-    nrows = math.ceil(len(stages) / ncols)
-    n_legend_rows = math.ceil(len(rows) / 4)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols + 0.6, 3.6 * nrows + 0.6 + 0.25 * n_legend_rows),
-                             sharey=True, squeeze=False, layout="constrained")
-    flat = list(axes.flat)
-    styles = _styles(rows)
-    plotted = False
-    for ax, stage in zip(flat, stages):
-        for row in rows:
-            xs, ys = [], []
-            for i, h in enumerate(histories.get(row["name"], []), 1):
-                g = (h.get("grad_norm") or {}).get(stage)
-                if isinstance(g, (int, float)) and math.isfinite(g) and g > 0:  # log scale: skip zeros
-                    xs.append(int(h.get("epoch", i)))
-                    ys.append(g)
-            plotted = plotted or bool(xs)
-            ax.plot(xs, ys, **styles[row["name"]])
-        ax.set_title(f"{stage.replace('stage', 'stage ')}{' (input side)' if stage == stages[0] else ''}"
-                     f"{' (output side)' if stage == stages[-1] and len(stages) > 1 else ''}", fontsize=10)
-        ax.set_xlabel("epoch")
-    for ax in flat[len(stages):]:
-        ax.set_visible(False)
-    for r in range(nrows):
-        axes[r][0].set_ylabel("gradient L2 norm (log scale)")
-    if plotted:
-        for ax in flat[: len(stages)]:
-            ax.set_yscale("log")
-    else:
-        flat[0].text(0.5, 0.5, "no gradient norms recorded", transform=flat[0].transAxes, ha="center",
-                     va="center", color="#777777")
-    fig.suptitle(_figure_title(rows, "Gradient norm per stage"), fontsize=12)
-    _finish(fig, flat[: len(stages)], rows, path,
-            "mean over sampled steps of each epoch; colour: depth; solid: shortcut on, dashed: plain")
-    plt.close(fig)

@@ -69,7 +69,6 @@ class TrainSettings:
     device: str = "auto"  # auto | cpu | cuda
     bf16: bool = True  # bf16 autocast where the device runs it natively (CUDA, CPUs with AVX512-BF16/AMX)
     nan_policy: str = "stop"  # stop | skip
-    num_workers: int = 0
     sync_bn: bool = False  # data-parallel: BatchNorm statistics over all ranks
     threads: int = 0  # torch CPU threads; 0 = torch's default
     time_budget: str | float | None = None  # seconds, or "15m", "90s": fit epochs and schedule so the whole run ends on time
@@ -85,6 +84,8 @@ SECTIONS: dict[str, type] = {
     "data": DataSettings,
     "train": TrainSettings,
 }
+# Settings that did nothing and were removed; runs saved with them still load.
+_RETIRED = {("train", "num_workers")}
 # ModelConfig fields that the data and encoder decide, not the user.
 DERIVED_MODEL_FIELDS = {"vocab_size", "num_classes", "pad_id"}
 
@@ -137,6 +138,8 @@ class RunConfig:
             if not isinstance(values, dict):
                 raise ConfigError(f"{source}: section {section!r} must be a mapping")
             for key, value in values.items():
+                if (section, key) in _RETIRED:
+                    continue
                 cfg.set(f"{section}.{key}", value, source)
         cfg.validate()
         return cfg
@@ -189,8 +192,8 @@ class RunConfig:
             from .time_budget import parse_duration
 
             parse_duration(t.time_budget)
-        if t.early_stop < 0 or t.num_workers < 0 or t.threads < 0 or t.ema_bn_batches < 0:
-            raise ConfigError("train.early_stop, train.num_workers, train.threads and train.ema_bn_batches "
+        if t.early_stop < 0 or t.threads < 0 or t.ema_bn_batches < 0:
+            raise ConfigError("train.early_stop, train.threads and train.ema_bn_batches "
                               "must not be negative")
 
 
@@ -313,24 +316,24 @@ OPTIONS: tuple[Option, ...] = (
     Option("encoder", "encoder.name", "Text to ids."),
     Option("max_length", "encoder.max_length", "Ids per text (truncate/pad), default 1024."),
     Option("vocab_size", "encoder.vocab_size", "Subword vocabulary size."),
-    Option("epochs", "train.epochs"),
-    Option("batch_size", "train.batch_size"),
+    Option("epochs", "train.epochs", "Most epochs to train (a time budget may stop earlier)."),
+    Option("batch_size", "train.batch_size", "Texts per optimiser step, over all processes."),
     Option("lr", "train.lr", "Peak learning rate."),
-    Option("optimizer", "train.optimizer"),
+    Option("optimizer", "train.optimizer", "sgd (momentum, the paper's) or adamw."),
     Option("schedule", "train.schedule", "Learning-rate schedule."),
     Option("warmup", "train.warmup_epochs", "Warm-up epochs."),
-    Option("weight_decay", "train.weight_decay"),
+    Option("weight_decay", "train.weight_decay", "L2 weight decay (decoupled for adamw)."),
     Option("dropout", "model.dropout", "Dropout in the FC head."),
     Option("drop_path", "model.drop_path", "Stochastic depth rate (shortcut blocks)."),
-    Option("label_smoothing", "train.label_smoothing"),
+    Option("label_smoothing", "train.label_smoothing", "Label smoothing of the cross-entropy, 0 to 1."),
     Option("grad_clip", "train.grad_clip", "Max gradient norm (0 = off)."),
     Option("ema", "train.ema_decay", "EMA decay of weights, e.g. 0.999 (0 = off)."),
     Option("augment_crop", "train.augment_crop", "Probability of a random crop per text."),
     Option("augment_noise", "train.augment_noise", "Fraction of characters replaced at random."),
     Option("early_stop", "train.early_stop", "Stop after N epochs without improvement."),
     Option("mask_padding", "model.mask_padding", "Keep padding out of the computation (off = paper)."),
-    Option("seed", "train.seed"),
-    Option("device", "train.device"),
+    Option("seed", "train.seed", "Seed of initialisation, batch order and noise (and of the split, without --split-seed)."),
+    Option("device", "train.device", "auto (CUDA when present), cpu or cuda."),
     Option("bf16", "train.bf16", "bf16 autocast where the GPU/CPU runs it natively."),
     Option("sync_bn", "train.sync_bn", "Under torchrun: BatchNorm statistics over all processes."),
     Option("threads", "train.threads", "CPU threads (0 = torch default)."),

@@ -1,17 +1,23 @@
 """Data-parallel training under ``torchrun``: process group, rank, reductions.
 
 ``torchrun --nproc_per_node N -m vdcnn train ...`` sets WORLD_SIZE, RANK and
-LOCAL_RANK; ``setup()`` then joins the process group (NCCL on GPUs, gloo on CPU).
-Without those variables everything runs as a single process.
+LOCAL_RANK; ``setup()`` then joins the process group (gloo for CPU tensors, and NCCL
+for CUDA tensors where CUDA exists). Without those variables everything runs as a
+single process. Several machines share no folder: rank 0 alone reads and writes the
+run folder and sends the other ranks what they need (``from_main``).
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -29,18 +35,72 @@ class DistContext:
         return self.world_size > 1
 
 
-def setup(device_type: str) -> DistContext:
-    """Join the torchrun process group if launched by torchrun; else a single-process context."""
+def setup() -> DistContext:
+    """Join the torchrun process group if launched by torchrun; else a single-process context.
+
+    The group is joined before any rank knows the run's device (a resumed run's settings are
+    on rank 0 only): gloo carries CPU tensors and, where CUDA exists, NCCL carries CUDA ones.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistContext()
     ctx = DistContext(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
-        backend = "nccl" if device_type == "cuda" else "gloo"
-        if device_type == "cuda":
-            torch.cuda.set_device(ctx.local_rank)
+        backend = "gloo"
+        if torch.cuda.is_available():
+            backend = "cpu:gloo,cuda:nccl"
+            torch.cuda.set_device(ctx.local_rank % torch.cuda.device_count())  # ranks may share a GPU (gloo)
         dist.init_process_group(backend=backend)
     return ctx
+
+
+def restart_count() -> int:
+    """How often torchrun (``--max-restarts``) has started this worker again after a failure."""
+    try:
+        return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    except ValueError:
+        return 0
+
+
+def rank_seed(seed: int, ctx: DistContext) -> int:
+    """The seed of this rank's random draws (dropout, drop-path, noise): ``seed + rank``, as in nanoGPT,
+    so ranks draw different masks; rank 0 (and a single process) keeps ``seed``."""
+    return seed + ctx.rank
+
+
+def broadcast_object(obj: Any, ctx: DistContext, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` (any picklable value) on every rank, sent over gloo."""
+    if not ctx.enabled:
+        return obj
+    box = [obj if ctx.rank == src else None]
+    dist.broadcast_object_list(box, src, device=torch.device("cpu"))
+    return box[0]
+
+
+def from_main(work: Callable[[], T], ctx: DistContext) -> T:
+    """``work()`` done on rank 0 alone, its result (or its error, raised again) on every rank.
+
+    What only rank 0 can do (read or write the run folder, learn a vocabulary once) goes
+    through here, so a job over several machines needs no shared folder.
+    """
+    if not ctx.enabled:
+        return work()
+    outcome: tuple[bool, Any] = (True, None)
+    if ctx.is_main:
+        try:
+            outcome = (True, work())
+        except Exception as exc:  # noqa: BLE001 - sent to the other ranks, then raised here too
+            try:
+                pickle.dumps(exc)
+                sent: Exception = exc
+            except Exception:  # noqa: BLE001 - an error that cannot travel goes as its message
+                sent = RuntimeError(f"rank 0: {type(exc).__name__}: {exc}")
+            broadcast_object((False, sent), ctx)
+            raise
+    ok, value = broadcast_object(outcome, ctx)
+    if not ok:
+        raise value
+    return value
 
 
 def teardown(ctx: DistContext) -> None:

@@ -1,8 +1,7 @@
-"""Inference over encoded arrays, classification metrics and plots."""
+"""Inference over encoded arrays and classification metrics (plots: ``vdcnn.plots``)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -81,38 +80,3 @@ def format_report(report: dict[str, Any]) -> str:
     for name, row in zip(labels, report["confusion_matrix"]):
         lines.append(f"{name:<{width}}  " + " ".join(f"{v:>{cell}d}" for v in row))
     return "\n".join(lines)
-
-
-def plot_confusion(report: dict[str, Any], path: str | Path, title: str = "Confusion matrix") -> None:
-    """Confusion matrix as a PNG, counts and row-normalised colours."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cm = np.asarray(report["confusion_matrix"], dtype=float)
-    labels = report["labels"]
-    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    size = max(4.5, 0.6 * len(labels) + 2.5)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"{title} (accuracy {report['accuracy'] * 100:.2f} %)")
-    if len(labels) <= 20:
-        for i in range(len(labels)):
-            for j in range(len(labels)):
-                ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center",
-                        color="white" if norm[i, j] > 0.5 else "black", fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
-    fig.tight_layout()
-    _save_png(fig, path)
-    plt.close(fig)
-
-
-def _save_png(fig: Any, path: str | Path) -> None:
-    from .fileio import atomic_write
-
-    atomic_write(path, lambda p: fig.savefig(p, dpi=120, format="png"))

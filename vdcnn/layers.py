@@ -19,9 +19,18 @@ from torch import Tensor, nn
 Lengths = Tensor | None
 
 
+def arange_like(size: int, like: Tensor) -> Tensor:
+    """``0 .. size-1`` (int64) on ``like``'s device. Traced (export), it is built from ``like``
+    rather than with ``device=``, which the tracer would record as a constant: a bundle traced on
+    CPU then runs on CUDA too."""
+    if torch.jit.is_tracing():
+        return torch.ones_like(like.reshape(-1)[:1], dtype=torch.int64).expand(size).cumsum(0) - 1
+    return torch.arange(size, device=like.device)
+
+
 def length_mask(lengths: Tensor, size: int) -> Tensor:
     """``(batch, 1, size)`` bool mask, True at real positions."""
-    return (torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]).unsqueeze(1)
+    return (arange_like(size, lengths)[None, :] < lengths[:, None]).unsqueeze(1)
 
 
 def halve(lengths: Lengths) -> Lengths:
@@ -164,10 +173,11 @@ def kmax_pool(x: Tensor, k: Tensor | int, lengths: Lengths = None, out_size: int
         order = _topk_earliest(real, out_size)
     else:
         order = torch.sort(real, dim=2, descending=True, stable=True).indices[:, :, :out_size]
-    keep = torch.as_tensor(k, device=x.device).reshape(-1, 1, 1)
-    if lengths is not None:
-        keep = torch.minimum(keep, lengths.reshape(-1, 1, 1))
-    slots = torch.arange(out_size, device=x.device).reshape(1, 1, -1)
+    if isinstance(k, int):  # a plain number: no tensor (nor device constant, when traced) made of it
+        keep: Tensor | int = k if lengths is None else lengths.clamp(max=k).reshape(-1, 1, 1)
+    else:
+        keep = k.reshape(-1, 1, 1) if lengths is None else torch.minimum(k.reshape(-1, 1, 1), lengths.reshape(-1, 1, 1))
+    slots = arange_like(out_size, x).reshape(1, 1, -1)
     sentinel = real.size(-1)  # index of an extra zero column
     order = torch.where(slots < keep, order, sentinel)
     positions = torch.sort(order, dim=2).values
@@ -207,13 +217,6 @@ class KMaxDown(nn.Module):
             return kmax_pool(x, out_size), None
         new_lengths = halve(lengths)
         return kmax_pool(x, new_lengths, lengths, out_size=out_size), new_lengths
-
-
-class Identity2(nn.Module):
-    """No downsampling."""
-
-    def forward(self, x: Tensor, lengths: Lengths = None) -> tuple[Tensor, Lengths]:
-        return x, lengths
 
 
 # Downsampling between stages, by name. ``conv`` is not a pooling layer: the next

@@ -41,6 +41,3 @@ class EpochProgress:
     def show(self, loss: float, rate: float) -> None:
         """Refresh the running loss and throughput without advancing."""
         self._progress.update(self._task, loss=loss, rate=rate)
-
-    def update(self, loss: float, rate: float) -> None:
-        self._progress.update(self._task, advance=1, loss=loss, rate=rate)

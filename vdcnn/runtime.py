@@ -45,11 +45,13 @@ def tune_malloc() -> bool:
 
 
 def bf16_supported(device_type: str) -> bool:
-    """Whether bf16 autocast runs natively on this device (CUDA, or a CPU with AVX512-BF16/AMX)."""
+    """Whether bf16 autocast runs natively on this device (CUDA, or a CPU with AVX512-BF16/AMX).
+
+    Emulated bf16 (V100, T4: slower than fp32) does not count."""
     import torch
 
     if device_type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):

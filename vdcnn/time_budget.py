@@ -104,3 +104,76 @@ def fit_total_steps(budget_s: float, elapsed_s: float, steps_done: int, step_s: 
             return steps, cost(steps)
     steps = max(1, steps_done)
     return steps, cost(steps)
+
+
+@dataclass
+class StepClock:
+    """Times one epoch's training steps after ``WARMUP_STEPS`` untimed ones and says when enough are
+    timed to plan. ``lockstep`` (several ranks): plan after a fixed number of steps, the same on every
+    rank, since the plan is a collective."""
+
+    lockstep: bool = False
+    steps: int = 0
+    first: float | None = None  # when the first step ended
+    t0: float | None = None  # when the warm-up ended
+    rows: int = 0  # rows of the timed steps (this rank's)
+    last_rows: int = 0
+    now: float = 0.0
+
+    @property
+    def timed(self) -> int:
+        return self.steps - WARMUP_STEPS
+
+    def tick(self, now: float, rows: int, budget_s: float, last: bool) -> bool:
+        """Record a step that ended at ``now`` with ``rows`` rows; True when the plan should be made
+        (enough steps timed, or ``last``: the epoch or the run ends)."""
+        self.first = now if self.first is None else self.first
+        self.steps += 1
+        self.now, self.last_rows = now, rows
+        if self.steps == WARMUP_STEPS:
+            self.t0, self.rows = now, 0
+            return False
+        if self.t0 is not None:
+            self.rows += rows
+        if self.lockstep:
+            long_enough = self.timed >= 20
+        else:
+            since = now - (self.t0 if self.t0 is not None else now)
+            long_enough = self.timed >= 5 and since >= max(1.0, min(10.0, 0.02 * budget_s))
+        return long_enough or last
+
+    @property
+    def step_s(self) -> float:
+        if self.timed > 0 and self.t0 is not None:
+            return (self.now - self.t0) / self.timed
+        return (self.now - (self.first or self.now)) / max(1, self.steps)
+
+    @property
+    def rows_per_s(self) -> float:
+        """This rank's training rows per second (the last batch's rows over a step, before any is timed)."""
+        if self.timed > 0 and self.t0 is not None:
+            return self.rows / (self.now - self.t0)
+        return self.last_rows / self.step_s
+
+
+def plan_budget(budget_s: float, elapsed_s: float, steps_done: int, step_s: float, steps_per_epoch: int,
+                max_epochs: int, texts_per_s: float, eval_texts_per_s: float, epoch_eval_rows: int,
+                final_eval_rows: int, save_s: float) -> TimePlan:
+    """The plan of a run measured so far: each epoch costs its steps, scoring ``epoch_eval_rows`` rows and
+    three state saves; the end scores ``final_eval_rows`` rows and saves twice (``fit_total_steps``)."""
+    epoch_overhead = epoch_eval_rows / eval_texts_per_s + 3 * save_s
+    final = final_eval_rows / eval_texts_per_s + 2 * save_s
+    total, estimate = fit_total_steps(budget_s, elapsed_s, steps_done, step_s, steps_per_epoch, max_epochs,
+                                      epoch_overhead, final)
+    return TimePlan(budget_s, total, steps_per_epoch, round(texts_per_s, 1), round(eval_texts_per_s, 1),
+                    round(step_s, 6), steps_done, round(estimate, 1))
+
+
+def describe_plan(plan: TimePlan, spec: str | float, max_epochs: int) -> str:
+    """The log line of a plan: all epochs fit, or how many do and the steps the schedule is fitted to."""
+    if plan.total_steps >= max_epochs * plan.steps_per_epoch:
+        return (f"time budget {spec}: all {max_epochs} epoch{'s' if max_epochs != 1 else ''} "
+                f"({plan.total_steps:,} steps) fit at {plan.texts_per_s:,.0f} texts/s "
+                f"(about {format_duration(plan.estimated_s)} in all)")
+    return (f"time budget {spec}: {plan.epochs:.1f} epochs of {plan.steps_per_epoch:,} steps at "
+            f"{plan.texts_per_s:,.0f} texts/s fit; schedule fitted to {plan.total_steps:,} steps")

@@ -10,14 +10,18 @@ resumable ``TrainingState``) and finally scores the best model (``_finish``).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
+import shutil
 import signal
 import sys
 import time
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -28,7 +32,7 @@ from . import distributed
 from .augment import char_noise, random_crop
 from .batching import Encoded, batch_order, encode_texts, make_batch
 from .config import RunConfig
-from .data import Splits, load_splits
+from .data import LabelRule, Splits, load_splits, run_label_rule
 from .encoders import Encoder, build_encoder, encoder_from_dict
 from .errors import CheckpointError, ConfigError, DataError, VdcnnError
 from .evaluate import classification_report, predict_logits
@@ -38,7 +42,8 @@ from .optim import class_weights, lr_multiplier, make_optimizer, stage_grad_norm
 from .profiling import PhaseTimer, format_phases
 from .recipe import LENGTH_CHOICES, apply_recipe, char_coverage, choose_max_length, fit_to_lengths
 from .runtime import bf16_supported, resolve_device
-from .time_budget import WARMUP_STEPS, TimePlan, fit_total_steps, format_duration, parse_duration
+from .reports import format_epoch_line, format_recall_table, recalls
+from .time_budget import StepClock, describe_plan, parse_duration, plan_budget
 from .train_state import EpochMeter, TrainingState, capture_rng, fresh_epoch_sums, restore_rng
 
 __all__ = ["TrainResult", "TrainingDiverged", "TrainingInterrupted", "class_weights", "lr_multiplier",
@@ -65,6 +70,12 @@ class TrainResult:
     test: dict[str, Any] | None = None
     wall_time_s: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
+    rank: int = 0  # under torchrun, the process that returned it: only rank 0's holds the test scores
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this is rank 0's result (the one to print, compare and build on)."""
+        return self.rank == 0
 
 
 class _StopFlag:
@@ -92,12 +103,13 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
-def load_training_data(cfg: RunConfig) -> Splits:
-    """Train, validation and test splits of the run's dataset (the test split read before training)."""
+def load_training_data(cfg: RunConfig, label_rule: LabelRule | None = None) -> Splits:
+    """Train, validation and test splits of the run's dataset (the test split read before training),
+    under ``label_rule`` when given (a resumed run's, or rank 0's), else the one the training split decides."""
     d = cfg.data
     splits = load_splits(d.dataset, text_columns=d.text_columns, label_column=d.label_column,
                          val_fraction=d.val_fraction, limit=d.limit, test_split=d.test_split,
-                         seed=cfg.train.seed if d.split_seed is None else d.split_seed)
+                         seed=cfg.train.seed if d.split_seed is None else d.split_seed, label_rule=label_rule)
     if len(splits.train.texts) == 0:
         raise DataError(f"{splits.train.source}: the training split has no rows")
     return splits
@@ -113,32 +125,19 @@ def train(cfg: RunConfig | None, out_dir: str | Path, resume: bool = False,
     ``profile`` times each step's phases (data, forward, backward, optimiser) and
     reports them per epoch, in the log and in ``metrics.jsonl``. ``on_epoch`` sees each
     epoch's metrics row and returns True to end the run there (autotune's pruning).
+
+    Under torchrun only rank 0 reads or writes ``out_dir`` (the other ranks get the settings
+    and the saved state from it), and a worker that torchrun restarts after a failure
+    (``--max-restarts``) continues the run from its last saved state.
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
-    saved = None
-    if resume:
-        meta = ckpt.read_config(out_dir)
-        cfg = RunConfig.from_dict(meta.get("run", {}), source=str(out_dir / ckpt.CONFIG_FILE))
-        if (out_dir / ckpt.STATE_FILE).exists() or (out_dir / ckpt.WEIGHTS_FILE).exists() or ckpt.read_metrics(out_dir):
-            saved = ckpt.load_state(out_dir / ckpt.STATE_FILE)  # a missing last.pt after progress: refuse
-        else:
-            # Stopped before its first checkpoint (killed while loading data): nothing to lose, the
-            # recipe in config.json is all there is, so start it over (same seed, same result).
-            log(f"{out_dir} has no saved training state yet (the run stopped before its first checkpoint): "
-                "starting it over")
-    elif cfg is None:
-        raise ConfigError("a config is needed to start a new run")
-    else:
-        if (out_dir / ckpt.CONFIG_FILE).exists():
-            raise ConfigError(f"{out_dir} already holds a run; use --resume to continue it or choose another --out")
-    assert cfg is not None
-    cfg.validate()
-    if saved is None and not resume:
-        cfg.search = _autotune(cfg, log)
-    ctx = distributed.setup(resolve_device(cfg.train.device).type)
+    ctx = distributed.setup()
     try:
-        distributed.barrier(ctx)  # every rank has checked the folder before rank 0 writes to it
+        cfg, saved = distributed.from_main(lambda: _open_run(cfg, out_dir, resume, log), ctx)
+        cfg.validate()
+        if saved is None and not resume and not ctx.enabled:
+            cfg.search = _autotune(cfg, log)
         if not ctx.is_main:
             return _train_locked(cfg, out_dir, saved, lambda s: None, False, max_steps, ctx, profile, started, on_epoch)
         created = not out_dir.exists()
@@ -151,32 +150,31 @@ def train(cfg: RunConfig | None, out_dir: str | Path, resume: bool = False,
                 return _train_locked(cfg, out_dir, saved, log, progress, max_steps, ctx, profile, started, on_epoch)
         except BaseException:
             # Bad data or options found before the run was recorded: leave no empty run folder behind.
-            if created and not any(out_dir.iterdir()):
-                out_dir.rmdir()
+            if created and {p.name for p in out_dir.iterdir()} <= {ckpt.LOCK_FILE}:
+                shutil.rmtree(out_dir, ignore_errors=True)
             raise
     finally:
         distributed.teardown(ctx)
 
 
 class EmaSchedule:
-    """EMA decay that fits the run: ``min(decay, (1 + t) / (10 + t), 1 - 10 / total_steps)`` at step t.
+    """EMA decay that fits the run: ``min(decay, (1 + t) / (10 + t))`` at step t (timm's warm-up).
 
-    A fixed 0.998 on a 300-step run would average mostly untrained weights; the warm-up term
-    lets early averages follow the weights, and the last term keeps the averaging window within
-    a tenth of the planned steps (the plan of a time budget included).
+    A fixed 0.998 on a 300-step run would average mostly untrained weights; with the warm-up
+    the average at step t spans about its last t / 9 steps until ``decay`` takes over, so a
+    short run (a small dataset, a tight time budget) averages its own late weights.
     """
 
     def __init__(self, decay: float) -> None:
         self.decay = decay
         self.step: Callable[[], int] = lambda: 0
-        self.total: Callable[[], int] = lambda: 1
 
-    def bind(self, step: Callable[[], int], total: Callable[[], int]) -> None:
-        self.step, self.total = step, total
+    def bind(self, step: Callable[[], int]) -> None:
+        self.step = step
 
     def current(self) -> float:
         t = self.step()
-        return min(self.decay, (1 + t) / (10 + t), max(0.0, 1 - 10 / max(1, self.total())))
+        return min(self.decay, (1 + t) / (10 + t))
 
     @torch.no_grad()
     def __call__(self, ema_params: list[torch.Tensor], params: list[torch.Tensor], n_averaged: Any) -> None:
@@ -189,9 +187,6 @@ def _autotune(cfg: RunConfig, log: Callable[[str], None]) -> dict[str, Any] | No
 
     if not search.should_autotune(cfg):
         return None
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        log("autotune: skipped under a data-parallel launch (every rank would search); the recipe's own choice is used")
-        return None
     splits = load_training_data(cfg)
     probe = copy.deepcopy(cfg)
     apply_recipe(probe, splits.train.texts, splits.train.labels, len(splits.label_names))
@@ -199,6 +194,32 @@ def _autotune(cfg: RunConfig, log: Callable[[str], None]) -> dict[str, Any] | No
         return None
     budget = parse_duration(probe.train.time_budget)
     return search.autotune(cfg, budget, log, train, char_coverage(splits.train.texts), len(splits.train))
+
+
+def _open_run(cfg: RunConfig | None, out_dir: Path, resume: bool, log: Callable[[str], None]
+              ) -> tuple[RunConfig, dict[str, Any] | None]:
+    """The run's settings and saved state (None: start afresh), read from ``out_dir`` on rank 0."""
+    restarts = distributed.restart_count()
+    if not resume and restarts and (out_dir / ckpt.CONFIG_FILE).exists():
+        log(f"restarted by torchrun (restart {restarts}): continuing the run in {out_dir}")
+        resume = True
+    saved = None
+    if resume:
+        meta = ckpt.read_config(out_dir)
+        cfg = RunConfig.from_dict(meta.get("run", {}), source=str(out_dir / ckpt.CONFIG_FILE))
+        if (out_dir / ckpt.STATE_FILE).exists() or (out_dir / ckpt.WEIGHTS_FILE).exists() or ckpt.read_metrics(out_dir):
+            saved = ckpt.load_state(out_dir / ckpt.STATE_FILE)  # a missing last.pt after progress: refuse
+            saved["_prior"] = {"meta": meta, "metrics": ckpt.read_metrics(out_dir)}  # for ranks without the folder
+        else:
+            # Stopped before its first checkpoint (killed while loading data): nothing to lose, the
+            # recipe in config.json is all there is, so start it over (same seed, same result).
+            log(f"{out_dir} has no saved training state yet (the run stopped before its first checkpoint): "
+                "starting it over")
+    elif cfg is None:
+        raise ConfigError("a config is needed to start a new run")
+    elif (out_dir / ckpt.CONFIG_FILE).exists():
+        raise ConfigError(f"{out_dir} already holds a run; use --resume to continue it or choose another --out")
+    return cfg, saved
 
 
 @dataclass
@@ -292,7 +313,7 @@ def _train_locked(cfg: RunConfig, out_dir: Path, saved: dict[str, Any] | None, l
                   progress: bool, max_steps: int | None, ctx: distributed.DistContext, profile: bool,
                   started: float, on_epoch: Callable[[dict[str, Any]], bool] | None = None) -> TrainResult:
     run = _setup(cfg, out_dir, saved, log, progress, ctx, profile, started)
-    with _StopFlag() as stop:
+    with _StopFlag() as stop, cudnn_autotune(run.device, run.cfg.train.bucket):
         while run.state.epoch < run.epochs_to_run:
             _train_epoch(run, stop, max_steps)
             if _end_epoch(run) or (on_epoch is not None and on_epoch(run.history[-1])):
@@ -301,31 +322,46 @@ def _train_locked(cfg: RunConfig, out_dir: Path, saved: dict[str, Any] | None, l
     return _finish(run)
 
 
+@contextmanager
+def cudnn_autotune(device: torch.device, bucket: bool) -> Iterator[None]:
+    """cuDNN benchmark mode for this training only, and only where it pays and is allowed: on CUDA
+    with length buckets (few distinct shapes, each shape's best kernel found once), never when the
+    caller asked for deterministic algorithms. The caller's setting is restored after."""
+    cudnn = torch.backends.cudnn
+    wanted = (device.type == "cuda" and bucket and not cudnn.deterministic
+              and not torch.are_deterministic_algorithms_enabled())
+    before = cudnn.benchmark
+    cudnn.benchmark = before or wanted
+    try:
+        yield
+    finally:
+        cudnn.benchmark = before
+
+
 def _setup(cfg: RunConfig, out_dir: Path, saved: dict[str, Any] | None, log: Callable[[str], None],
            progress: bool, ctx: distributed.DistContext, profile: bool, started: float) -> _Run:
     """Data, encoder, model, optimiser and schedule; the saved state restored when resuming."""
-    t = cfg.train
-    if t.threads:
-        torch.set_num_threads(t.threads)
-    device = resolve_device(t.device)
-    if ctx.enabled and device.type == "cuda":
-        device = torch.device("cuda", ctx.local_rank)
-    if device.type == "cuda" and t.bucket:
-        torch.backends.cudnn.benchmark = True  # few distinct bucketed lengths: each shape's best kernel is found once
-    use_bf16 = t.bf16 and bf16_supported(device.type)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
     state = TrainingState(epoch_sums=fresh_epoch_sums(0))
+    prior = saved.pop("_prior", None) if saved is not None else None
     if saved is not None:
         try:
             state = TrainingState.from_dict(saved)
         except (KeyError, TypeError) as exc:
             raise CheckpointError(f"{out_dir / ckpt.STATE_FILE} is not a vdcnn training state ({exc})") from None
 
-    splits = load_training_data(cfg)
+    splits = _load_data(cfg, ctx, prior)
     labels = splits.label_names
-    encoder, train_set, val_set, test_set = _encode_data(cfg, splits, out_dir if saved is not None else None, log)
+    cfg, encoder, train_set, val_set, test_set = _encode_data(cfg, splits, prior, log, ctx)
     max_len = cfg.encoder.max_length
+    t = cfg.train
+    device = resolve_device(t.device)
+    if ctx.enabled and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank % torch.cuda.device_count())  # ranks may share a GPU
+    use_bf16 = t.bf16 and bf16_supported(device.type)
 
-    torch.manual_seed(t.seed)
+    torch.manual_seed(t.seed)  # the same initial weights on every rank
     model_config = cfg.model_config(encoder.vocab_size, len(labels), encoder.pad_id)
     model = VDCNN(model_config).to(device)
     if t.sync_bn:
@@ -335,6 +371,7 @@ def _setup(cfg: RunConfig, out_dir: Path, saved: dict[str, Any] | None, log: Cal
     net: torch.nn.Module = model
     if ctx.enabled:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    torch.manual_seed(distributed.rank_seed(t.seed, ctx))  # ... but each rank its own dropout and drop-path masks
     ema = None
     ema_schedule = EmaSchedule(t.ema_decay)
     if t.ema_decay > 0:
@@ -359,13 +396,15 @@ def _setup(cfg: RunConfig, out_dir: Path, saved: dict[str, Any] | None, log: Cal
                           label_rule=splits.label_rule.to_dict())
     if cfg.search is not None:
         meta["autotune"] = cfg.search
-    run = _Run(cfg, out_dir, log, progress, ctx, device, use_bf16, started, labels, encoder, train_set, val_set,
-               test_set, splits.test.source if splits.test is not None else "", model, net, ema, optimizer,
-               scheduler, weight, steps_per_epoch, t.bucket and model_config.mask_padding, meta,
-               PhaseTimer(profile, device), state)
-    ema_schedule.bind(lambda: run.state.global_step, lambda: run.total_steps)
+    run = _Run(cfg=cfg, out_dir=out_dir, log=log, progress=progress, ctx=ctx, device=device, use_bf16=use_bf16,
+               started=started, labels=labels, encoder=encoder, train_set=train_set, val_set=val_set,
+               test_set=test_set, test_source=splits.test.source if splits.test is not None else "", model=model,
+               net=net, ema=ema, optimizer=optimizer, scheduler=scheduler, loss_weight=weight,
+               steps_per_epoch=steps_per_epoch, trim=t.bucket and model_config.mask_padding, meta=meta,
+               timer=PhaseTimer(profile, device), state=state)
+    ema_schedule.bind(lambda: run.state.global_step)
     if saved is not None:
-        _restore(run)
+        _restore(run, prior)
     else:
         state.epoch_sums = fresh_epoch_sums(len(model.stages))
         if run.main:
@@ -374,32 +413,67 @@ def _setup(cfg: RunConfig, out_dir: Path, saved: dict[str, Any] | None, log: Cal
     return run
 
 
-def _encode_data(cfg: RunConfig, splits: Splits, resumed_from: Path | None, log: Callable[[str], None]
-                 ) -> tuple[Encoder, Encoded, Encoded, Encoded | None]:
-    """Build the encoder on the training texts (or read it back when resuming) and encode every split once."""
+def _load_data(cfg: RunConfig, ctx: distributed.DistContext, prior: dict[str, Any] | None) -> Splits:
+    """The splits, read by every rank from its own copy of the data under rank 0's label rule
+    (a resumed run's, else the one rank 0 decides); a rank whose copy differs stops the job."""
+    rule = None
+    if prior and "label_rule" in prior["meta"]:  # the rule the run was trained under
+        rule = run_label_rule(prior["meta"], "config.json")
+    splits = load_training_data(cfg, rule) if ctx.is_main else None
+    if ctx.enabled:
+        rule = distributed.from_main(lambda: splits.label_rule, ctx)
+        if not ctx.is_main:
+            splits = load_training_data(cfg, rule)
+        assert splits is not None
+        mine = (len(splits.train), len(splits.val), zlib.crc32(np.ascontiguousarray(splits.train.labels).tobytes()))
+        theirs = distributed.gather_objects(mine, ctx)
+        if any(x != theirs[0] for x in theirs):
+            bad = next(r for r, x in enumerate(theirs) if x != theirs[0])
+            raise DataError(f"rank {bad} read other training rows from {cfg.data.dataset} than rank 0 "
+                            f"({theirs[bad][0]:,} vs {theirs[0][0]:,} rows, or other labels): every machine needs "
+                            "the same copy of the data")
+    assert splits is not None
+    return splits
+
+
+def _encode_data(cfg: RunConfig, splits: Splits, prior: dict[str, Any] | None, log: Callable[[str], None],
+                 ctx: distributed.DistContext) -> tuple[RunConfig, Encoder, Encoded, Encoded, Encoded | None]:
+    """Build the encoder on the training texts (or read it back when resuming) and encode every split once.
+
+    Rank 0 decides the recipe, learns the vocabulary and fits the length; the other ranks take its
+    settings and encoder, so every rank encodes with the same vocabulary."""
     labels = splits.label_names
-    fit_length = cfg.auto and "encoder.max_length" not in cfg.explicit
-    open_layout = ({k for k in LENGTH_CHOICES if k not in cfg.explicit} if cfg.auto else set())
-    if cfg.auto:
-        for line in apply_recipe(cfg, splits.train.texts, splits.train.labels, len(labels)):
-            log(line)
-    if resumed_from is not None:
-        encoder = encoder_from_dict(ckpt.read_config(resumed_from)["encoder"])
-    else:
-        encoder = build_encoder(cfg.encoder.name, splits.train.texts, cfg.encoder.vocab_size)
-    if encoder.name == "char" and (coverage := char_coverage(splits.train.texts)) < 0.5:
-        log(f"WARNING: the character encoder's alphabet spells only {coverage:.0%} of the characters of "
-            f"{splits.train.source}; the rest are read as one 'unknown' id. Use --encoder subword or byte.")
-    train_set = encode_texts(encoder, splits.train.texts, splits.train.labels, cfg.encoder.max_length)
-    if fit_length:
-        cfg.encoder.max_length = choose_max_length(train_set.lengths)
-        train_set = train_set.truncated(cfg.encoder.max_length)
-        whole = float(np.mean(train_set.lengths < cfg.encoder.max_length)) if len(train_set) else 1.0
-        log(f"  max length {cfg.encoder.max_length} ids ({whole:.0%} of the training texts fit whole)")
-    if open_layout and resumed_from is None:
-        for line in fit_to_lengths(cfg, train_set.lengths, open_layout, encoder.name):
-            log(line)
+    encoded: dict[str, Encoded] = {}  # rank 0's encoding of the training texts, reused below
+
+    def decide() -> tuple[RunConfig, dict[str, Any]]:
+        fit_length = cfg.auto and "encoder.max_length" not in cfg.explicit
+        open_layout = {k for k in LENGTH_CHOICES if k not in cfg.explicit} if cfg.auto and prior is None else set()
+        if cfg.auto:
+            for line in apply_recipe(cfg, splits.train.texts, splits.train.labels, len(labels)):
+                log(line)
+        if prior is not None:
+            encoder = encoder_from_dict(prior["meta"]["encoder"])
+        else:
+            encoder = build_encoder(cfg.encoder.name, splits.train.texts, cfg.encoder.vocab_size)
+        if encoder.name == "char" and (coverage := char_coverage(splits.train.texts)) < 0.5:
+            log(f"WARNING: the character encoder's alphabet spells only {coverage:.0%} of the characters of "
+                f"{splits.train.source}; the rest are read as one 'unknown' id. Use --encoder subword or byte.")
+        encoded["train"] = encode_texts(encoder, splits.train.texts, splits.train.labels, cfg.encoder.max_length)
+        if fit_length:
+            cfg.encoder.max_length = choose_max_length(encoded["train"].lengths)
+            whole = float(np.mean(encoded["train"].lengths < cfg.encoder.max_length)) if len(encoded["train"]) else 1.0
+            log(f"  max length {cfg.encoder.max_length} ids ({whole:.0%} of the training texts fit whole)")
+        if open_layout:
+            lengths = np.minimum(encoded["train"].lengths, cfg.encoder.max_length)
+            for line in fit_to_lengths(cfg, lengths, open_layout, encoder.name):
+                log(line)
+        return cfg, encoder.to_dict()
+
+    cfg, encoder_dict = distributed.from_main(decide, ctx)
+    encoder = encoder_from_dict(encoder_dict)
     max_len = cfg.encoder.max_length
+    train_set = (encoded["train"].truncated(max_len) if "train" in encoded
+                 else encode_texts(encoder, splits.train.texts, splits.train.labels, max_len))
     val_set = encode_texts(encoder, splits.val.texts, splits.val.labels, max_len)
     test_set = (encode_texts(encoder, splits.test.texts, splits.test.labels, max_len)
                 if splits.test is not None else None)
@@ -408,11 +482,12 @@ def _encode_data(cfg: RunConfig, splits: Splits, resumed_from: Path | None, log:
         f"validation {splits.val_note}, {test_txt}, "
         f"{len(labels)} classes ({', '.join(labels)}); encoder {encoder.name} (vocab {encoder.vocab_size}), "
         f"max length {max_len}, mean length {train_set.lengths.mean():.0f}")
-    return encoder, train_set, val_set, test_set
+    return cfg, encoder, train_set, val_set, test_set
 
 
-def _restore(run: _Run) -> None:
-    """Load the saved modules, optimiser, schedule and RNG states into a freshly built run."""
+def _restore(run: _Run, prior: dict[str, Any] | None) -> None:
+    """Load the saved modules, optimiser, schedule and RNG states into a freshly built run
+    (``prior``: the run folder's config.json and metrics rows, read by rank 0)."""
     s, out_dir = run.state, run.out_dir
     try:
         run.model.load_state_dict(s.model)
@@ -432,15 +507,15 @@ def _restore(run: _Run) -> None:
     s.model, s.optimizer, s.scheduler, s.ema = {}, {}, {}, None  # the live modules hold them now
     # Rows of epochs after the saved state (a kill between the metrics line and the state save)
     # are dropped: those epochs are trained again.
-    rows = ckpt.read_metrics(out_dir)
+    rows = prior["metrics"] if prior else []
     run.history = [r for r in rows if isinstance(r.get("epoch"), int) and r["epoch"] <= s.epoch]
     if run.main and len(run.history) != len(rows):
         ckpt.write_text(out_dir / ckpt.METRICS_FILE, "".join(_json(r) + "\n" for r in run.history))
     plan = f" (time plan kept: {s.time_plan['total_steps']:,} steps)" if s.time_plan else ""
     run.log(f"resuming at epoch {s.epoch + 1}, step {s.step_in_epoch} of {run.steps_per_epoch}{plan}")
-    run.meta["best"] = ckpt.read_config(out_dir).get("best")
-    if ckpt.read_config(out_dir).get("autotune") is not None:
-        run.meta["autotune"] = ckpt.read_config(out_dir)["autotune"]
+    run.meta["best"] = prior["meta"].get("best") if prior else None
+    if prior and prior["meta"].get("autotune") is not None:
+        run.meta["autotune"] = prior["meta"]["autotune"]
     if s.time_plan:
         run.meta["time_plan"] = s.time_plan
 
@@ -456,7 +531,7 @@ def _train_epoch(run: _Run, stop: _StopFlag, max_steps: int | None) -> None:
     run.model.train()
     epoch_start = last_read = time.perf_counter()
     seen_before, first_unread = s.epoch_sums["seen"], s.step_in_epoch
-    measure: dict[str, float] = {}
+    clock = StepClock(lockstep=ctx.enabled)
     with EpochProgress(f"epoch {s.epoch + 1}/{run.epochs_to_run}", len(batches), enabled=run.progress) as bar:
         bar.advance(s.step_in_epoch)
         for step in range(s.step_in_epoch, len(batches)):
@@ -474,7 +549,7 @@ def _train_epoch(run: _Run, stop: _StopFlag, max_steps: int | None) -> None:
             bar.advance(1)
             now = time.perf_counter()
             if budget is not None and s.time_plan is None:
-                _measure_or_plan(run, measure, budget, step == len(batches) - 1, len(y))
+                _measure_or_plan(run, clock, budget, step == len(batches) - 1, len(y))
             due = (step + 1 - first_unread) % REFRESH_STEPS == 0 or (not ctx.enabled and now - last_read >= REFRESH_S)
             if due:
                 _read_meter(run, meter, first_unread)
@@ -493,12 +568,18 @@ def _training_batch(run: _Run, index: np.ndarray, step: int) -> tuple[torch.Tens
     t = run.cfg.train
     ids, lengths, y = make_batch(run.train_set, index, run.trim, run.device)
     if t.augment_crop or t.augment_noise:
-        gen = torch.Generator(device=ids.device).manual_seed(hash((t.seed, run.state.epoch, step)) & 0x7FFFFFFF)
+        gen = torch.Generator(device=ids.device).manual_seed(augment_seed(t.seed, run.state.epoch, step, run.ctx))
         if t.augment_crop:
             ids, lengths = random_crop(ids, lengths, t.augment_crop, gen)
         if t.augment_noise:
             ids = char_noise(ids, lengths, t.augment_noise, run.encoder.vocab_size, gen)
     return ids, lengths, y
+
+
+def augment_seed(seed: int, epoch: int, step: int, ctx: distributed.DistContext) -> int:
+    """The seed of one step's augmentation draws: the same on every run, another on every rank."""
+    key = (seed, epoch, step) if not ctx.enabled else (seed, epoch, step, ctx.rank)
+    return hash(key) & 0x7FFFFFFF
 
 
 def _train_step(run: _Run, ids: torch.Tensor, lengths: torch.Tensor, y: torch.Tensor, meter: EpochMeter
@@ -561,50 +642,25 @@ def _interrupt(run: _Run, stop: _StopFlag, meter: EpochMeter, first_unread: int)
                               f"`vdcnn train --resume --out {run.out_dir}`")
 
 
-def _measure_or_plan(run: _Run, measure: dict[str, float], budget_s: float, epoch_done: bool, rows: int) -> None:
+def _measure_or_plan(run: _Run, clock: StepClock, budget_s: float, epoch_done: bool, rows: int) -> None:
     """Time the steps after a short warm-up; once enough are timed, fit the run into the budget."""
-    s = run.state
+    s, t = run.state, run.cfg.train
     if run.device.type == "cuda":
         torch.cuda.synchronize(run.device)
-    now = time.perf_counter()
-    measure.setdefault("first", now)
-    measure["steps"] = measure.get("steps", 0) + 1
-    if measure["steps"] == WARMUP_STEPS:
-        measure["t0"], measure["rows"] = now, 0
+    if not clock.tick(time.perf_counter(), rows, budget_s, epoch_done or s.global_step >= run.total_steps):
         return
-    if "t0" in measure:
-        measure["rows"] += rows
-    timed = measure["steps"] - WARMUP_STEPS
-    if run.ctx.enabled:  # every rank must reach the plan (a broadcast) at the same step
-        long_enough = timed >= 20
-    else:
-        long_enough = timed >= 5 and now - measure.get("t0", now) >= max(1.0, min(10.0, 0.02 * budget_s))
-    if not (long_enough or epoch_done or s.global_step >= run.total_steps):
-        return
-    step_s = (now - measure["t0"]) / timed if timed > 0 else (now - measure["first"]) / max(1, measure["steps"])
-    eval_rate = _inference_rate(run)
-    texts_per_s = rows * run.ctx.world_size / step_s  # rows of this (last) batch as the typical batch
-    if timed > 0:
-        texts_per_s = measure["rows"] * run.ctx.world_size / (now - measure["t0"])
-    t = run.cfg.train
-    val_rows = len(run.val_set) + (t.ema_bn_batches * t.batch_size if run.ema is not None and t.ema_bn_batches else 0)
-    epoch_overhead = val_rows / eval_rate + 3 * run.save_s
-    final = (len(run.val_set) + (len(run.test_set) if run.test_set is not None else 0)) / eval_rate + 2 * run.save_s
-    total, estimate = fit_total_steps(budget_s, run.elapsed(), s.global_step, step_s, run.steps_per_epoch,
-                                      t.epochs, epoch_overhead, final)
-    total = int(distributed.broadcast_values([float(total)], run.ctx, run.device)[0])  # rank 0's plan for all
-    plan = TimePlan(budget_s, total, run.steps_per_epoch, round(texts_per_s, 1), round(eval_rate, 1),
-                    round(step_s, 6), s.global_step, round(estimate, 1))
+    recalibration = t.ema_bn_batches * t.batch_size if run.ema is not None and t.ema_bn_batches else 0
+    plan = plan_budget(budget_s, run.elapsed(), s.global_step, clock.step_s, run.steps_per_epoch, t.epochs,
+                       texts_per_s=clock.rows_per_s * run.ctx.world_size, eval_texts_per_s=_inference_rate(run),
+                       epoch_eval_rows=len(run.val_set) + recalibration,
+                       final_eval_rows=len(run.val_set) + (len(run.test_set) if run.test_set is not None else 0),
+                       save_s=run.save_s)
+    total = int(distributed.broadcast_values([float(plan.total_steps)], run.ctx, run.device)[0])  # rank 0's plan for all
+    plan = dataclasses.replace(plan, total_steps=total)
     s.time_plan = plan.to_dict()
     run.meta["time_plan"] = s.time_plan
     run.fit_schedule()
-    spec = t.time_budget
-    if total >= t.epochs * run.steps_per_epoch:
-        run.log(f"time budget {spec}: all {t.epochs} epoch{'s' if t.epochs != 1 else ''} ({total:,} steps) fit at {texts_per_s:,.0f} texts/s "
-                f"(about {format_duration(estimate)} in all)")
-    else:
-        run.log(f"time budget {spec}: {plan.epochs:.1f} epochs of {run.steps_per_epoch:,} steps at "
-                f"{texts_per_s:,.0f} texts/s fit; schedule fitted to {total:,} steps")
+    run.log(describe_plan(plan, t.time_budget, t.epochs))
 
 
 def _inference_rate(run: _Run) -> float:
@@ -663,10 +719,7 @@ def _end_epoch(run: _Run) -> bool:
     epochs = run.epochs_to_run
     s.epoch, s.step_in_epoch, s.epoch_sums = s.epoch + 1, 0, fresh_epoch_sums(len(run.model.stages))
     run.save_state()
-    val_txt = (f"val loss {row['val_loss']:.4f} acc {row['val_acc'] * 100:.2f} % macro-F1 "
-               f"{row['val_macro_f1'] * 100:.2f} %" if val else "no validation")
-    run.log(f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f} acc {row['train_acc'] * 100:.2f} %, "
-            f"{val_txt}, {row['samples_per_s']:.0f} texts/s{'  (best, saved)' if improved else ''}")
+    run.log(format_epoch_line(row, epochs, improved))
     if run.timer.enabled:
         run.log(f"  time per phase: {format_phases(row['profile_s'])}")
     if t.early_stop and s.stale_epochs >= t.early_stop:
@@ -702,7 +755,8 @@ def _finish(run: _Run) -> TrainResult:
     best_row = next((r for r in run.history if r["epoch"] == s.best_epoch), None)
     best_acc = best_row["val_acc"] if best_row and best_row["val_acc"] is not None else s.best_score
     if not run.main:
-        return TrainResult(out_dir, best_acc, s.best_epoch, len(run.history), None, run.elapsed(), run.history)
+        return TrainResult(out_dir, best_acc, s.best_epoch, len(run.history), None, run.elapsed(), run.history,
+                           rank=run.ctx.rank)
     if not (out_dir / ckpt.WEIGHTS_FILE).exists():
         raise TrainingDiverged(f"no epoch produced a finite model, so {out_dir / ckpt.WEIGHTS_FILE} was never "
                                "written; lower --lr or add gradient clipping")
@@ -725,10 +779,10 @@ def _finish(run: _Run) -> TrainResult:
         "best_val_acc": best_acc if len(run.val_set) else None,
         "best_val_macro_f1": val["macro_f1"] if val else None,
         "select_by": t.select_by,
-        "val_per_class_recall": _recalls(val),
+        "val_per_class_recall": recalls(val),
         "test_acc": test["accuracy"] if test else None,
         "test_macro_f1": test["macro_f1"] if test else None,
-        "test_per_class_recall": _recalls(test),
+        "test_per_class_recall": recalls(test),
         "final_train_loss": run.history[-1]["train_loss"] if run.history else None,
         "epochs_run": len(run.history),
         "steps_run": s.global_step,
@@ -736,22 +790,6 @@ def _finish(run: _Run) -> TrainResult:
     }
     ckpt.write_json(out_dir / ckpt.CONFIG_FILE, run.meta)
     return TrainResult(out_dir, best_acc, s.best_epoch, len(run.history), test, wall, run.history)
-
-
-def format_recall_table(labels: list[str], val: dict[str, Any] | None, test: dict[str, Any] | None) -> list[str]:
-    """Per-class recall (and support) of the best model on validation and test, one line per class."""
-    width = max(8, *(len(x) for x in labels))
-    parts = [(name, r) for name, r in (("validation", val), ("test", test)) if r]
-    lines = [f"  {'recall':<{width}}  " + "  ".join(f"{name:>16}" for name, _ in parts)]
-    for label in labels:
-        cells = [f"{r['per_class'][label]['recall'] * 100:.1f} % ({r['per_class'][label]['support']})"
-                 for _, r in parts]
-        lines.append(f"  {label:<{width}}  " + "  ".join(f"{c:>16}" for c in cells))
-    return lines
-
-
-def _recalls(report: dict[str, Any] | None) -> dict[str, float] | None:
-    return {k: round(v["recall"], 6) for k, v in report["per_class"].items()} if report else None
 
 
 def _finite(model: torch.nn.Module) -> bool:
