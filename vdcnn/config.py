@@ -21,8 +21,7 @@ from typing import Any, Iterable, Mapping, Union
 import yaml
 
 from .errors import ConfigError
-from .layers import DOWNSAMPLERS, SHORTCUT_KINDS
-from .model import ModelConfig
+from .model_config import DOWNSAMPLE_NAMES, SHORTCUT_KINDS, ModelConfig
 
 PRESET_SUFFIX = ".yaml"
 
@@ -90,7 +89,7 @@ _RETIRED = {("train", "num_workers")}
 DERIVED_MODEL_FIELDS = {"vocab_size", "num_classes", "pad_id"}
 
 CHOICES = {
-    ("model", "downsample"): tuple(DOWNSAMPLERS),
+    ("model", "downsample"): DOWNSAMPLE_NAMES,
     ("model", "shortcut_kind"): SHORTCUT_KINDS,
     ("train", "optimizer"): ("sgd", "adamw"),
     ("train", "schedule"): ("step", "cosine", "onecycle", "constant"),

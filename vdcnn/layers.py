@@ -228,7 +228,9 @@ DOWNSAMPLERS: dict[str, Callable[[], nn.Module] | None] = {
     "none": None,
 }
 
-SHORTCUT_KINDS = ("projection", "zero_pad")
+from .model_config import DOWNSAMPLE_NAMES, SHORTCUT_KINDS  # noqa: E402  (names without torch)
+
+assert tuple(DOWNSAMPLERS) == DOWNSAMPLE_NAMES
 
 
 class ProjectionShortcut(nn.Module):
