@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -97,10 +97,12 @@ class _RawSplit:
     names_origin: str = "classes.txt"
     class_label: bool = False
 
-    def rule(self) -> LabelRule:
-        """The label rule this split decides when it is the training split."""
+    def rule(self, others: Sequence["_RawSplit"] = ()) -> LabelRule:
+        """The label rule this split decides when it is the training split (``others``: the other
+        splits read, which decide with it whether integer labels are 0- or 1-based)."""
         return LabelRule.decide(self.labels, source=self.source, class_names=self.class_names,
-                                names_origin=self.names_origin, class_label=self.class_label)
+                                names_origin=self.names_origin, class_label=self.class_label,
+                                others=[(o.labels, o.source) for o in others])
 
     def dataset(self, rule: LabelRule) -> TextDataset:
         return TextDataset(texts=self.texts, labels=rule.apply(self.labels, source=self.source),
@@ -204,6 +206,7 @@ class Splits:
     val_note: str  # where validation came from, for the data line
     label_rule: LabelRule | None = None
     rows_read: int = 0  # rows of the training file(s) as read, before any carve-out or --limit
+    notes: list[str] = field(default_factory=list)  # how the data was read (layout, columns, bytes, label rule)
 
     @property
     def label_names(self) -> list[str]:
@@ -260,21 +263,30 @@ def load_splits(
     """
     _check_limit(limit)
     raw = _read_split(source, "train", text_columns, label_column)
-    rule = label_rule or raw.rule()
+    own = _own_validation(source)
+    raw_val = _read_split(source, own, text_columns, label_column) if own is not None else None
+    raw_test = (_read_split(source, test_split, text_columns, label_column)
+                if test_split and has_split(source, test_split) else None)
+    rule = label_rule or raw.rule([r for r in (raw_val, raw_test) if r is not None])
     data = raw.dataset(rule)
     rows_read = len(data)
     if limit is not None and limit < len(data):
         data = data.subset(_stratified_subset(data.labels, int(limit), seed))
     if data.n_present_classes < 2:
         raise DataError(f"{data.source}: the training split has only one class; a classifier needs at least two")
-    kw = dict(text_columns=text_columns, label_column=label_column, label_rule=rule)
-    own = _own_validation(source)
-    if own is not None:
-        val = load_split(source, own, **kw)
+    if raw_val is not None:
+        val = _nonempty(raw_val.dataset(rule))
         train, note = data, f"{_short(val.source)} (the dataset's own, {len(val):,} rows)"
     else:
         train_idx, val_idx = stratified_split(data.labels, val_fraction, seed)
         train, val = data.subset(train_idx), data.subset(val_idx)
         note = f"{len(val_idx):,} rows ({float(val_fraction) * 100:g} %) carved from train" if len(val_idx) else "none"
-    test = load_split(source, test_split, **kw) if test_split and has_split(source, test_split) else None
-    return Splits(train=train, val=val, test=test, val_note=note, label_rule=rule, rows_read=rows_read)
+    test = _nonempty(raw_test.dataset(rule)) if raw_test is not None else None
+    notes = [rule.describe()]
+    return Splits(train=train, val=val, test=test, val_note=note, label_rule=rule, rows_read=rows_read, notes=notes)
+
+
+def _nonempty(ds: TextDataset) -> TextDataset:
+    if len(ds) == 0:
+        raise DataError(f"{ds.source}: no data rows")
+    return ds
