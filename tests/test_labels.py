@@ -147,8 +147,8 @@ def test_own_dev_split_is_used(tmp_path):
 
 def test_broken_test_split_is_an_error_naming_the_file(tmp_path):
     write(tmp_path / "train.csv", topic_rows(6, seed=1), labels="names", header=True)
-    (tmp_path / "test.csv").write_bytes(b"text,label\n\xff\xfe broken bytes,tech\n")
-    with pytest.raises(DataError, match=r"test\.csv: not UTF-8"):
+    (tmp_path / "test.csv").write_bytes(b"text,label\n\x00\x01 broken bytes,tech\n")
+    with pytest.raises(DataError, match=r"test\.csv: looks like a binary file"):
         load_splits(str(tmp_path))
     single = write(tmp_path / "only.csv", topic_rows(6, seed=1), labels="names", header=True)
     assert load_splits(str(single)).test is None

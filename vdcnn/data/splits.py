@@ -13,8 +13,9 @@ from vdcnn.errors import ConfigError, DataError
 
 from .columns import texts_and_labels
 from .dataset import TextDataset
-from .files import read_classes_txt, read_table, split_file, split_files
+from .files import read_classes_txt
 from .hub import hub_table, load_hub
+from .local import has_local_split, own_validation, read_local_split
 from .labels import LabelRule
 from .registry import DATA_DIR_ENV, REGISTRY, DatasetSpec, local_registry_dir, resolve_name
 
@@ -96,6 +97,7 @@ class _RawSplit:
     class_names: list[str] | None = None
     names_origin: str = "classes.txt"
     class_label: bool = False
+    notes: list[str] = field(default_factory=list)  # how it was read
 
     def rule(self, others: Sequence["_RawSplit"] = ()) -> LabelRule:
         """The label rule this split decides when it is the training split (``others``: the other
@@ -139,19 +141,18 @@ def _read_split(source: str, split: str, text_columns: Sequence[str] | None,
             table, source=src, text_columns=list(text_columns) if text_columns is not None else list(spec.text_fields),
             label_column=label_column or spec.label_field, clean_escapes=True)  # as the char-CNN CSVs read locally
     else:
-        file = split_file(path, split) if path.is_dir() else path
-        src = str(file)
-        table = read_table(file, list(text_columns or []) + ([label_column] if label_column else []))
+        table, src, near = read_local_split(path, split, list(text_columns or []) + ([label_column] if label_column else []))
         texts, labels, col = texts_and_labels(table, source=src, text_columns=text_columns, label_column=label_column)
+    notes = table.notes
     class_label = (table.class_label_names or {}).get(col)
     if class_label:
-        return _RawSplit(texts, labels, src, class_label, "ClassLabel", True)
-    classes = read_classes_txt(Path(src)) if path is not None else None
+        return _RawSplit(texts, labels, src, class_label, "ClassLabel", True, notes)
+    classes = read_classes_txt(near) if path is not None and near is not None else None
     if classes:
-        return _RawSplit(texts, labels, src, classes[0], "classes.txt")
+        return _RawSplit(texts, labels, src, classes[0], "classes.txt", notes=notes)
     if spec is not None:
-        return _RawSplit(texts, labels, src, list(spec.label_names), "registry")
-    return _RawSplit(texts, labels, src)
+        return _RawSplit(texts, labels, src, list(spec.label_names), "registry", notes=notes)
+    return _RawSplit(texts, labels, src, notes=notes)
 
 
 def _check_limit(limit: Any) -> None:
@@ -222,10 +223,8 @@ def has_split(source: str, split: str) -> bool:
     if path is None:
         assert spec is not None
         return split in ("train", spec.test_split) or split == spec.validation_split
-    if not path.is_dir():
-        return False
     try:
-        return bool(split_files(path, split))
+        return has_local_split(path, split)
     except DataError:
         return True  # let load_split report the folder error
 
@@ -235,7 +234,7 @@ def _own_validation(source: str) -> str | None:
     spec, path = _locate(source)
     if path is None:
         return spec.validation_split if spec is not None else None
-    return "validation" if path.is_dir() and split_files(path, "validation") else None
+    return own_validation(path)
 
 
 def _short(source: str) -> str:
@@ -282,7 +281,9 @@ def load_splits(
         train, val = data.subset(train_idx), data.subset(val_idx)
         note = f"{len(val_idx):,} rows ({float(val_fraction) * 100:g} %) carved from train" if len(val_idx) else "none"
     test = _nonempty(raw_test.dataset(rule)) if raw_test is not None else None
-    notes = [rule.describe()]
+    notes = [*raw.notes, rule.describe()]
+    for other in (raw_val, raw_test):
+        notes += [f"{_short(other.source)}: {n}" for n in other.notes if n.startswith("encoding")] if other else []
     return Splits(train=train, val=val, test=test, val_note=note, label_rule=rule, rows_read=rows_read, notes=notes)
 
 
