@@ -31,14 +31,20 @@ COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 # Recognised only to refuse it clearly: decompressing needs the optional `zstandard` package,
 # which is not a dependency of vdcnn.
 _ZSTD = ".zst"
-TEXT_COLUMNS = ("text", "sentence", "content", "review", "document")
+TEXT_COLUMNS = ("text", "sentence", "content", "review", "document", "text_a", "sentence1", "comment_text",
+                "comments", "comment", "tweet")
+# Sentence pairs (GLUE / CLUE names): both columns are the input, read as one text "first | second".
+PAIR_COLUMNS = (("text_a", "text_b"), ("sentence1", "sentence2"), ("premise", "hypothesis"))
 LABEL_COLUMNS = ("label", "labels", "class", "category", "target")
 _KNOWN_COLUMN_NAMES = frozenset(
-    TEXT_COLUMNS + LABEL_COLUMNS
+    TEXT_COLUMNS + LABEL_COLUMNS + tuple(c for pair in PAIR_COLUMNS for c in pair)
     + ("title", "description", "question_title", "question_content", "best_answer", "topic", "id", "sentiment", "stars")
 )
 _PROBE_BYTES = 64 * 1024
 _INT_RE = re.compile(r"^\s*[+-]?\d+\s*$")
+_NUMBER_RE = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$")
+_BOOLS = frozenset({"true", "false", "yes", "no"})
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,39}$")
 
 
 @dataclass
@@ -50,6 +56,7 @@ class Table:
     charcnn_escapes: bool = False  # headerless quoted CSV: the char-CNN archives' backslash escapes
     class_label_names: dict[str, list[str]] | None = None  # ClassLabel names per column
     notes: list[str] = field(default_factory=list)  # how it was read, for the data line
+    chosen: tuple[list[str], str] | None = None  # (text columns, label column) once picked
 
 
 @dataclass
@@ -251,6 +258,37 @@ def _first_rows(head: bytes, delimiter: str, n: int = 200) -> list[list[str]]:
     return rows
 
 
+def _scalar(v: str) -> bool:
+    return bool(_NUMBER_RE.match(v)) or v.strip().lower() in _BOOLS
+
+
+def _typed_evidence(rows: list[list[str]]) -> bool | None:
+    """What the column types below the first row say of it, whatever the labels are: True (a name above
+    a column of numbers or booleans, or a one-word name above free text), False (a number above
+    numbers), None (nothing either way)."""
+    first, later = rows[0], rows[1:]
+    if len(later) < 3:
+        return None
+    text_name = False
+    data = recurs = False
+    for j, cell in enumerate(first):
+        col = [r[j] for r in later if j < len(r) and r[j]]
+        if len(col) < 3 or not cell:
+            continue
+        recurs = recurs or cell in col
+        if all(_scalar(v) for v in col):
+            if not _scalar(cell):
+                return True  # e.g. "contain_gender_bias" above True/False
+            data = True
+        elif _NAME_RE.match(cell):
+            spaced = sum(" " in v for v in col) / len(col)
+            mean = sum(map(len, col)) / len(col)
+            text_name = text_name or (spaced >= 0.8 and mean >= 3 * max(len(cell), 8))
+    if data:
+        return False
+    return True if text_name and not recurs else None  # a recurring value: a label, so data
+
+
 def _has_header(rows: list[list[str]], wanted: Sequence[str]) -> bool:
     """Whether the first row names the columns; a first row that reads like data is data."""
     first = rows[0]
@@ -258,6 +296,9 @@ def _has_header(rows: list[list[str]], wanted: Sequence[str]) -> bool:
         return True
     if {c.lower() for c in first} & _KNOWN_COLUMN_NAMES:
         return True
+    evidence = _typed_evidence(rows)
+    if evidence is not None:
+        return evidence
     if any(_INT_RE.match(c) for c in first):
         return False  # a number is a value, not a column name
     if any(len(c) > 40 for c in first):

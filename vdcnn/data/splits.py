@@ -98,6 +98,7 @@ class _RawSplit:
     names_origin: str = "classes.txt"
     class_label: bool = False
     notes: list[str] = field(default_factory=list)  # how it was read
+    chosen: tuple[list[str], str] | None = None  # the text and label columns it used
 
     def rule(self, others: Sequence["_RawSplit"] = ()) -> LabelRule:
         """The label rule this split decides when it is the training split (``others``: the other
@@ -135,7 +136,7 @@ def _read_split(source: str, split: str, text_columns: Sequence[str] | None,
         text_columns = [text_columns]
     if path is None:
         assert spec is not None
-        src = f"{spec.hub_id}{'/' + spec.hub_config if spec.hub_config else ''} ({split})"
+        src, near = f"{spec.hub_id}{'/' + spec.hub_config if spec.hub_config else ''} ({split})", None
         table = hub_table(load_hub(spec, split))
         texts, labels, col = texts_and_labels(
             table, source=src, text_columns=list(text_columns) if text_columns is not None else list(spec.text_fields),
@@ -143,6 +144,13 @@ def _read_split(source: str, split: str, text_columns: Sequence[str] | None,
     else:
         table, src, near = read_local_split(path, split, list(text_columns or []) + ([label_column] if label_column else []))
         texts, labels, col = texts_and_labels(table, source=src, text_columns=text_columns, label_column=label_column)
+    notes = table.notes
+    raw = _raw_split(table, texts, labels, col, src, spec, path, near)
+    raw.chosen = table.chosen
+    return raw
+
+
+def _raw_split(table, texts, labels, col, src, spec, path, near) -> _RawSplit:
     notes = table.notes
     class_label = (table.class_label_names or {}).get(col)
     if class_label:
@@ -262,6 +270,8 @@ def load_splits(
     """
     _check_limit(limit)
     raw = _read_split(source, "train", text_columns, label_column)
+    if raw.chosen is not None and text_columns is None and label_column is None and _locate(source)[0] is None:
+        text_columns, label_column = raw.chosen  # the other splits use the columns training used
     own = _own_validation(source)
     raw_val = _read_split(source, own, text_columns, label_column) if own is not None else None
     raw_test = (_read_split(source, test_split, text_columns, label_column)
