@@ -229,6 +229,11 @@ def _sniff_text(head: bytes) -> str:
     return "plain"
 
 
+_SENTENCE_STARTS = frozenset(
+    "a an the i it it's this that these those he she we you they my our his her its there here in on at if but "
+    "and so as what how why who when where is are was do does not no one".split())
+
+
 def _label_space(lines: list[str]) -> bool:
     """Whether lines read ``LABEL text``: a short first word from a small set, then text (the format of
     Kim 2014's ``stsa.fine.train``, TREC's ``DESC:manner How did ...``)."""
@@ -238,8 +243,10 @@ def _label_space(lines: list[str]) -> bool:
     if any(len(p) < 2 or len(p[0]) > 40 for p in parts):
         return False
     firsts = [p[0] for p in parts]
+    if {f.lower() for f in firsts} & _SENTENCE_STARTS:
+        return False  # plain sentences ("the plot ...", "a warm ...") with no label in front
     distinct = len(set(firsts))
-    return distinct <= 100 and distinct <= max(2, len(lines) // 4)
+    return distinct <= 100 and distinct <= max(2, 0.6 * len(lines))
 
 
 def _first_rows(head: bytes, delimiter: str, n: int = 200) -> list[list[str]]:
