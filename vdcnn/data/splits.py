@@ -163,6 +163,15 @@ def _raw_split(table, texts, labels, col, src, spec, path, near) -> _RawSplit:
     return _RawSplit(texts, labels, src, notes=notes)
 
 
+def _same_dataset(a: str, b: str) -> bool:
+    if str(a) == str(b):
+        return True
+    try:
+        return Path(str(a)).expanduser().resolve() == Path(str(b)).expanduser().resolve()
+    except OSError:
+        return False
+
+
 def _check_limit(limit: Any) -> None:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
         raise ConfigError(f"limit must be a positive integer, got {limit!r}")
@@ -178,6 +187,7 @@ def load_split(
     label_rule: LabelRule | None = None,
     limit: int | None = None,
     seed: int = 0,
+    trained_on: str | None = None,
 ) -> TextDataset:
     """Load one split of a registry dataset, a folder or a file.
 
@@ -187,8 +197,14 @@ def load_split(
     JSON lines, Parquet, fastText, or a text file with no extension; ``.gz``/``.bz2``/``.xz`` ok).
     Labels follow ``label_rule`` (a trained model's), else ``label_names`` (by name or index),
     else the rule this split decides itself. ``limit`` keeps a seeded, stratified subset.
+    ``trained_on`` (the dataset a run trained on): when ``source`` is that dataset and has no ``split``
+    of its own (a single file serves every split), refuse rather than score training rows.
     """
     _check_limit(limit)
+    if trained_on is not None and _same_dataset(source, trained_on) and not has_split(source, split):
+        raise DataError(f"{source}: the run trained on this dataset and it has no {split!r} split: all its rows were "
+                        f"training or validation rows, so scores on it would not be test scores; give held-out "
+                        f"data (vdcnn eval RUN FILE)")
     raw = _read_split(source, str(split), text_columns, label_column)
     if label_rule is None:
         label_rule = LabelRule.from_names(label_names) if label_names is not None else raw.rule()
