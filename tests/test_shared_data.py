@@ -341,3 +341,31 @@ def test_shared_folder_reads_as_before(folder):
 def test_shared_file_reads_as_before(name):
     ds = load_split(str(real_data_dir() / name))
     assert (len(ds), ds.n_classes, _digest(ds)) == tuple(FILES[name])
+
+
+# README of 20newsgroups_bydate: files per group, train / test.
+NEWSGROUPS = {
+    "alt.atheism": (480, 319), "comp.graphics": (584, 389), "comp.os.ms-windows.misc": (591, 394),
+    "comp.sys.ibm.pc.hardware": (590, 392), "comp.sys.mac.hardware": (578, 385), "comp.windows.x": (593, 395),
+    "misc.forsale": (585, 390), "rec.autos": (594, 396), "rec.motorcycles": (598, 398),
+    "rec.sport.baseball": (597, 397), "rec.sport.hockey": (600, 399), "sci.crypt": (595, 396),
+    "sci.electronics": (591, 393), "sci.med": (594, 396), "sci.space": (593, 394),
+    "soc.religion.christian": (599, 398), "talk.politics.guns": (546, 364), "talk.politics.mideast": (564, 376),
+    "talk.politics.misc": (465, 310), "talk.religion.misc": (377, 251),
+}
+
+
+def test_20newsgroups_reads_as_distributed(tmp_path, monkeypatch):
+    folder = real_data_dir() / "20newsgroups_bydate"
+    if not (folder / "20news-bydate.tar.gz").is_file():
+        pytest.skip("20news-bydate.tar.gz not in VDCNN_DATA_DIR")
+    monkeypatch.setenv("VDCNN_CACHE", str(tmp_path / "cache"))
+    s = load_splits(str(folder), val_fraction=0.0)
+    assert s.label_names == sorted(NEWSGROUPS)
+    assert (len(s.train), len(s.test)) == (11_314, 7_532)
+    assert s.train.class_counts().tolist() == [NEWSGROUPS[g][0] for g in s.label_names]
+    assert s.test.class_counts().tolist() == [NEWSGROUPS[g][1] for g in s.label_names]
+    said = "\n".join(s.notes)
+    assert "29 of 7,532 files are not UTF-8" in said  # raw Latin-1 posts of the test split, none dropped
+    assert not any(p.name != "README.md" and p.suffix != ".gz" for p in folder.iterdir())  # nothing unpacked there
+    assert s.train.texts[0].startswith("From: ")

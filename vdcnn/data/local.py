@@ -29,8 +29,17 @@ def resolve(path: Path) -> tuple[Path, list[str]]:
             path = archives[0]
     if is_archive(path):
         folder = unpack(path)
+        _UNPACKED[str(folder)] = path
         return folder, [f"archive: {path} read from its unpacked copy {folder} (the dataset folder is untouched)"]
     return path, []
+
+
+_UNPACKED: dict[str, Path] = {}  # unpacked folder -> its archive
+
+
+def archive_of(folder: Path) -> Path:
+    """The archive a cache folder was unpacked from (the folder itself if none)."""
+    return _UNPACKED.get(str(folder), folder)
 
 
 def hf_kind(folder: Path) -> str:
@@ -118,13 +127,16 @@ def read_local_split(path: Path, split: str, wanted: Sequence[str]) -> tuple[Tab
                       notes=[*notes, f"format: Hugging Face dataset folder read with {how}, split {name!r}"])
         return table, f"{path} [{name}]", None
     found = find_split(path, split)
+    source = found.source
+    if notes and source.startswith(str(path)):  # unpacked from an archive: name the archive, not the cache
+        source = f"{archive_of(path)}:{source[len(str(path)):].lstrip('/') or '.'}"
     if found.kind == "table":
         tables = [read_table(f, wanted) for f in found.files]
         table = _concat(tables, found) if len(tables) > 1 else tables[0]
     else:
         table = _read_class_layout(found)
     table.notes[:0] = notes + ([found.describe()] if found.describe() else [])
-    return table, found.source, found.files[0] if found.kind == "table" else path
+    return table, source, found.files[0] if found.kind == "table" else path
 
 
 def _concat(tables: list[Table], found: SplitFiles) -> Table:

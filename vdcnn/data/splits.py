@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -262,7 +263,8 @@ def _own_validation(source: str) -> str | None:
 
 
 def _short(source: str) -> str:
-    return Path(source).name if os.path.exists(source) else source
+    base = re.split(r":| \[| \(", source)[0]  # archive:member, folder [split], folder (files)
+    return Path(source).name if os.path.exists(source) or (base and os.path.exists(base)) else source
 
 
 def load_splits(
