@@ -9,6 +9,7 @@ from vdcnn.errors import DataError
 
 from .files import _BOOLS, _NUMBER_RE, LABEL_COLUMNS, PAIR_COLUMNS, TEXT_COLUMNS, Table, as_text
 
+_MULTI_RE = re.compile(r"^\d+(\s*,\s*\d+)+$")  # "4,27": class ids of a multi-label row
 _BACKSLASH_NEWLINE = re.compile(r"\s*(?:\\n\s*)+")
 _BACKSLASH_RUN = re.compile(r"\s*\\+\s*")
 _BACKSLASH_LETTER = re.compile(r"\\([A-Za-z])")
@@ -113,7 +114,19 @@ def _headerless_label(table: Table) -> str:
     values rather than long varied texts (label-first char-CNN files, ``text<TAB>label`` files...)."""
     names = list(table.columns)
     first, last = names[0], names[-1]
+    categorical = [c for c in names if _is_categorical(table.columns[c])]
+    ends = [c for c in (first, last) if c in categorical]
+    if categorical and not ends:
+        return min(categorical, key=lambda c: _labelness(table.columns[c]))
+    if len(ends) == 1:
+        return ends[0]
     return first if _labelness(table.columns[first]) <= _labelness(table.columns[last]) else last
+
+
+def _is_categorical(values: Sequence[Any]) -> bool:
+    """Few distinct values, each repeated: a label or another annotation, never text nor ids."""
+    sample = [as_text(v).strip() for v in values[:5000]]
+    return len(sample) >= 4 and len(set(sample)) <= 0.5 * len(sample)
 
 
 def _content_label(table: Table, candidates: Sequence[str]) -> str | None:
@@ -184,6 +197,11 @@ def texts_and_labels(table: Table, *, source: str, text_columns: Sequence[str] |
         raise DataError(f"{source}: column {lab_col!r} cannot be both the label and a text column")
     if not table.columns[lab_col]:
         raise DataError(f"{source}: no data rows")
+    multi = [v for v in (as_text(x).strip() for x in table.columns[lab_col][:5000]) if _MULTI_RE.match(v)]
+    if multi:
+        raise DataError(f"{source}: the label column ({_describe(lab_col, available, table.headerless)}) holds several "
+                        f"classes in one row ({multi[0]!r}): a multi-label dataset; vdcnn trains single-label "
+                        "classifiers: keep one label per row")
     clean = None
     if clean_escapes if clean_escapes is not None else table.charcnn_escapes:
         clean = _charcnn_cleaner([as_text(v) for c in text_cols for v in table.columns[c][:2000]])
