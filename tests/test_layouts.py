@@ -311,6 +311,10 @@ def test_legacy_encoding_in_a_csv_is_decoded_and_counted(tmp_path):
     s = load_splits(str(f), val_fraction=0.0)
     assert "un caf\u00e9 cr\u00e8me \u2013 na\u00efve" in s.train.texts and len(s.train) == 20
     assert "1 of 21 lines are not UTF-8, decoded 1 as cp1252" in notes(s)
+    assert "columns: text 'text'; label 'label' (2 values)" in notes(s)
+    f.write_bytes(body.replace(",neg\n", ",\n", 1).encode("cp1252"))
+    with pytest.raises(DataError, match=rf"^{f}: 1 row\(s\) have an empty label"):  # the user's file, not the copy
+        load_splits(str(f))
 
 
 def test_cli_data_line_names_columns_layout_and_rule(tmp_path, capsys, monkeypatch):

@@ -207,7 +207,7 @@ def texts_and_labels(table: Table, *, source: str, text_columns: Sequence[str] |
         clean = _charcnn_cleaner([as_text(v) for c in text_cols for v in table.columns[c][:2000]])
     texts = _join_texts([table.columns[c] for c in text_cols], clean, sep)
     table.chosen = (list(text_cols), lab_col)
-    if len(available) > 2 or pair or text_columns is None and label_column is None and table.headerless:
+    if not table.layout_columns:
         table.notes.append(_columns_note(table, available, text_cols, lab_col, pair,
                                          chosen=label_column is None))
     return texts, list(table.columns[lab_col]), lab_col

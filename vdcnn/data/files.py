@@ -57,6 +57,7 @@ class Table:
     class_label_names: dict[str, list[str]] | None = None  # ClassLabel names per column
     notes: list[str] = field(default_factory=list)  # how it was read, for the data line
     chosen: tuple[list[str], str] | None = None  # (text columns, label column) once picked
+    layout_columns: bool = False  # "label"/"text" made by the reader (fastText, 'LABEL text', class layouts)
 
 
 @dataclass
@@ -438,7 +439,7 @@ def _read_fasttext(path: Path) -> Table:
             raise DataError(f"{path}: line {i} has an empty '__label__' tag")
         labels.append(first_label)
         texts.append(m.group(2).strip())
-    return Table(columns={"label": labels, "text": texts})
+    return Table(columns={"label": labels, "text": texts}, layout_columns=True)
 
 
 def _read_parquet(path: Path) -> Table:
@@ -461,11 +462,18 @@ def read_table(path: Path, wanted: Sequence[str] = ()) -> Table:
     except _READ_ERRORS as exc:
         raise DataError(f"{path}: cannot read file ({one_line(exc)})") from None
     stats = _scan_text(path, fmt)
-    notes: list[str] = []
-    if not stats.utf8:
-        path, note = _decoded_copy(path)
-        notes.append(note)
-        stats = _scan_text(path, fmt)
+    if stats.utf8:
+        return _read_text_table(path, fmt, stats, wanted)
+    decoded, note = _decoded_copy(path)
+    try:
+        table = _read_text_table(decoded, fmt, _scan_text(decoded, fmt), wanted)
+    except DataError as exc:  # name the user's file, not the decoded copy in the cache
+        raise DataError(str(exc).replace(str(decoded), str(path))) from None
+    table.notes = [note, *(n.replace(decoded.name, path.name) for n in table.notes)]
+    return table
+
+
+def _read_text_table(path: Path, fmt: str, stats: _TextStats, wanted: Sequence[str]) -> Table:
     if fmt == "sniff" or (fmt == "fasttext" and not stats.head.lstrip().startswith(b"__label__")):
         fmt = _sniff_text(stats.head)
     if fmt == "json":
@@ -481,7 +489,6 @@ def read_table(path: Path, wanted: Sequence[str] = ()) -> Table:
                         "rt-polarity.neg), give the folder that holds them all")
     else:
         table = _read_delimited(path, stats, "\t" if fmt == "tsv" else ",", wanted)
-    table.notes[:0] = notes
     return table
 
 
@@ -513,7 +520,7 @@ def _read_label_space(path: Path) -> Table:
             raise DataError(f"{path}: line {i} has a label but no text ('LABEL text' lines expected)")
         labels.append(parts[0])
         texts.append(parts[1].strip())
-    return Table(columns={"label": labels, "text": texts},
+    return Table(columns={"label": labels, "text": texts}, layout_columns=True,
                  notes=[f"format: {path.name}: 'LABEL text' lines (the label is the first word)"])
 
 

@@ -181,7 +181,7 @@ def _read_class_layout(found: SplitFiles) -> Table:
         how = ", ".join(f"{n:,} as {enc}" for enc, n in legacy.items())
         notes.append(f"encoding: {sum(legacy.values()):,} of {total:,} {unit} are not UTF-8, decoded {how} "
                      "(the rest as UTF-8); none dropped")
-    return Table(columns={"label": labels, "text": texts}, notes=notes)
+    return Table(columns={"label": labels, "text": texts}, notes=notes, layout_columns=True)
 
 
 __all__ = ["KEYWORDS", "has_local_split", "own_validation", "read_local_split", "resolve", "hf_kind"]
