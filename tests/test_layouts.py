@@ -6,7 +6,6 @@ rows of a real dataset.
 
 from __future__ import annotations
 
-import io
 import random
 import tarfile
 import zipfile

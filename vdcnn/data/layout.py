@@ -18,6 +18,7 @@ Archives (``.tar.gz``, ``.tgz``, ``.tar``, ``.zip``...) are unpacked once into t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -32,16 +33,22 @@ from vdcnn.errors import DataError
 
 from .files import split_ext, split_files
 
-# The split keywords of `datasets` (datasets.data_files.SPLIT_KEYWORDS), by canonical split name.
-try:
-    from datasets.data_files import NON_WORDS_CHARS, SPLIT_KEYWORDS
+_FALLBACK_KEYWORDS = {"train": ("train", "training"), "validation": ("validation", "valid", "dev", "val"),
+                      "test": ("test", "testing", "eval", "evaluation")}
 
-    KEYWORDS: dict[str, tuple[str, ...]] = {str(k): tuple(v) for k, v in SPLIT_KEYWORDS.items()}
-    _SEP = "[" + re.escape(NON_WORDS_CHARS) + "]+"
-except ImportError:  # pragma: no cover - datasets is a dependency; the same words as its 2.x-5.x releases
-    KEYWORDS = {"train": ("train", "training"), "validation": ("validation", "valid", "dev", "val"),
-                "test": ("test", "testing", "eval", "evaluation")}
-    _SEP = r"[-._ 0-9]+"
+
+@functools.lru_cache(maxsize=1)
+def _split_words() -> tuple[dict[str, tuple[str, ...]], str]:
+    """The split keywords of `datasets` (datasets.data_files.SPLIT_KEYWORDS) by canonical split name,
+    and its word separators as a regex; imported on first use (`datasets` is slow to import)."""
+    try:
+        from datasets.data_files import NON_WORDS_CHARS, SPLIT_KEYWORDS
+
+        return ({str(k): tuple(v) for k, v in SPLIT_KEYWORDS.items()},
+                "[" + re.escape(NON_WORDS_CHARS) + "]+")
+    except ImportError:  # pragma: no cover - datasets is a dependency; the same words as its 2.x-5.x releases
+        return _FALLBACK_KEYWORDS, r"[-._ 0-9]+"
+
 
 ARCHIVES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar", ".zip")
 _IGNORED_NAMES = {"readme", "license", "licence", "classes", "citation", "changelog"}
@@ -54,7 +61,7 @@ _TABLE_EXTS = {".csv", ".tsv", ".json", ".jsonl", ".parquet"}
 def canonical_split(split: str) -> str:
     """``train``, ``validation`` or ``test`` for any of their keywords; other names as given."""
     key = split.lower()
-    for name, words in KEYWORDS.items():
+    for name, words in _split_words()[0].items():
         if key == name or key in words:
             return name
     return key
@@ -62,11 +69,11 @@ def canonical_split(split: str) -> str:
 
 def _words(split: str) -> tuple[str, ...]:
     name = canonical_split(split)
-    return KEYWORDS.get(name, (name,))
+    return _split_words()[0].get(name, (name,))
 
 
 def _tokens(name: str) -> list[str]:
-    return [t for t in re.split(_SEP, name.lower()) if t]
+    return [t for t in re.split(_split_words()[1], name.lower()) if t]
 
 
 def is_archive(path: Path) -> bool:
@@ -108,7 +115,7 @@ def unpack(archive: Path) -> Path:
     return dest
 
 
-def _data_files(root: Path) -> list[Path]:
+def data_files(root: Path) -> list[Path]:
     """Every file under ``root`` that may hold data: no hidden or ``__`` parts, no README, licence,
     ``classes.txt``, code or metadata."""
     out = []
@@ -189,14 +196,14 @@ def _assign(root: Path, files: list[Path]) -> dict[str, list[tuple[Path, Path]]]
 
 def _split_of(name: str) -> str | None:
     toks = _tokens(name)
-    for split, words in KEYWORDS.items():
+    for split, words in _split_words()[0].items():
         if any(w in toks for w in words):
             return split
     return None
 
 
 def _dir_cache(root: Path) -> dict[str, list[tuple[Path, Path]]]:
-    return _assign(root, _data_files(root))
+    return _assign(root, data_files(root))
 
 
 def available_splits(root: Path) -> list[str]:
@@ -214,7 +221,7 @@ def has_split_files(root: Path, split: str) -> bool:
 def _class_name(names: list[str]) -> list[str]:
     """The class part of each per-class file name: the dot-separated parts not shared by all names,
     without split keywords (``rt-polarity.pos`` -> ``pos``)."""
-    split_words = {w for ws in KEYWORDS.values() for w in ws}
+    split_words = {w for ws in _split_words()[0].values() for w in ws}
     parts = [n.split(".") for n in names]
     pre = 0
     while all(len(p) > pre for p in parts) and len({p[pre] for p in parts}) == 1:
@@ -238,7 +245,7 @@ def find_split(root: Path, split: str) -> SplitFiles:
             assigned = [(p, root) for p in legacy]
     if not assigned:
         words = _words(split)
-        have = ", ".join(sorted({_rel(p, root) for p in _data_files(root)})[:12]) or "(no data files)"
+        have = ", ".join(sorted({_rel(p, root) for p in data_files(root)})[:12]) or "(no data files)"
         raise DataError(f"{root}: no file for split {split!r} (no folder or file name holds the word "
                         f"{' / '.join(words)}, as in {words[0]}.csv, NAME.{words[0]}, {words[0]}/CLASS/FILE); "
                         f"found: {have}")

@@ -15,15 +15,14 @@ from vdcnn.errors import DataError
 
 from .files import Table, _quiet_datasets, class_label_names, columns_of, decode_legacy, one_line, read_lines_decoded
 from .files import read_table
-from .layout import (KEYWORDS, SplitFiles, canonical_split, find_split, has_split_files, is_archive, unpack,
-                     _data_files)
+from .layout import SplitFiles, canonical_split, data_files, find_split, has_split_files, is_archive, unpack
 
 
 def resolve(path: Path) -> tuple[Path, list[str]]:
     """The folder or file to read for ``path``: an archive (or a folder holding only one archive) is
     unpacked into the cache; and what was done, for the data line."""
     if path.is_dir() and not hf_kind(path):
-        files = _data_files(path)
+        files = data_files(path)
         archives = [p for p in files if is_archive(p)]
         if len(archives) == 1 and len(files) == 1:
             path = archives[0]
@@ -184,4 +183,4 @@ def _read_class_layout(found: SplitFiles) -> Table:
     return Table(columns={"label": labels, "text": texts}, notes=notes, layout_columns=True)
 
 
-__all__ = ["KEYWORDS", "has_local_split", "own_validation", "read_local_split", "resolve", "hf_kind"]
+__all__ = ["has_local_split", "own_validation", "read_local_split", "resolve", "hf_kind"]
