@@ -4,7 +4,9 @@ Split files are found as `datasets` finds them: its split keywords (``train``/``
 ``validation``/``valid``/``dev``/``val``, ``test``/``testing``/``eval``/``evaluation``) as a word of a
 folder name first (``20news-bydate-train/``, ``train/pos/``), else of a file name (``stsa.fine.train``,
 ``NAME.training.txt``, ``data/train-00000-of-00001.parquet``); with no keyword anywhere, every file is
-training data. Within a split the layout is one of:
+training data. The words and separators are `datasets`' own; the matching is not its glob patterns
+(``get_data_patterns``), which need a separator after the word and so put ``stsa.fine.train``,
+``.dev`` and ``.test`` all into ``train``. Within a split the layout is one of:
 
 * ``table``: one data file (or shards of one) with text and label columns;
 * ``class_folders``: one folder per class, one document per file (20 Newsgroups, aclImdb,
