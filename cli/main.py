@@ -205,7 +205,8 @@ def evaluate(
     clf = load_ensemble([run, *ensemble], device=device.value, batch_size=batch_size, bf16=bf16)
     ds = load_split(source, split, text_columns=text_column or (run_data.get("text_columns") if same else None),
                     label_column=label_column or (run_data.get("label_column") if same else None),
-                    label_rule=run_label_rule(meta, str(Path(run) / "config.json")))
+                    label_rule=run_label_rule(meta, str(Path(run) / "config.json")),
+                    trained_on=run_data.get("dataset"))
     probs = clf.predict_proba(ds.texts)
     report = classification_report(ds.labels, probs.argmax(1), clf.labels, None)
     report["source"] = ds.source

@@ -83,7 +83,8 @@ def test_predict_matches_the_library(tiny_run):
 
 def test_eval_reports_metrics_json_and_png(runner, tiny_run, tmp_path):
     report_path, png = tmp_path / "report.json", tmp_path / "cm.png"
-    result = runner.invoke(app, ["eval", str(tiny_run), str(tiny_run.parent / "topics.csv"), "--json", str(report_path),
+    holdout = write_topic_csv(tmp_path / "holdout.csv", rows_per_class=40, seed=5)
+    result = runner.invoke(app, ["eval", str(tiny_run), str(holdout), "--json", str(report_path),
                                  "--plot", str(png)])
     assert result.exit_code == 0, result.output
     assert "accuracy" in result.stdout and "sports" in result.stdout
@@ -93,12 +94,14 @@ def test_eval_reports_metrics_json_and_png(runner, tiny_run, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_eval_defaults_to_the_runs_dataset(runner, tiny_run, tmp_path):
-    result = runner.invoke(app, ["eval", str(tiny_run), "--json", str(tmp_path / "r.json"), "--plot",
-                                 str(tmp_path / "p.png")])
-    # The topic CSV has no test split of its own: a single file serves every split.
-    assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "r.json").read_text())["n"] == 120
+def test_eval_refuses_to_score_training_rows_as_test(runner, tiny_run, tmp_path):
+    # The topic CSV has no test split: its rows were the run's training and validation rows. eval used to
+    # score them and call them "test" (issue 21); it refuses, by default and when the file is named.
+    for args in ([], [str(tiny_run.parent / "topics.csv")]):
+        result = runner.invoke(app, ["eval", str(tiny_run), *args, "--plot", str(tmp_path / "p.png")])
+        assert result.exit_code != 0
+        message = str(result.exception)  # main() prints it as one line
+        assert "has no 'test' split" in message and "vdcnn eval RUN FILE" in message
 
 
 def test_eval_writes_nothing_unless_a_plot_is_asked_for(runner, tiny_run, tmp_path):
@@ -107,6 +110,13 @@ def test_eval_writes_nothing_unless_a_plot_is_asked_for(runner, tiny_run, tmp_pa
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
+    data = tmp_path / "topics"  # the run's dataset, now with a test split of its own
+    data.mkdir()
+    write_topic_csv(data / "train.csv")
+    write_topic_csv(data / "test.csv", rows_per_class=5, seed=9)
+    meta = json.loads((run / "config.json").read_text())
+    meta["run"]["data"]["dataset"] = str(data)
+    (run / "config.json").write_text(json.dumps(meta))
     before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
     other = write_topic_csv(tmp_path / "holdout.csv", rows_per_class=5, seed=3)
     assert runner.invoke(app, ["eval", str(run)]).exit_code == 0
@@ -252,13 +262,14 @@ def test_ensemble_predicts_the_mean_of_its_members(runner, tiny_run, byte_run, t
 
 
 def test_eval_scores_an_ensemble(runner, tiny_run, byte_run, tmp_path):
-    result = runner.invoke(app, ["eval", str(tiny_run), "--ensemble", str(byte_run), "--json", str(tmp_path / "r.json"),
-                                 "--plot", str(tmp_path / "p.png")])
+    holdout = write_topic_csv(tmp_path / "holdout.csv", rows_per_class=10, seed=4)
+    result = runner.invoke(app, ["eval", str(tiny_run), str(holdout), "--ensemble", str(byte_run), "--json",
+                                 str(tmp_path / "r.json"), "--plot", str(tmp_path / "p.png")])
     assert result.exit_code == 0, result.output
     from vdcnn.classifier import load_ensemble
     from vdcnn.data import load_split
 
-    data = load_split(str(tiny_run.parent / "topics.csv"), "test")
+    data = load_split(str(holdout), "test")
     expected = (load_ensemble([tiny_run, byte_run]).predict_proba(data.texts).argmax(1) == data.labels).mean()
     assert json.loads((tmp_path / "r.json").read_text())["accuracy"] == pytest.approx(expected)
 

@@ -282,9 +282,14 @@ def test_explicit_columns_joined(tmp_path):
     assert ds.label_names == NAMES
 
 
-def test_default_columns_need_known_names(tmp_path):
+def test_columns_without_known_names_are_chosen_by_content(tmp_path):
+    # Used to be refused ("no text column found"); issue 21: the free-text column is the text and the
+    # short categorical one the label, whatever their names.
     p = _write_csv(tmp_path / "d.csv", [(t, lab) for t, lab in ROWS], header=("body", "topic"))
-    with pytest.raises(DataError, match="available columns: body, topic"):
+    ds = load_split(str(p))
+    assert ds.texts == [t for t, _ in ROWS] and ds.label_names == sorted({lab for _, lab in ROWS})
+    p = _write_csv(tmp_path / "n.csv", [("7", lab) for _, lab in ROWS], header=("count", "topic"))
+    with pytest.raises(DataError, match="no text column found.*available columns: count, topic"):
         load_split(str(p))
 
 

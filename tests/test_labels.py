@@ -147,8 +147,8 @@ def test_own_dev_split_is_used(tmp_path):
 
 def test_broken_test_split_is_an_error_naming_the_file(tmp_path):
     write(tmp_path / "train.csv", topic_rows(6, seed=1), labels="names", header=True)
-    (tmp_path / "test.csv").write_bytes(b"text,label\n\xff\xfe broken bytes,tech\n")
-    with pytest.raises(DataError, match=r"test\.csv: not UTF-8"):
+    (tmp_path / "test.csv").write_bytes(b"text,label\n\x00\x01 broken bytes,tech\n")
+    with pytest.raises(DataError, match=r"test\.csv: looks like a binary file"):
         load_splits(str(tmp_path))
     single = write(tmp_path / "only.csv", topic_rows(6, seed=1), labels="names", header=True)
     assert load_splits(str(single)).test is None
@@ -259,3 +259,25 @@ def test_split_seed_fixes_the_validation_rows_across_training_seeds(tmp_path):
 
     assert val_texts(seed=1, split_seed=0) == val_texts(seed=2, split_seed=0) == val_texts(seed=0)
     assert val_texts(seed=1) != val_texts(seed=2)
+
+
+def test_0_based_labels_are_decided_from_every_split(tmp_path):
+    # Training rows lack class 0 ("sports"); the test split has it: the labels are 0-based. Deciding on
+    # the training split alone read 1..2 as 1-based and shifted every training row by one class.
+    write(tmp_path / "train.csv", topic_rows(6, seed=1, classes=["tech", "business"]), labels="0", header=True)
+    write(tmp_path / "test.csv", topic_rows(2, seed=2), labels="0", header=True)
+    (tmp_path / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    splits = load_splits(str(tmp_path), val_fraction=0.0)
+    assert splits.label_rule.values == ("0", "1", "2")
+    assert splits.train.class_counts().tolist() == [0, 6, 6]  # tech and business, as written
+    assert splits.test.class_counts().tolist() == [2, 2, 2]
+    assert "0-based" in splits.label_rule.describe()
+
+
+def test_ambiguous_integer_labels_say_the_rule_they_took(tmp_path):
+    # No split has 0 and none has the largest 1-based value: both readings fit; the rule says which it took.
+    write(tmp_path / "train.csv", topic_rows(6, seed=1, classes=["sports", "tech"]), labels="1", header=True)
+    (tmp_path / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    rule = load_splits(str(tmp_path), val_fraction=0.0).label_rule
+    assert rule.values == ("1", "2", "3")
+    assert "1-based" in rule.describe() and "no 0" in rule.describe()

@@ -486,6 +486,8 @@ def _encode_data(cfg: RunConfig, splits: Splits, prior: dict[str, Any] | None, l
         f"validation {splits.val_note}, {test_txt}, "
         f"{len(labels)} classes ({', '.join(labels)}); encoder {encoder.name} (vocab {encoder.vocab_size}), "
         f"max length {max_len}, mean length {train_set.lengths.mean():.0f}")
+    for note in splits.notes:
+        log(f"  {note}")
     return cfg, encoder, train_set, val_set, test_set
 
 

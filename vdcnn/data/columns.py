@@ -7,8 +7,9 @@ from typing import Any, Sequence
 
 from vdcnn.errors import DataError
 
-from .files import LABEL_COLUMNS, TEXT_COLUMNS, Table, as_text
+from .files import _BOOLS, _NUMBER_RE, LABEL_COLUMNS, PAIR_COLUMNS, TEXT_COLUMNS, Table, as_text
 
+_MULTI_RE = re.compile(r"^\d+(\s*,\s*\d+)+$")  # "4,27": class ids of a multi-label row
 _BACKSLASH_NEWLINE = re.compile(r"\s*(?:\\n\s*)+")
 _BACKSLASH_RUN = re.compile(r"\s*\\+\s*")
 _BACKSLASH_LETTER = re.compile(r"\\([A-Za-z])")
@@ -45,14 +46,43 @@ def _charcnn_cleaner(sample_texts: Sequence[str]):
     return clean
 
 
-def _join_texts(columns: Sequence[list[Any]], clean=None) -> list[str]:
+def _join_texts(columns: Sequence[list[Any]], clean=None, sep: str = " ") -> list[str]:
     out = []
     for parts in zip(*columns):
         texts = [as_text(p) for p in parts]
         if clean is not None:
             texts = [clean(t) for t in texts]
-        out.append(" ".join(texts))
+        out.append(sep.join(texts))
     return out
+
+
+def is_annotation(values: Sequence[Any]) -> bool:
+    """Whether a column is an annotation rather than text: numbers or booleans, a few repeated values
+    (categories), or, over 20 rows or more, short single words (ids)."""
+    sample = [t for t in (as_text(v).strip() for v in values[:5000]) if t]
+    if not sample:
+        return True  # empty: nothing to read
+    if all(_NUMBER_RE.match(t) or t.lower() in _BOOLS for t in sample):
+        return True
+    distinct = len(set(sample))
+    if distinct <= 20 and distinct <= 0.5 * len(sample):
+        return True
+    if len(sample) >= 20 and not any(" " in t for t in sample) and all(t.isascii() for t in sample):
+        return sum(map(len, sample)) / len(sample) < 24
+    return False
+
+
+def _by_number(name: str, available: Sequence[str]) -> str:
+    """A column named as in the file, or by its 1-based number (headerless files)."""
+    if name in available:
+        return name
+    if name.strip().isdigit() and 1 <= int(name) <= len(available):
+        return available[int(name) - 1]
+    return name
+
+
+def _describe(name: str, available: Sequence[str], headerless: bool) -> str:
+    return f"column {available.index(name) + 1}" if headerless else repr(name)
 
 
 def _pick_column(available: Sequence[str], candidates: Sequence[str], what: str, source: str) -> str:
@@ -84,7 +114,31 @@ def _headerless_label(table: Table) -> str:
     values rather than long varied texts (label-first char-CNN files, ``text<TAB>label`` files...)."""
     names = list(table.columns)
     first, last = names[0], names[-1]
+    categorical = [c for c in names if _is_categorical(table.columns[c])]
+    ends = [c for c in (first, last) if c in categorical]
+    if categorical and not ends:
+        return min(categorical, key=lambda c: _labelness(table.columns[c]))
+    if len(ends) == 1:
+        return ends[0]
     return first if _labelness(table.columns[first]) <= _labelness(table.columns[last]) else last
+
+
+def _is_categorical(values: Sequence[Any]) -> bool:
+    """Few distinct values, each repeated: a label or another annotation, never text nor ids."""
+    sample = [as_text(v).strip() for v in values[:5000]]
+    return len(sample) >= 4 and len(set(sample)) <= 0.5 * len(sample)
+
+
+def _content_label(table: Table, candidates: Sequence[str]) -> str | None:
+    """A header file's label column when none has a label name: the last (else the first) column that
+    is not free text, else the one with the fewest distinct values."""
+    cat = [c for c in candidates if is_annotation(table.columns[c])]
+    if not cat:
+        return None
+    for c in (candidates[-1], candidates[0]):
+        if c in cat:
+            return c
+    return min(cat, key=lambda c: _labelness(table.columns[c]))
 
 
 def texts_and_labels(table: Table, *, source: str, text_columns: Sequence[str] | None = None,
@@ -92,35 +146,86 @@ def texts_and_labels(table: Table, *, source: str, text_columns: Sequence[str] |
                      ) -> tuple[list[str], list[Any], str]:
     """(texts, raw label values, label column name) of a table.
 
-    Columns are the ones asked for, else found by name (``text``/``label``...), else (headerless)
-    by content. Several text columns are joined with a space."""
+    Columns are the ones asked for (by name, or by 1-based number), else found by name
+    (``text``/``text_a``/``label``...), else by content: the label is a short categorical column, the
+    text the free-text column(s); other columns (annotations, ids, numbers) are never read as text
+    unless asked for. Which columns were used and ignored is added to ``table.notes``."""
     available = list(table.columns)
     if not available:
         raise DataError(f"{source}: no columns found")
     if isinstance(text_columns, str):
         text_columns = [text_columns]
     if label_column is not None:
+        label_column = _by_number(str(label_column), available)
         _check_columns([label_column], available, source)
         lab_col = label_column
     elif table.headerless:
         lab_col = _headerless_label(table)
     else:
-        lab_col = _pick_column(available, LABEL_COLUMNS, "label", source)
+        try:
+            lab_col = _pick_column(available, LABEL_COLUMNS, "label", source)
+        except DataError:
+            found = _content_label(table, available)
+            if found is None:
+                raise
+            lab_col = found
+    sep = " "
+    pair = False
     if text_columns is not None:
-        text_cols = list(text_columns)
+        text_cols = [_by_number(str(c), available) for c in text_columns]
         if not text_cols:
             raise DataError(f"{source}: text_columns is empty")
         _check_columns(text_cols, available, source)
-    elif table.headerless:
-        text_cols = [c for c in available if c != lab_col]
     else:
-        text_cols = [_pick_column(available, TEXT_COLUMNS, "text", source)]
+        lowered = {c.lower(): c for c in available}
+        pairs = [(lowered[a], lowered[b]) for a, b in PAIR_COLUMNS if a in lowered and b in lowered]
+        named = [lowered[c] for c in TEXT_COLUMNS if c in lowered]
+        if pairs and not table.headerless:
+            text_cols, sep, pair = list(pairs[0]), " | ", True
+        elif named and not table.headerless:
+            text_cols = [named[0]]
+        else:
+            others = [c for c in available if c != lab_col]
+            text_cols = [c for c in others if not is_annotation(table.columns[c])]
+            if not text_cols and len(others) == 1 and table.headerless:
+                text_cols = others  # label and one other column: the other is the text, whatever its look
+            if not text_cols:
+                raise DataError(f"{source}: no text column found (looked for {', '.join(TEXT_COLUMNS)}, or a column "
+                                f"of free text); available columns: {', '.join(available)}; choose one with "
+                                "--text-column NAME or NUMBER")
     if lab_col in text_cols:
         raise DataError(f"{source}: column {lab_col!r} cannot be both the label and a text column")
     if not table.columns[lab_col]:
         raise DataError(f"{source}: no data rows")
+    multi = [v for v in (as_text(x).strip() for x in table.columns[lab_col][:5000]) if _MULTI_RE.match(v)]
+    if multi:
+        raise DataError(f"{source}: the label column ({_describe(lab_col, available, table.headerless)}) holds several "
+                        f"classes in one row ({multi[0]!r}): a multi-label dataset; vdcnn trains single-label "
+                        "classifiers: keep one label per row")
     clean = None
     if clean_escapes if clean_escapes is not None else table.charcnn_escapes:
         clean = _charcnn_cleaner([as_text(v) for c in text_cols for v in table.columns[c][:2000]])
-    texts = _join_texts([table.columns[c] for c in text_cols], clean)
+    texts = _join_texts([table.columns[c] for c in text_cols], clean, sep)
+    table.chosen = (list(text_cols), lab_col)
+    if not table.layout_columns:
+        table.notes.append(_columns_note(table, available, text_cols, lab_col, pair,
+                                         chosen=label_column is None))
     return texts, list(table.columns[lab_col]), lab_col
+
+
+def _columns_note(table: Table, available: list[str], text_cols: list[str], lab_col: str, pair: bool,
+                  chosen: bool) -> str:
+    """The data line's account of the columns: text, label, and what was left out."""
+    hl = table.headerless
+    name = lambda c: _describe(c, available, hl)  # noqa: E731
+    n_values = len({as_text(v).strip() for v in table.columns[lab_col]})
+    text = " + ".join(name(c) for c in text_cols) + (" (a sentence pair, read as 'first | second')" if pair else "")
+    note = f"columns: text {text}; label {name(lab_col)} ({n_values} values)"
+    ignored = [c for c in available if c != lab_col and c not in text_cols]
+    if ignored:
+        note += f"; ignored: {', '.join(name(c) for c in ignored)}"
+        rivals = [c for c in ignored if _labelness(table.columns[c])[0] <= 100 and is_annotation(table.columns[c])]
+        if chosen and rivals:
+            note += (f" ({', '.join(name(c) for c in rivals)} also could be a label: choose with --label-column "
+                     f"{'NUMBER' if hl else 'NAME'})")
+    return note

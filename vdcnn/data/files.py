@@ -12,12 +12,14 @@ import bz2
 import codecs
 import csv
 import gzip
+import hashlib
 import io
 import lzma
+import os
 import re
 import zlib
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -29,14 +31,20 @@ COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 # Recognised only to refuse it clearly: decompressing needs the optional `zstandard` package,
 # which is not a dependency of vdcnn.
 _ZSTD = ".zst"
-TEXT_COLUMNS = ("text", "sentence", "content", "review", "document")
+TEXT_COLUMNS = ("text", "sentence", "content", "review", "document", "text_a", "sentence1", "comment_text",
+                "comments", "comment", "tweet")
+# Sentence pairs (GLUE / CLUE names): both columns are the input, read as one text "first | second".
+PAIR_COLUMNS = (("text_a", "text_b"), ("sentence1", "sentence2"), ("premise", "hypothesis"))
 LABEL_COLUMNS = ("label", "labels", "class", "category", "target")
 _KNOWN_COLUMN_NAMES = frozenset(
-    TEXT_COLUMNS + LABEL_COLUMNS
+    TEXT_COLUMNS + LABEL_COLUMNS + tuple(c for pair in PAIR_COLUMNS for c in pair)
     + ("title", "description", "question_title", "question_content", "best_answer", "topic", "id", "sentiment", "stars")
 )
 _PROBE_BYTES = 64 * 1024
 _INT_RE = re.compile(r"^\s*[+-]?\d+\s*$")
+_NUMBER_RE = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$")
+_BOOLS = frozenset({"true", "false", "yes", "no"})
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,39}$")
 
 
 @dataclass
@@ -47,6 +55,9 @@ class Table:
     headerless: bool = False  # column names were made up: pick the label column by content
     charcnn_escapes: bool = False  # headerless quoted CSV: the char-CNN archives' backslash escapes
     class_label_names: dict[str, list[str]] | None = None  # ClassLabel names per column
+    notes: list[str] = field(default_factory=list)  # how it was read, for the data line
+    chosen: tuple[list[str], str] | None = None  # (text columns, label column) once picked
+    layout_columns: bool = False  # "label"/"text" made by the reader (fastText, 'LABEL text', class layouts)
 
 
 @dataclass
@@ -54,6 +65,7 @@ class _TextStats:
     head: bytes  # first decompressed bytes, for sniffing
     lines: int  # non-blank lines
     has_quote: bool  # a '"' anywhere
+    utf8: bool = True  # False: some bytes are not UTF-8 (a legacy encoding)
 
 
 def one_line(exc: BaseException) -> str:
@@ -110,7 +122,7 @@ def _scan_text(path: Path, fmt: str, block: int = 1 << 20) -> _TextStats:
     than "repair" labelled data, and count non-blank lines and quotes for the quoting check."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
     what = fmt.upper() if fmt != "sniff" else "text"
-    offset, lines, has_quote, head, tail = 0, 0, False, b"", b""
+    offset, lines, has_quote, head, tail, utf8 = 0, 0, False, b"", b"", True
     try:
         with open_binary(path) as f:
             while True:
@@ -121,11 +133,11 @@ def _scan_text(path: Path, fmt: str, block: int = 1 << 20) -> _TextStats:
                 if nul >= 0:
                     raise DataError(f"{path}: looks like a binary file (NUL byte at offset {offset + nul}), "
                                     f"not {what}")
-                try:
-                    decoder.decode(chunk, final=not chunk)
-                except UnicodeDecodeError as exc:
-                    raise DataError(f"{path}: not UTF-8 text (invalid byte at offset {offset + max(0, exc.start)}); "
-                                    "convert it to UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+                if utf8:
+                    try:
+                        decoder.decode(chunk, final=not chunk)
+                    except UnicodeDecodeError:
+                        utf8 = False
                 if not chunk:
                     break
                 has_quote = has_quote or b'"' in chunk
@@ -140,7 +152,40 @@ def _scan_text(path: Path, fmt: str, block: int = 1 << 20) -> _TextStats:
     lines += bool(tail.strip())
     if not head.strip():
         raise DataError(f"{path}: file is empty" + (" (only whitespace)" if head else ""))
-    return _TextStats(head=head, lines=lines, has_quote=has_quote)
+    return _TextStats(head=head, lines=lines, has_quote=has_quote, utf8=utf8)
+
+
+def decode_legacy(raw: bytes) -> tuple[str, str]:
+    """Bytes as text and the encoding used: UTF-8, else cp1252, else Latin-1 (which decodes anything)."""
+    for enc in ("utf-8", "cp1252"):
+        try:
+            return raw.decode(enc), enc
+        except UnicodeDecodeError:
+            pass
+    return raw.decode("latin-1"), "latin-1"
+
+
+def _decoded_copy(path: Path) -> tuple[Path, str]:
+    """A UTF-8 copy of a text file with lines in a legacy encoding (each line UTF-8 where it is, else
+    cp1252, else Latin-1), in the cache folder; and the note saying how many lines were decoded how."""
+    from .layout import cache_root
+
+    st = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:20]
+    dest = cache_root() / "decoded" / f"{key}-{split_ext(path)[0]}{split_ext(path)[1] or '.txt'}"
+    counts: dict[str, int] = {}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + f".{os.getpid()}.tmp")
+    with open_binary(path) as src, open(tmp, "wb") as out:
+        for raw in src:
+            text, enc = decode_legacy(raw)
+            counts[enc] = counts.get(enc, 0) + 1
+            out.write(text.encode("utf-8"))
+    os.replace(tmp, dest)
+    legacy = ", ".join(f"{n:,} as {enc}" for enc, n in counts.items() if enc != "utf-8")
+    note = (f"encoding: {path.name}: {sum(counts.values()) - counts.get('utf-8', 0):,} of {sum(counts.values()):,} "
+            f"lines are not UTF-8, decoded {legacy} (the rest as UTF-8); none dropped")
+    return dest, note
 
 
 def _check_path(path: Path) -> None:
@@ -157,25 +202,52 @@ def _declared_format(path: Path) -> str:
     ext = split_ext(path)[1]
     if not ext:
         return "sniff"
-    fmt = FORMATS.get(ext)
-    if fmt is None:
-        raise DataError(f"{path}: unsupported file type {ext!r}; use .csv, .tsv, .jsonl, .json, .parquet, fastText "
-                        ".txt or a text file with no extension (optionally .gz, .bz2 or .xz)")
-    return fmt
+    # Any other extension (stsa.fine.train, rt-polarity.pos, NAME.dev...) is text recognised by content.
+    return FORMATS.get(ext, "sniff")
 
 
 def _sniff_text(head: bytes) -> str:
-    """The format of a text file by its first lines: JSON, fastText, TSV or CSV."""
+    """The format of a text file by its first lines: JSON, fastText, TSV, ``label text`` lines, CSV,
+    or ``plain`` (one text per line, no label)."""
     text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
     stripped = text.lstrip()
     if stripped[:1] in ("{", "["):
         return "json"
-    lines = [line for line in text.splitlines()[:50] if line.strip()]
+    lines = [line for line in text.splitlines()[:200] if line.strip()]
+    if len(head) >= _PROBE_BYTES and len(lines) > 1:
+        lines = lines[:-1]  # cut by the probe
     if lines and lines[0].lstrip().startswith("__label__"):
         return "fasttext"
     if lines and all("\t" in line for line in lines[: max(1, len(lines) - 1)]):
         return "tsv"
-    return "csv"
+    if _label_space(lines):
+        return "labelspace"
+    widths = [len(r) for r in csv.reader(io.StringIO("\n".join(lines)))] if lines else []
+    if widths:
+        common = max(set(widths), key=widths.count)
+        if common >= 2 and widths.count(common) >= 0.9 * len(widths):
+            return "csv"
+    return "plain"
+
+
+_SENTENCE_STARTS = frozenset(
+    "a an the i it it's this that these those he she we you they my our his her its there here in on at if but "
+    "and so as what how why who when where is are was do does not no one".split())
+
+
+def _label_space(lines: list[str]) -> bool:
+    """Whether lines read ``LABEL text``: a short first word from a small set, then text (the format of
+    Kim 2014's ``stsa.fine.train``, TREC's ``DESC:manner How did ...``)."""
+    if len(lines) < 2:
+        return False
+    parts = [line.split(None, 1) for line in lines]
+    if any(len(p) < 2 or len(p[0]) > 40 for p in parts):
+        return False
+    firsts = [p[0] for p in parts]
+    if {f.lower() for f in firsts} & _SENTENCE_STARTS:
+        return False  # plain sentences ("the plot ...", "a warm ...") with no label in front
+    distinct = len(set(firsts))
+    return distinct <= 100 and distinct <= max(2, 0.6 * len(lines))
 
 
 def _first_rows(head: bytes, delimiter: str, n: int = 200) -> list[list[str]]:
@@ -194,6 +266,37 @@ def _first_rows(head: bytes, delimiter: str, n: int = 200) -> list[list[str]]:
     return rows
 
 
+def _scalar(v: str) -> bool:
+    return bool(_NUMBER_RE.match(v)) or v.strip().lower() in _BOOLS
+
+
+def _typed_evidence(rows: list[list[str]]) -> bool | None:
+    """What the column types below the first row say of it, whatever the labels are: True (a name above
+    a column of numbers or booleans, or a one-word name above free text), False (a number above
+    numbers), None (nothing either way)."""
+    first, later = rows[0], rows[1:]
+    if len(later) < 3:
+        return None
+    text_name = False
+    data = recurs = False
+    for j, cell in enumerate(first):
+        col = [r[j] for r in later if j < len(r) and r[j]]
+        if len(col) < 3 or not cell:
+            continue
+        recurs = recurs or cell in col
+        if all(_scalar(v) for v in col):
+            if not _scalar(cell):
+                return True  # e.g. "contain_gender_bias" above True/False
+            data = True
+        elif _NAME_RE.match(cell):
+            spaced = sum(" " in v for v in col) / len(col)
+            mean = sum(map(len, col)) / len(col)
+            text_name = text_name or (spaced >= 0.8 and mean >= 3 * max(len(cell), 8))
+    if data:
+        return False
+    return True if text_name and not recurs else None  # a recurring value: a label, so data
+
+
 def _has_header(rows: list[list[str]], wanted: Sequence[str]) -> bool:
     """Whether the first row names the columns; a first row that reads like data is data."""
     first = rows[0]
@@ -201,6 +304,9 @@ def _has_header(rows: list[list[str]], wanted: Sequence[str]) -> bool:
         return True
     if {c.lower() for c in first} & _KNOWN_COLUMN_NAMES:
         return True
+    evidence = _typed_evidence(rows)
+    if evidence is not None:
+        return evidence
     if any(_INT_RE.match(c) for c in first):
         return False  # a number is a value, not a column name
     if any(len(c) > 40 for c in first):
@@ -333,7 +439,7 @@ def _read_fasttext(path: Path) -> Table:
             raise DataError(f"{path}: line {i} has an empty '__label__' tag")
         labels.append(first_label)
         texts.append(m.group(2).strip())
-    return Table(columns={"label": labels, "text": texts})
+    return Table(columns={"label": labels, "text": texts}, layout_columns=True)
 
 
 def _read_parquet(path: Path) -> Table:
@@ -346,7 +452,8 @@ def _read_parquet(path: Path) -> Table:
 
 def read_table(path: Path, wanted: Sequence[str] = ()) -> Table:
     """All columns of a data file. ``wanted`` (column names the caller asked for) helps tell a
-    header from data."""
+    header from data. Lines in a legacy encoding (cp1252 / Latin-1) are decoded, and counted in the
+    table's notes."""
     _check_path(path)
     fmt = _declared_format(path)
     try:
@@ -355,14 +462,66 @@ def read_table(path: Path, wanted: Sequence[str] = ()) -> Table:
     except _READ_ERRORS as exc:
         raise DataError(f"{path}: cannot read file ({one_line(exc)})") from None
     stats = _scan_text(path, fmt)
+    if stats.utf8:
+        return _read_text_table(path, fmt, stats, wanted)
+    decoded, note = _decoded_copy(path)
+    try:
+        table = _read_text_table(decoded, fmt, _scan_text(decoded, fmt), wanted)
+    except DataError as exc:  # name the user's file, not the decoded copy in the cache
+        raise DataError(str(exc).replace(str(decoded), str(path))) from None
+    table.notes = [note, *(n.replace(decoded.name, path.name) for n in table.notes)]
+    return table
+
+
+def _read_text_table(path: Path, fmt: str, stats: _TextStats, wanted: Sequence[str]) -> Table:
     if fmt == "sniff" or (fmt == "fasttext" and not stats.head.lstrip().startswith(b"__label__")):
         fmt = _sniff_text(stats.head)
     if fmt == "json":
         ds = _load_local("json", path)
-        return Table(columns=columns_of(ds), class_label_names=class_label_names(ds))
-    if fmt == "fasttext":
-        return _read_fasttext(path)
-    return _read_delimited(path, stats, "\t" if fmt == "tsv" else ",", wanted)
+        table = Table(columns=columns_of(ds), class_label_names=class_label_names(ds))
+    elif fmt == "fasttext":
+        table = _read_fasttext(path)
+    elif fmt == "labelspace":
+        table = _read_label_space(path)
+    elif fmt == "plain":
+        raise DataError(f"{path}: one text per line with no label (no label column, no 'LABEL text' or "
+                        "'__label__LABEL text' lines); if each file holds one class (rt-polarity.pos / "
+                        "rt-polarity.neg), give the folder that holds them all")
+    else:
+        table = _read_delimited(path, stats, "\t" if fmt == "tsv" else ",", wanted)
+    return table
+
+
+def read_lines_decoded(path: Path) -> tuple[list[str], dict[str, int]]:
+    """Non-blank lines of a text file, each decoded as UTF-8, else cp1252, else Latin-1; and how
+    many lines each encoding decoded."""
+    _check_path(path)
+    counts: dict[str, int] = {}
+    out = []
+    try:
+        with open_binary(path) as f:
+            for raw in f:
+                if not raw.strip():
+                    continue
+                text, enc = decode_legacy(raw)
+                counts[enc] = counts.get(enc, 0) + 1
+                out.append(text.strip())
+    except _READ_ERRORS as exc:
+        raise DataError(f"{path}: cannot read file ({one_line(exc)})") from None
+    return out, counts
+
+
+def _read_label_space(path: Path) -> Table:
+    labels: list[str] = []
+    texts: list[str] = []
+    for i, line in enumerate(read_lines_decoded(path)[0], start=1):
+        parts = line.split(None, 1)
+        if len(parts) < 2:
+            raise DataError(f"{path}: line {i} has a label but no text ('LABEL text' lines expected)")
+        labels.append(parts[0])
+        texts.append(parts[1].strip())
+    return Table(columns={"label": labels, "text": texts}, layout_columns=True,
+                 notes=[f"format: {path.name}: 'LABEL text' lines (the label is the first word)"])
 
 
 def read_classes_txt(path: Path) -> tuple[list[str], Path] | None:

@@ -1,13 +1,14 @@
 """The label rule: how a dataset's raw label values map to class indices, decided once.
 
 A :class:`LabelRule` is decided from the training split (plus ``classes.txt``, a ClassLabel
-feature or the registry's names where present) and then applied unchanged to validation, test,
-``vdcnn eval`` and any later file; a run stores it in its ``config.json``.
+feature or the registry's names where present; whether integer labels are 0- or 1-based is decided
+from every split read) and then applied unchanged to validation, test, ``vdcnn eval`` and any later
+file; a run stores it in its ``config.json``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -65,6 +66,7 @@ class LabelRule:
     names: tuple[str, ...]
     values: tuple[str, ...]
     origin: str = "data"
+    note: str = field(default="", compare=False)  # why integer labels were read 0- or 1-based
 
     def __post_init__(self) -> None:
         if not self.names or len(self.names) != len(self.values):
@@ -72,15 +74,18 @@ class LabelRule:
 
     @classmethod
     def decide(cls, raw: Sequence[Any], *, source: str, class_names: Sequence[str] | None = None,
-               names_origin: str = "classes.txt", class_label: bool = False) -> "LabelRule":
+               names_origin: str = "classes.txt", class_label: bool = False,
+               others: Sequence[tuple[Sequence[Any], str]] = ()) -> "LabelRule":
         """The rule for training labels ``raw`` (read from ``source``).
 
         With ``class_names`` (from ``classes.txt``, a ClassLabel feature when ``class_label``, or the
-        registry), integer labels index them, 1-based when no 0 occurs and the largest label is a
+        registry), integer labels index them, 1-based when no 0 occurs in the training labels nor in
+        ``others`` (the labels of the other splits read, with their sources) and the largest is a
         valid 1-based index (the char-CNN layout), else 0-based; other labels must be those names.
         Without, the classes are the distinct labels, sorted (numerically when all integers).
         """
         keys = _keys(raw, source)
+        every = set(keys).union(*(_keys(vals, src) for vals, src in others))
         distinct = sorted(set(keys))
         ints = [_as_int(k) for k in distinct]
         all_int = all(i is not None for i in ints)
@@ -89,14 +94,25 @@ class LabelRule:
             if len(set(names)) != len(names):
                 raise DataError(f"{source}: duplicate class names {list(names)}")
             origin = "ClassLabel" if class_label else names_origin
-            if all_int and not set(distinct) <= set(names):
-                lo, hi = min(ints), max(ints)
+            every_ints = [_as_int(k) for k in every]
+            if all_int and all(i is not None for i in every_ints) and not set(distinct) <= set(names):
+                lo, hi = min(every_ints), max(every_ints)  # type: ignore[type-var]
                 offset = 1 if (lo >= 1 and hi <= len(names) and not class_label) else 0
                 bad = [v for v in ints if not 0 <= v - offset < len(names)]
                 if bad:
                     raise DataError(f"{source}: label value(s) {_fmt(sorted(bad))} do not fit the {len(names)} "
                                     f"class names from {origin} {list(names)}")
-                return cls(names, tuple(str(i + offset) for i in range(len(names))), origin)
+                if class_label:
+                    why = "ClassLabel indices"
+                elif offset == 0:
+                    why = "0 occurs" if lo == 0 else f"{hi} is past the last 1-based index"
+                elif hi == len(names):
+                    why = f"no 0 in any split read and {hi} is the last 1-based index"
+                else:
+                    why = (f"no 0 in any split read; {lo}..{hi} would fit 0-based too: relabel, or add the missing "
+                           "classes' rows, if that is wrong")
+                note = f"{'1' if offset else '0'}-based ({why})"
+                return cls(names, tuple(str(i + offset) for i in range(len(names))), origin, note)
             unknown = [k for k in distinct if k not in names]
             if unknown:
                 raise DataError(f"{source}: label(s) {_fmt(unknown)} are not among the class names from "
@@ -105,6 +121,16 @@ class LabelRule:
         if all_int:
             distinct = [str(i) for i in sorted(ints)]  # type: ignore[type-var]
         return cls(tuple(distinct), tuple(distinct), "data")
+
+    def describe(self) -> str:
+        """The rule in one line, for the data line of a run."""
+        n = len(self.names)
+        if self.origin == "data":
+            return f"label rule: the {n} distinct training labels are the classes"
+        if self.values == self.names:
+            return f"label rule: labels are the {n} class names from {self.origin}"
+        return (f"label rule: labels {self.values[0]}..{self.values[-1]} index the {n} class names from "
+                f"{self.origin}, {self.note or 'as stored'}")
 
     @classmethod
     def from_names(cls, names: Sequence[str]) -> "LabelRule":

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -13,8 +14,9 @@ from vdcnn.errors import ConfigError, DataError
 
 from .columns import texts_and_labels
 from .dataset import TextDataset
-from .files import read_classes_txt, read_table, split_file, split_files
+from .files import read_classes_txt
 from .hub import hub_table, load_hub
+from .local import has_local_split, own_validation, read_local_split
 from .labels import LabelRule
 from .registry import DATA_DIR_ENV, REGISTRY, DatasetSpec, local_registry_dir, resolve_name
 
@@ -96,11 +98,15 @@ class _RawSplit:
     class_names: list[str] | None = None
     names_origin: str = "classes.txt"
     class_label: bool = False
+    notes: list[str] = field(default_factory=list)  # how it was read
+    chosen: tuple[list[str], str] | None = None  # the text and label columns it used
 
-    def rule(self) -> LabelRule:
-        """The label rule this split decides when it is the training split."""
+    def rule(self, others: Sequence["_RawSplit"] = ()) -> LabelRule:
+        """The label rule this split decides when it is the training split (``others``: the other
+        splits read, which decide with it whether integer labels are 0- or 1-based)."""
         return LabelRule.decide(self.labels, source=self.source, class_names=self.class_names,
-                                names_origin=self.names_origin, class_label=self.class_label)
+                                names_origin=self.names_origin, class_label=self.class_label,
+                                others=[(o.labels, o.source) for o in others])
 
     def dataset(self, rule: LabelRule) -> TextDataset:
         return TextDataset(texts=self.texts, labels=rule.apply(self.labels, source=self.source),
@@ -131,25 +137,40 @@ def _read_split(source: str, split: str, text_columns: Sequence[str] | None,
         text_columns = [text_columns]
     if path is None:
         assert spec is not None
-        src = f"{spec.hub_id}{'/' + spec.hub_config if spec.hub_config else ''} ({split})"
+        src, near = f"{spec.hub_id}{'/' + spec.hub_config if spec.hub_config else ''} ({split})", None
         table = hub_table(load_hub(spec, split))
         texts, labels, col = texts_and_labels(
             table, source=src, text_columns=list(text_columns) if text_columns is not None else list(spec.text_fields),
             label_column=label_column or spec.label_field, clean_escapes=True)  # as the char-CNN CSVs read locally
     else:
-        file = split_file(path, split) if path.is_dir() else path
-        src = str(file)
-        table = read_table(file, list(text_columns or []) + ([label_column] if label_column else []))
+        table, src, near = read_local_split(path, split, list(text_columns or []) + ([label_column] if label_column else []))
         texts, labels, col = texts_and_labels(table, source=src, text_columns=text_columns, label_column=label_column)
+    notes = table.notes
+    raw = _raw_split(table, texts, labels, col, src, spec, path, near)
+    raw.chosen = table.chosen
+    return raw
+
+
+def _raw_split(table, texts, labels, col, src, spec, path, near) -> _RawSplit:
+    notes = table.notes
     class_label = (table.class_label_names or {}).get(col)
     if class_label:
-        return _RawSplit(texts, labels, src, class_label, "ClassLabel", True)
-    classes = read_classes_txt(Path(src)) if path is not None else None
+        return _RawSplit(texts, labels, src, class_label, "ClassLabel", True, notes)
+    classes = read_classes_txt(near) if path is not None and near is not None else None
     if classes:
-        return _RawSplit(texts, labels, src, classes[0], "classes.txt")
+        return _RawSplit(texts, labels, src, classes[0], "classes.txt", notes=notes)
     if spec is not None:
-        return _RawSplit(texts, labels, src, list(spec.label_names), "registry")
-    return _RawSplit(texts, labels, src)
+        return _RawSplit(texts, labels, src, list(spec.label_names), "registry", notes=notes)
+    return _RawSplit(texts, labels, src, notes=notes)
+
+
+def _same_dataset(a: str, b: str) -> bool:
+    if str(a) == str(b):
+        return True
+    try:
+        return Path(str(a)).expanduser().resolve() == Path(str(b)).expanduser().resolve()
+    except OSError:
+        return False
 
 
 def _check_limit(limit: Any) -> None:
@@ -167,6 +188,7 @@ def load_split(
     label_rule: LabelRule | None = None,
     limit: int | None = None,
     seed: int = 0,
+    trained_on: str | None = None,
 ) -> TextDataset:
     """Load one split of a registry dataset, a folder or a file.
 
@@ -176,8 +198,14 @@ def load_split(
     JSON lines, Parquet, fastText, or a text file with no extension; ``.gz``/``.bz2``/``.xz`` ok).
     Labels follow ``label_rule`` (a trained model's), else ``label_names`` (by name or index),
     else the rule this split decides itself. ``limit`` keeps a seeded, stratified subset.
+    ``trained_on`` (the dataset a run trained on): when ``source`` is that dataset and has no ``split``
+    of its own (a single file serves every split), refuse rather than score training rows.
     """
     _check_limit(limit)
+    if trained_on is not None and _same_dataset(source, trained_on) and not has_split(source, split):
+        raise DataError(f"{source}: the run trained on this dataset and it has no {split!r} split: all its rows were "
+                        f"training or validation rows, so scores on it would not be test scores; give held-out "
+                        f"data (vdcnn eval RUN FILE)")
     raw = _read_split(source, str(split), text_columns, label_column)
     if label_rule is None:
         label_rule = LabelRule.from_names(label_names) if label_names is not None else raw.rule()
@@ -204,6 +232,7 @@ class Splits:
     val_note: str  # where validation came from, for the data line
     label_rule: LabelRule | None = None
     rows_read: int = 0  # rows of the training file(s) as read, before any carve-out or --limit
+    notes: list[str] = field(default_factory=list)  # how the data was read (layout, columns, bytes, label rule)
 
     @property
     def label_names(self) -> list[str]:
@@ -219,10 +248,8 @@ def has_split(source: str, split: str) -> bool:
     if path is None:
         assert spec is not None
         return split in ("train", spec.test_split) or split == spec.validation_split
-    if not path.is_dir():
-        return False
     try:
-        return bool(split_files(path, split))
+        return has_local_split(path, split)
     except DataError:
         return True  # let load_split report the folder error
 
@@ -232,11 +259,12 @@ def _own_validation(source: str) -> str | None:
     spec, path = _locate(source)
     if path is None:
         return spec.validation_split if spec is not None else None
-    return "validation" if path.is_dir() and split_files(path, "validation") else None
+    return own_validation(path)
 
 
 def _short(source: str) -> str:
-    return Path(source).name if os.path.exists(source) else source
+    base = re.split(r":| \[| \(", source)[0]  # archive:member, folder [split], folder (files)
+    return Path(source).name if os.path.exists(source) or (base and os.path.exists(base)) else source
 
 
 def load_splits(
@@ -260,21 +288,34 @@ def load_splits(
     """
     _check_limit(limit)
     raw = _read_split(source, "train", text_columns, label_column)
-    rule = label_rule or raw.rule()
+    if raw.chosen is not None and text_columns is None and label_column is None and _locate(source)[0] is None:
+        text_columns, label_column = raw.chosen  # the other splits use the columns training used
+    own = _own_validation(source)
+    raw_val = _read_split(source, own, text_columns, label_column) if own is not None else None
+    raw_test = (_read_split(source, test_split, text_columns, label_column)
+                if test_split and has_split(source, test_split) else None)
+    rule = label_rule or raw.rule([r for r in (raw_val, raw_test) if r is not None])
     data = raw.dataset(rule)
     rows_read = len(data)
     if limit is not None and limit < len(data):
         data = data.subset(_stratified_subset(data.labels, int(limit), seed))
     if data.n_present_classes < 2:
         raise DataError(f"{data.source}: the training split has only one class; a classifier needs at least two")
-    kw = dict(text_columns=text_columns, label_column=label_column, label_rule=rule)
-    own = _own_validation(source)
-    if own is not None:
-        val = load_split(source, own, **kw)
+    if raw_val is not None:
+        val = _nonempty(raw_val.dataset(rule))
         train, note = data, f"{_short(val.source)} (the dataset's own, {len(val):,} rows)"
     else:
         train_idx, val_idx = stratified_split(data.labels, val_fraction, seed)
         train, val = data.subset(train_idx), data.subset(val_idx)
         note = f"{len(val_idx):,} rows ({float(val_fraction) * 100:g} %) carved from train" if len(val_idx) else "none"
-    test = load_split(source, test_split, **kw) if test_split and has_split(source, test_split) else None
-    return Splits(train=train, val=val, test=test, val_note=note, label_rule=rule, rows_read=rows_read)
+    test = _nonempty(raw_test.dataset(rule)) if raw_test is not None else None
+    notes = [*raw.notes, rule.describe()]
+    for other in (raw_val, raw_test):
+        notes += [f"{_short(other.source)}: {n}" for n in other.notes if n.startswith("encoding")] if other else []
+    return Splits(train=train, val=val, test=test, val_note=note, label_rule=rule, rows_read=rows_read, notes=notes)
+
+
+def _nonempty(ds: TextDataset) -> TextDataset:
+    if len(ds) == 0:
+        raise DataError(f"{ds.source}: no data rows")
+    return ds

@@ -1,0 +1,352 @@
+"""Every common layout of a labelled text dataset, built here in small, as its authors publish it (issue 21).
+
+Each test checks the rows, the classes, the columns used, and what the data line says; none copies
+rows of a real dataset.
+"""
+
+from __future__ import annotations
+
+import random
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TOPICS
+from vdcnn.data import load_split, load_splits
+from vdcnn.errors import DataError
+
+SENTIMENT = {
+    "pos": ["a warm , funny and moving film", "the cast is superb and the script sparkles",
+            "one of the best thrillers of the year", "a delight from start to finish"],
+    "neg": ["a dull , lifeless mess", "the plot makes no sense at all", "two hours i will never get back",
+            "flat jokes and wooden acting"],
+}
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("VDCNN_CACHE", str(tmp_path / "cache"))
+
+
+def sentences(kind: dict[str, list[str]], per_class: int, seed: int) -> list[tuple[str, str]]:
+    """(text, class) rows: two phrases of the class joined, numbered so that none repeats."""
+    rng = random.Random(seed)
+    rows = [(f"{a} ; {b} ({seed}.{i})", c) for c, ph in kind.items() for i in range(per_class)
+            for a, b in [rng.sample(ph, 2)]]
+    rng.shuffle(rows)
+    return rows
+
+
+def notes(splits) -> str:
+    return "\n".join(splits.notes)
+
+
+# --------------------------------------------------------------------------------------------
+# One file per class, one text per line
+# --------------------------------------------------------------------------------------------
+
+
+def test_one_file_per_class_with_latin1_lines(tmp_path):
+    d = tmp_path / "rt-polaritydata"
+    d.mkdir()
+    rows = sentences(SENTIMENT, 10, seed=1)
+    for c in ("pos", "neg"):
+        lines = [t for t, k in rows if k == c]
+        lines[0] = "a caf\u00e9 and a na\u00efve hero " + lines[0]  # the rt-polarity files are Latin-1
+        (d / f"rt-polarity.{c}").write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    s = load_splits(str(d), val_fraction=0.2)
+    assert s.label_names == ["neg", "pos"] and s.rows_read == 20 and s.test is None
+    texts = s.train.texts + s.val.texts
+    assert sum("caf\u00e9 and a na\u00efve" in t for t in texts) == 2
+    said = notes(s)
+    assert "one file per class" in said and "rt-polarity.pos -> 'pos'" in said
+    assert "2 of 20 lines are not UTF-8, decoded 2 as cp1252" in said
+
+
+def test_subj_objective_subjective(tmp_path):
+    d = tmp_path / "subj"
+    d.mkdir()
+    (d / "subj.objective").write_text("the film follows a family in 1950s ohio\nshe moves to paris to study\n"
+                                      "the story is set on a whaling ship\n")
+    (d / "subj.subjective").write_text("a gorgeous , heartfelt piece of work\nutterly charmless\n"
+                                       "the most tedious hour of the year\n")
+    ds = load_split(str(d))
+    assert ds.label_names == ["objective", "subjective"] and ds.class_counts().tolist() == [3, 3]
+    assert ds.texts[0] == "the film follows a family in 1950s ohio"
+
+
+def test_a_single_class_file_is_refused_clearly(tmp_path):
+    f = tmp_path / "rt-polarity.pos"
+    f.write_text("\n".join(t for t, _ in sentences(SENTIMENT, 10, seed=1)) + "\n")
+    with pytest.raises(DataError, match="no label.*give the folder that holds them all"):
+        load_split(str(f))
+
+
+# --------------------------------------------------------------------------------------------
+# 'label text' lines, split word inside the file name
+# --------------------------------------------------------------------------------------------
+
+
+def test_label_space_text_in_stsa_style_files(tmp_path):
+    d = tmp_path / "sst-fine"
+    d.mkdir()
+    rng = random.Random(0)
+    def write(name, n):
+        rows = [(str(rng.randrange(5)), t) for t, _ in sentences(SENTIMENT, n, seed=len(name))]
+        (d / name).write_text("".join(f"{lab} {t}\n" for lab, t in rows))
+        return rows
+    train, dev, test = write("stsa.fine.train", 20), write("stsa.fine.dev", 5), write("stsa.fine.test", 6)
+    s = load_splits(str(d))
+    assert s.label_names == sorted({lab for lab, _ in train})
+    assert len(s.train) == 40 and len(s.val) == 10 and len(s.test) == 12
+    assert "stsa.fine.dev" in s.val_note
+    assert s.test.texts == [t for _, t in test]
+    assert "'LABEL text' lines" in notes(s)
+
+
+@pytest.mark.parametrize("sep", [" ", "\t"])
+def test_split_word_inside_the_name(tmp_path, sep):
+    d = tmp_path / "abstracts"
+    d.mkdir()
+    for split, n in (("training", 8), ("test", 3)):
+        rows = sentences(SENTIMENT, n, seed=n)
+        (d / f"medical_abstracts.{split}.txt").write_text("".join(f"{c}{sep}{t}\n" for t, c in rows))
+    s = load_splits(str(d), val_fraction=0.25)
+    assert s.label_names == ["neg", "pos"] and s.rows_read == 16 and len(s.test) == 6
+    assert all("\t" not in t and not t.startswith(("pos", "neg")) for t in s.train.texts)
+
+
+# --------------------------------------------------------------------------------------------
+# One folder per class, one document per file
+# --------------------------------------------------------------------------------------------
+
+NEWS = {"rec.autos": TOPICS["sports"], "sci.med": TOPICS["tech"], "talk.politics.misc": TOPICS["business"]}
+
+
+def _post(group: str, i: int, body: str) -> bytes:
+    return (f"From: user{i}@example.edu\nSubject: Re: {body[:20]}\nOrganization: Example\nLines: 3\n\n"
+            f"{body}.\n> quoted reply {i}\n").encode("latin-1")
+
+
+def make_newsgroups(root: Path) -> dict[str, int]:
+    """A 20-Newsgroups-style tree (<name>-train/<group>/<id>, <name>-test/...), one Latin-1 post."""
+    counts = {}
+    n = 1000
+    for split, per in (("train", 4), ("test", 2)):
+        for g, phrases in NEWS.items():
+            (root / f"news-bydate-{split}" / g).mkdir(parents=True)
+            for i in range(per):
+                n += 1
+                body = f"{phrases[i % len(phrases)]} and {phrases[(i + 1) % len(phrases)]}"
+                if n == 1001:
+                    body += " -- J\u00f6rg T\u00f6rnblom"
+                (root / f"news-bydate-{split}" / g / str(n)).write_bytes(_post(g, n, body))
+        counts[split] = per * len(NEWS)
+    return counts
+
+
+def test_class_folders_under_train_and_test_parents(tmp_path):
+    root = tmp_path / "news"
+    counts = make_newsgroups(root)
+    s = load_splits(str(root), val_fraction=0.0)
+    assert s.label_names == sorted(NEWS)
+    assert len(s.train) == counts["train"] and len(s.test) == counts["test"]
+    assert s.train.class_counts().tolist() == [4, 4, 4]
+    assert any("J\u00f6rg T\u00f6rnblom" in t for t in s.train.texts)
+    assert all(t.startswith("From: user") for t in s.train.texts)
+    said = notes(s)
+    assert "one folder per class" in said and "1 of 12 files are not UTF-8" in said
+
+
+@pytest.mark.parametrize("kind", ["tar.gz", "zip"])
+def test_archive_is_read_without_unpacking_into_the_dataset_folder(tmp_path, kind):
+    tree = tmp_path / "tree"
+    counts = make_newsgroups(tree)
+    d = tmp_path / "download"
+    d.mkdir()
+    archive = d / f"news-bydate.{kind}"
+    if kind == "zip":
+        with zipfile.ZipFile(archive, "w") as z:
+            for p in sorted(tree.rglob("*")):
+                z.write(p, p.relative_to(tree).as_posix())
+    else:
+        with tarfile.open(archive, "w:gz") as t:
+            t.add(tree, arcname=".")
+    (d / "README.md").write_text("# the corpus as distributed\n")
+    before = sorted(p.name for p in d.rglob("*"))
+    for source in (d, archive):
+        s = load_splits(str(source), val_fraction=0.0)
+        assert (len(s.train), len(s.test), s.label_names) == (counts["train"], counts["test"], sorted(NEWS))
+        assert "archive:" in notes(s)
+    assert sorted(p.name for p in d.rglob("*")) == before
+    assert (tmp_path / "cache" / "archives").is_dir()
+
+
+def test_aclimdb_and_load_files_layouts(tmp_path):
+    root = tmp_path / "aclImdb"
+    for split, per in (("train", 3), ("test", 2)):
+        for c in ("pos", "neg"):
+            (root / split / c).mkdir(parents=True)
+            for i, (t, _) in enumerate(sentences({c: SENTIMENT[c]}, per, seed=per)):
+                (root / split / c / f"{i}_{7 if c == 'pos' else 2}.txt").write_text(t)
+        (root / split / f"urls_pos.txt").write_text("http://www.imdb.com/title/tt0000001/usercomments\n")
+    (root / "train" / "unsup").mkdir()
+    (root / "train" / "unsup" / "0_0.txt").write_text("an unlabelled review")
+    (root / "imdb.vocab").write_text("the\nand\n")
+    s = load_splits(str(root), val_fraction=0.0)
+    assert s.label_names == ["neg", "pos"] and len(s.train) == 6 and len(s.test) == 4
+    assert not any("unlabelled" in t for t in s.train.texts)
+    assert "not read: unsup/, urls_pos.txt" in notes(s)
+    # scikit-learn load_files / Keras text_dataset_from_directory: class folders, no split parents.
+    flat = tmp_path / "flat"
+    for c in ("pos", "neg"):
+        (flat / c).mkdir(parents=True)
+        for i, (t, _) in enumerate(sentences({c: SENTIMENT[c]}, 4, seed=9)):
+            (flat / c / f"doc{i}.txt").write_text(t)
+    s = load_splits(str(flat), val_fraction=0.25)
+    assert s.rows_read == 8 and s.label_names == ["neg", "pos"] and s.test is None
+
+
+# --------------------------------------------------------------------------------------------
+# Hugging Face datasets on disk
+# --------------------------------------------------------------------------------------------
+
+
+def _hf_dataset():
+    import datasets
+
+    feats = datasets.Features({"text": datasets.Value("string"),
+                               "coarse_label": datasets.ClassLabel(names=["ABBR", "DESC", "ENTY"])})
+    def part(n, seed):
+        rng = random.Random(seed)
+        return datasets.Dataset.from_dict(
+            {"text": [f"What is question {seed}-{i} about {rng.choice(['cars', 'rain', 'tea'])} ?" for i in range(n)],
+             "coarse_label": [i % 3 for i in range(n)]}, features=feats)
+    return datasets.DatasetDict({"train": part(12, 1), "test": part(6, 2)})
+
+
+def test_save_to_disk_folder_keeps_classlabel_names(tmp_path):
+    _hf_dataset().save_to_disk(str(tmp_path / "trec_saved"))
+    s = load_splits(str(tmp_path / "trec_saved"), val_fraction=0.0)
+    assert s.label_names == ["ABBR", "DESC", "ENTY"] and s.label_rule.origin == "ClassLabel"
+    assert len(s.train) == 12 and len(s.test) == 6 and s.test.class_counts().tolist() == [2, 2, 2]
+    assert "load_from_disk" in notes(s)
+
+
+@pytest.mark.parametrize("readme", [True, False])
+def test_hub_style_repository_folder(tmp_path, readme):
+    repo = tmp_path / "trec_repo"
+    (repo / "data").mkdir(parents=True)
+    for split, ds in _hf_dataset().items():
+        ds.to_parquet(str(repo / "data" / f"{split}-00000-of-00001.parquet"))
+    if readme:
+        (repo / "README.md").write_text(
+            "---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n    path: data/train-*\n"
+            "  - split: test\n    path: data/test-*\n---\n# TREC-style questions\n")
+    s = load_splits(str(repo), val_fraction=0.0)
+    assert s.label_names == ["ABBR", "DESC", "ENTY"]
+    assert len(s.train) == 12 and len(s.test) == 6
+    assert ("load_dataset" in notes(s)) == readme
+
+
+# --------------------------------------------------------------------------------------------
+# Columns: chosen by content, said, and never an annotation read as text
+# --------------------------------------------------------------------------------------------
+
+
+def test_annotation_columns_never_reach_the_text(tmp_path):
+    # The layout of a hate-speech corpus: string labels, a header of plain words, and two annotations
+    # of the same comment that correlate with the label.
+    rng = random.Random(3)
+    rows = []
+    for i in range(30):
+        hate = ["none", "offensive", "hate"][i % 3]
+        comment = f"comment number {i} says {rng.choice(['this', 'that', 'the other'])} thing about them"
+        rows.append((comment, str(hate == "hate"), "gender" if hate == "hate" else "others", hate))
+    f = tmp_path / "train.tsv"
+    f.write_text("comments\tcontain_gender_bias\tbias\thate\n" + "".join("\t".join(r) + "\n" for r in rows))
+    s = load_splits(str(f), val_fraction=0.0)
+    assert s.rows_read == 30  # the header row is not a data row
+    assert s.label_names == ["hate", "none", "offensive"]
+    assert sorted(s.train.texts) == sorted(r[0] for r in rows)  # exactly the comments: no annotation
+    assert not any(w in t for t in s.train.texts for w in ("True", "False", "gender", "others"))
+    said = notes(s)
+    assert "columns: text 'comments'; label 'hate' (3 values); ignored: 'contain_gender_bias', 'bias'" in said
+    assert "--label-column" in said
+
+
+def test_headerless_text_coarse_fine_says_which_label(tmp_path):
+    rows = sentences(SENTIMENT, 12, seed=4)
+    f = tmp_path / "questions.tsv"
+    f.write_text("".join(f"{t}\t{c}\t{c}:{i % 2}\n" for i, (t, c) in enumerate(rows)))
+    s = load_splits(str(f), val_fraction=0.0)
+    assert s.label_names == ["neg:0", "neg:1", "pos:0", "pos:1"]
+    assert s.train.texts == [t for t, _ in rows]
+    said = notes(s)
+    assert "label column 3 (4 values); ignored: column 2" in said and "--label-column NUMBER" in said
+    coarse = load_splits(str(f), label_column="2", text_columns=["1"], val_fraction=0.0)
+    assert coarse.label_names == ["neg", "pos"] and coarse.train.texts == [t for t, _ in rows]
+
+
+@pytest.mark.parametrize("header,pair", [("label\ttext_a", False), ("label\tsentence1", False),
+                                         ("label\ttext_a\ttext_b", True)])
+def test_glue_clue_column_names(tmp_path, header, pair):
+    rows = sentences(SENTIMENT, 6, seed=5)
+    f = tmp_path / "train.tsv"
+    f.write_text(header + "\n" + "".join(f"{c}\t{t}" + (f"\t{t[::-1]}" if pair else "") + "\n" for t, c in rows))
+    ds = load_split(str(f))
+    assert ds.label_names == ["neg", "pos"]
+    assert ds.texts == [f"{t} | {t[::-1]}" if pair else t for t, _ in rows]
+
+
+def test_legacy_encoding_in_a_csv_is_decoded_and_counted(tmp_path):
+    rows = sentences(SENTIMENT, 10, seed=6)
+    rows[0] = ("un caf\u00e9 cr\u00e8me \u2013 na\u00efve", rows[0][1])  # cp1252: the en dash is 0x96
+    body = "text,label\n" + "".join(f'"{t}",{c}\n' for t, c in rows)
+    f = tmp_path / "train.csv"
+    f.write_bytes(body.encode("cp1252"))
+    s = load_splits(str(f), val_fraction=0.0)
+    assert "un caf\u00e9 cr\u00e8me \u2013 na\u00efve" in s.train.texts and len(s.train) == 20
+    assert "1 of 21 lines are not UTF-8, decoded 1 as cp1252" in notes(s)
+    assert "columns: text 'text'; label 'label' (2 values)" in notes(s)
+    f.write_bytes(body.replace(",neg\n", ",\n", 1).encode("cp1252"))
+    with pytest.raises(DataError, match=rf"^{f}: 1 row\(s\) have an empty label"):  # the user's file, not the copy
+        load_splits(str(f))
+
+
+def test_cli_data_line_names_columns_layout_and_rule(tmp_path, capsys, monkeypatch):
+    import sys
+
+    from tests.conftest import TINY
+    from vdcnn.cli.main import main
+
+    f = tmp_path / "train.tsv"
+    rows = [(f"comment {i} on {t}", str(i % 2 == 0), c) for i, (t, c) in enumerate(sentences(SENTIMENT, 10, 7))]
+    f.write_text("comments\tflagged\tsentiment\n" + "".join("\t".join(r) + "\n" for r in rows))
+    monkeypatch.setattr(sys, "argv", ["vdcnn", "train", "--dataset", str(f), "--out", str(tmp_path / "run"),
+                                      "--max-length", "32", "--epochs", "1", "--no-progress", "--no-baseline", *TINY])
+    try:
+        main()
+    except SystemExit as exc:
+        assert not exc.code
+    err = capsys.readouterr().err
+    assert "columns: text 'comments'; label 'sentiment' (2 values); ignored: 'flagged'" in err
+    assert "label rule: the 2 distinct training labels are the classes" in err
+
+
+def test_headerless_text_label_id_reads_no_id_and_refuses_multi_label(tmp_path):
+    # The GoEmotions layout: text, label id(s), comment id; no header.
+    rng = random.Random(8)
+    rows = [(t, str(["0", "1", "2"].index("012"[i % 3])), "".join(rng.choice("abcdefghij") for _ in range(7)))
+            for i, (t, _) in enumerate(sentences(SENTIMENT, 15, seed=8))]
+    f = tmp_path / "train.tsv"
+    f.write_text("".join("\t".join(r) + "\n" for r in rows))
+    s = load_splits(str(f), val_fraction=0.0)
+    assert s.label_names == ["0", "1", "2"] and s.train.texts == [r[0] for r in rows]
+    assert "label column 2 (3 values); ignored: column 3" in notes(s)
+    rows[3] = (rows[3][0], "0,2", rows[3][2])
+    f.write_text("".join("\t".join(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"label column \(column 2\) holds several classes in one row \('0,2'\)"):
+        load_splits(str(f))
