@@ -215,3 +215,18 @@ def test_cpu_training_is_fp32_unless_bf16_is_asked_for(tmp_path):
                                           *extra, *TINY])
         assert result.exit_code == 0, result.output
         assert json.loads((out / "config.json").read_text())["run"]["train"]["bf16"] is wanted
+
+
+def test_automatic_recipe_on_a_one_batch_dataset(tmp_path):
+    """30 rows make one batch an epoch: the time budget's plan is made from that single step
+    (it divided by a zero step time before)."""
+    from typer.testing import CliRunner
+    from tests.conftest import write_topic_csv
+    from vdcnn.cli.main import app
+
+    data = write_topic_csv(tmp_path / "tiny.csv", rows_per_class=10)
+    result = CliRunner().invoke(app, ["train", "--dataset", str(data), "--out", str(tmp_path / "run"), "--epochs", "1",
+                                      "--no-progress", "--no-baseline", "--set", "model.channels=[8,16,32,64]",
+                                      "--set", "model.fc_dims=[16]"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["results"]["epochs_run"] == 1

@@ -152,8 +152,8 @@ class StepClock:
     def rows_per_s(self) -> float:
         """This rank's training rows per second (the last batch's rows over a step, before any is timed)."""
         if self.timed > 0 and self.t0 is not None:
-            return self.rows / (self.now - self.t0)
-        return self.last_rows / self.step_s
+            return self.rows / max(self.now - self.t0, 1e-9)
+        return self.last_rows / max(self.step_s, 1e-9)  # a one-step epoch has no time between steps
 
 
 def plan_budget(budget_s: float, elapsed_s: float, steps_done: int, step_s: float, steps_per_epoch: int,
