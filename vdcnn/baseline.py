@@ -87,9 +87,9 @@ def evaluate_baseline(baseline: Baseline, texts: Sequence[str], labels: np.ndarr
 def run_baseline(cfg: Any, log: Any = None) -> dict[str, Any]:
     """Fit the baseline on the training rows of ``cfg``'s split (validation held out, same seed)
     and score it on validation and test; returns ``{"analyzer", "fit_s", "val", "test"}``."""
-    from .train import load_training_data  # the same split, read by the same code as training
+    from .data import load_run_splits  # the same split, read by the same code as training
 
-    splits = load_training_data(cfg)
+    splits = load_run_splits(cfg)
     names = splits.label_names
     baseline = fit_baseline(splits.train.texts, splits.train.labels, len(names), seed=cfg.train.seed)
     result: dict[str, Any] = {"name": BASELINE_NAME, "analyzer": baseline.analyzer,

@@ -32,7 +32,7 @@ from . import distributed
 from .augment import char_noise, random_crop
 from .batching import Encoded, batch_order, encode_texts, make_batch
 from .config import RunConfig
-from .data import LabelRule, Splits, load_splits, run_label_rule
+from .data import LabelRule, Splits, load_run_splits as load_training_data, run_label_rule
 from .encoders import Encoder, build_encoder, encoder_from_dict
 from .errors import CheckpointError, ConfigError, DataError, VdcnnError
 from .evaluate import classification_report, predict_logits
@@ -101,18 +101,6 @@ class _StopFlag:
     def __exit__(self, *exc: Any) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
-
-
-def load_training_data(cfg: RunConfig, label_rule: LabelRule | None = None) -> Splits:
-    """Train, validation and test splits of the run's dataset (the test split read before training),
-    under ``label_rule`` when given (a resumed run's, or rank 0's), else the one the training split decides."""
-    d = cfg.data
-    splits = load_splits(d.dataset, text_columns=d.text_columns, label_column=d.label_column,
-                         val_fraction=d.val_fraction, limit=d.limit, test_split=d.test_split,
-                         seed=cfg.train.seed if d.split_seed is None else d.split_seed, label_rule=label_rule)
-    if len(splits.train.texts) == 0:
-        raise DataError(f"{splits.train.source}: the training split has no rows")
-    return splits
 
 
 def train(cfg: RunConfig | None, out_dir: str | Path, resume: bool = False,

@@ -319,3 +319,15 @@ def _nonempty(ds: TextDataset) -> TextDataset:
     if len(ds) == 0:
         raise DataError(f"{ds.source}: no data rows")
     return ds
+
+
+def load_run_splits(cfg: Any, label_rule: LabelRule | None = None) -> Splits:
+    """Train, validation and test splits of a run's dataset (``cfg``: a ``RunConfig``) (the test split read before training),
+    under ``label_rule`` when given (a resumed run's, or rank 0's), else the one the training split decides."""
+    d = cfg.data
+    splits = load_splits(d.dataset, text_columns=d.text_columns, label_column=d.label_column,
+                         val_fraction=d.val_fraction, limit=d.limit, test_split=d.test_split,
+                         seed=cfg.train.seed if d.split_seed is None else d.split_seed, label_rule=label_rule)
+    if len(splits.train.texts) == 0:
+        raise DataError(f"{splits.train.source}: the training split has no rows")
+    return splits
