@@ -37,7 +37,7 @@ from benchmarks.speed import machine  # noqa: E402
 
 DATASETS = ("trec6", "sst2", "sms_spam", "tnews", "ag_news", "20newsgroups_bydate")
 METRIC = {"sms_spam": "macro_f1"}
-ABLATIONS = {"ngram": ["--set", "model.conv=false"], "conv": ["--set", "model.ngram_buckets=0"]}
+ABLATIONS = {"ngram": ["--set", "model.conv=false", "--no-autotune"], "conv": ["--set", "model.ngram_buckets=0", "--no-autotune"]}
 
 
 def train_one(data: Path, run: Path, seed: int, extra: list[str]) -> dict:

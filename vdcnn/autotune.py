@@ -4,11 +4,12 @@ What fastText's ``-autotune-validation`` gives its users, for VDCNN. ``autotune(
 log)`` runs before the real training of a run under the automatic recipe: a few candidate
 recipes (the encoder, with the paper's characters or UTF-8 bytes beside learned subwords; the
 n-gram path on or off; a deeper net with shortcuts) are trained one after the other on the
-run's own training rows, each scored on its validation rows after every epoch. Optuna's
-successive-halving pruner stops a trial whose validation score at an epoch is in the lower half
-of the trials that reached that epoch, and hands the time it did not use to the trials after it.
-The best trial's settings are set on ``cfg`` (as explicit choices) and the real run gets the
-rest of the budget. Nothing is chosen on a test split.
+run's own training rows for the same time each, and scored on its validation rows after every
+epoch. Optuna's successive-halving pruner stops a trial whose validation score at an epoch is in
+the lower half of the trials that reached that epoch; the time it leaves goes to the real run,
+not to the trials after it (a trial given more time would win by it). The best trial's settings
+are set on ``cfg`` (as explicit choices) and the real run gets the rest of the budget. Nothing is
+chosen on a test split.
 
 The search runs only where nothing fixed its length: no preset, and neither ``--epochs`` nor
 ``--time-budget`` given; a setting the user gave is never searched. ``--no-autotune`` skips it.
@@ -100,22 +101,23 @@ def autotune(cfg: RunConfig, budget_s: float, log: Callable[[str], None],
     workdir = Path(tempfile.mkdtemp(prefix="vdcnn-autotune-"))
     try:
         for i, option in enumerate(options):
-            left = search_s - (time.perf_counter() - started)
-            trial_s = left / (len(options) - i)
+            trial_s = search_s / len(options)  # equal time: a trial given more would win by it
             if trial_s < _MIN_TRIAL_S:
-                log(f"  {option.name}: skipped ({left:.0f} s of the search left)")
+                log(f"  {option.name}: skipped ({trial_s:.0f} s a trial is too short to learn anything)")
                 continue
             trial = study.ask()
             trial.suggest_categorical("candidate", list(range(len(options))))
             trial_cfg = _trial_config(cfg, option, trial_s, TRIAL_ROWS if large else None)
             scores: list[float] = []
+            stopped: list[bool] = []
 
             def report(row: dict[str, Any]) -> bool:
                 value = row.get(select)
                 value = float(value) if value is not None else -float(row["train_loss"])
                 scores.append(value)
                 trial.report(value, row["epoch"])
-                return trial.should_prune()
+                stopped[:] = [trial.should_prune()]
+                return stopped[0]
 
             begun = time.perf_counter()
             try:
@@ -125,7 +127,7 @@ def autotune(cfg: RunConfig, budget_s: float, log: Callable[[str], None],
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 continue
             best = max(scores) if scores else float("-inf")
-            pruned = trial.should_prune() and len(scores) > 0
+            pruned = bool(stopped and stopped[0])
             study.tell(trial, best)
             rows.append({"candidate": option.name, "settings": option.settings, "best_val": best,
                          "epochs": len(scores), "seconds": round(time.perf_counter() - begun, 1), "pruned": pruned})
