@@ -75,6 +75,7 @@ class TrainSettings:
     time_budget: str | float | None = None  # seconds, or "15m", "90s": fit epochs and schedule so the whole run ends on time
     class_weights: str = "none"  # none | balanced (loss weights inverse to class frequency)
     select_by: str = "accuracy"  # accuracy | macro_f1: the validation score that picks the best epoch
+    calibrate: bool = True  # fit a softmax temperature on validation after training (vdcnn.calibration)
 
 
 SECTIONS: dict[str, type] = {
@@ -338,6 +339,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("time_budget", "train.time_budget", "Fit the run into this time, e.g. 15m or 90s."),
     Option("class_weights", "train.class_weights", "Loss weights for imbalanced classes."),
     Option("select_by", "train.select_by", "Validation score that picks the best epoch."),
+    Option("calibrate", "train.calibrate", "Fit a temperature on validation so probabilities are calibrated."),
 )
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 
