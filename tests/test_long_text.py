@@ -69,6 +69,10 @@ def test_windows_equal_truncation_bitwise_for_texts_that_fit(tiny_run):
     assert np.abs(windows[[0, 5]] - truncate[[0, 5]]).max() > 1e-4  # the long ones were read further
     np.testing.assert_array_equal(clf.predict_proba(SHORT, long_text="windows"),
                                   clf.predict_proba(SHORT, long_text="truncate"))
+    clf.batch_size = 8  # a batch that windows could fill further than truncation does
+    texts = [*SHORT, _long()[0]]
+    np.testing.assert_array_equal(clf.predict_proba(texts, long_text="windows")[:4],
+                                  clf.predict_proba(texts, long_text="truncate")[:4])
 
 
 def test_windows_of_an_exported_bundle_match_the_run(tiny_run, tmp_path):

@@ -26,7 +26,7 @@ from .encoders import Encoder, encoder_from_dict
 from .errors import CheckpointError, ConfigError
 from .evaluate import predict_logits, softmax
 from .fileio import first_line
-from .long_text import average_windows, check_mode, default_mode, encode_documents
+from .long_text import check_mode, default_mode, document_logits, encode_documents
 from .model import VDCNN, fold_batchnorm
 from .runtime import bf16_supported, resolve_device
 
@@ -137,8 +137,8 @@ class Classifier(TextClassifier):
         """Logits ``(N, classes)`` in input order (a long text's: the mean of its windows' with ``windows``)."""
         ids, lengths, owners = encode_documents(self.encoder, texts, self.max_length, long_text or self.long_text)
         trim = self.model.config.mask_padding
-        logits = predict_logits(self.model, ids, lengths, self.batch_size, self.device, trim, self.autocast)
-        return average_windows(logits, len(lengths) - len(owners), owners)
+        return document_logits(lambda x, n: predict_logits(self.model, x, n, self.batch_size, self.device, trim,
+                                                            self.autocast), ids, lengths, owners)
 
 
 def load_classifier(path: str | Path, device: str = "auto", batch_size: int = 256, bf16: bool = False,
@@ -280,10 +280,13 @@ class BundleClassifier(TextClassifier):
         if not len(texts):
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         ids, lengths, owners = encode_documents(self.encoder, texts, self.max_length, long_text or self.long_text)
+        return document_logits(self._run_rows, ids, lengths, owners)
+
+    def _run_rows(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         out = np.zeros((len(lengths), len(self.labels)), dtype=np.float32)
         for index, x, n in iterate_ids(ids, lengths, self.batch_size, self.mask_padding):
             out[index] = self._run(x.numpy(), n.numpy())[: len(index)]
-        return average_windows(out, len(texts), owners)
+        return out
 
     @classmethod
     def _parts(cls, bundle_dir: str | Path) -> tuple[dict[str, Any], Encoder, Path]:

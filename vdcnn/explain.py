@@ -40,7 +40,7 @@ import torch
 
 from .encoders import ByteEncoder, CharEncoder, Encoder, SubwordEncoder, _as_texts, _valid_unicode
 from .errors import ConfigError
-from .long_text import average_windows, check_mode, encode_documents, id_bound, window_starts
+from .long_text import check_mode, document_logits, encode_documents, id_bound, window_starts
 
 METHODS = ("integrated_gradients", "occlusion")
 IG_STEPS = 32  # + 1 forward for the prediction + 1 for the baseline = 34 passes per text
@@ -307,44 +307,55 @@ def explain_texts(classifier: Any, texts: Sequence[str], target: str | None = No
     batch_size = int(getattr(classifier, "batch_size", 256))
     from .evaluate import softmax
 
+    def trimmed(x: np.ndarray, n_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if mask_padding:  # masking makes the trimmed batch exact; unmasked models read max_length
+            x = x[:, :max(int(n_ids.max(initial=1)), 1)]
+        return x.astype(np.int64), n_ids
+
+    def run_rows(x: np.ndarray, n_ids: np.ndarray) -> np.ndarray:
+        return np.concatenate([logits_fn(*trimmed(x[k:k + batch_size], n_ids[k:k + batch_size]))
+                               for k in range(0, len(n_ids), batch_size)] or [np.zeros((0, len(labels)))])
+
     for begin in range(0, len(texts), per_batch):
         chunk = texts[begin:begin + per_batch]
         n = len(chunk)
         ids, lengths, owners = encode_documents(encoder, chunk, max_length, mode)
-        if mask_padding:  # masking makes the trimmed batch exact; unmasked models read max_length
-            ids = ids[:, :max(int(lengths.max(initial=1)), 1)]
-        ids = ids.astype(np.int64)
         row_text = np.concatenate([np.arange(n), owners]).astype(np.int64)  # the text of each row
+        # The texts' own rows as one slice (as with truncation), then the further windows.
+        slices = [(0, n), *((k, min(k + per_batch, len(lengths))) for k in range(n, len(lengths), per_batch))]
+        probs = softmax(document_logits(run_rows, ids, lengths, owners), temperature)
+        row_scores: list[np.ndarray] = []
+        row_base: list[float] = []
         if method == "integrated_gradients":
-            probs = softmax(average_windows(logits_fn(ids, lengths), n, owners), temperature)
             targets = probs.argmax(1) if wanted is None else np.full(n, wanted)
-            parts = [integrated_gradients(model, ids[k:k + per_batch], lengths[k:k + per_batch],
-                                          targets[row_text[k:k + per_batch]], steps, classifier.device, temperature)
-                     for k in range(0, len(ids), per_batch)]
-            scores, base = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+            for a, b in slices:
+                part_scores, part_base = integrated_gradients(model, *trimmed(ids[a:b], lengths[a:b]),
+                                                              targets[row_text[a:b]], steps, classifier.device,
+                                                              temperature)
+                row_scores += list(part_scores)
+                row_base += list(part_base)
         else:
-            row_probs, base_all, all_scores = occlusion(logits_fn, ids, lengths, pad_id, batch_size=batch_size,
-                                                        temperature=temperature)
-            probs = row_probs[:n]
-            if len(owners):  # a document's probabilities come from its windows' mean logits
-                logits = np.concatenate([logits_fn(ids[k:k + batch_size], lengths[k:k + batch_size])
-                                         for k in range(0, len(ids), batch_size)])
-                long = np.unique(owners)
-                probs[long] = softmax(average_windows(logits, n, owners), temperature)[long]
+            parts = [occlusion(logits_fn, *trimmed(ids[a:b], lengths[a:b]), pad_id, batch_size=batch_size,
+                               temperature=temperature) for a, b in slices]
+            single = np.bincount(owners, minlength=n) == 0
+            probs[single] = parts[0][0][single]  # as with truncation: the text's row among its occlusions
             targets = probs.argmax(1) if wanted is None else np.full(n, wanted)
-            scores = all_scores[np.arange(len(ids)), :, targets[row_text]]
-            base = base_all[np.arange(len(ids)), targets[row_text]]
+            for (a, b), (_, base_all, all_scores) in zip(slices, parts):
+                wanted_rows = targets[row_text[a:b]]
+                row_scores += list(all_scores[np.arange(b - a), :, wanted_rows])
+                row_base += list(base_all[np.arange(b - a), wanted_rows])
+        scores, base = row_scores, np.asarray(row_base)
         for i, text in enumerate(chunk):
             rows = [i, *(n + np.flatnonzero(owners == i))]
             if len(rows) == 1:
                 offsets, truncated = token_offsets(encoder, text, max_length)
-                id_scores, baseline = scores[i, :len(offsets)], float(base[i])
+                id_scores, baseline = scores[i][:len(offsets)], float(base[i])
             else:
                 offsets, truncated = token_offsets(encoder, text, id_bound(text, max_length))
                 id_scores = np.zeros(len(offsets))
                 for row, start in zip(rows, window_starts(len(offsets), max_length)):
                     piece = id_scores[start:start + max_length]
-                    piece += scores[row, :len(piece)] / len(rows)
+                    piece += scores[row][:len(piece)] / len(rows)
                 baseline = float(np.mean(base[rows]))
             spans, truncated_at = spans_from_tokens(offsets, id_scores, len(text), truncated)
             top, t = int(probs[i].argmax()), int(targets[i])

@@ -2,14 +2,15 @@
 
 With ``windows`` a text whose ids do not fit is read as windows of ``max_length`` ids, ``stride``
 (half a window) apart, the last one ending at the text's end; the document's logits are the mean
-of its windows' logits. The first window is the truncated text itself, and the extra windows go
-after every text's own row, so the rows of texts that fit, and the batches they share, are the
-very rows and batches of ``truncate``: their logits are bitwise the same in both modes.
+of its windows' logits. The first window is the truncated text itself, scored exactly as with
+``truncate`` (the same rows in the same batches); the further windows of all long texts are
+scored after them in batches of their own. So texts that fit get bitwise the logits of
+``truncate``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -83,6 +84,17 @@ def encode_documents(encoder: Encoder, texts: Sequence[Any], max_length: int, mo
         ids = np.concatenate([ids, np.stack(extra).astype(ids.dtype)])
         lengths = np.concatenate([lengths, np.full(len(extra), max_length, dtype=lengths.dtype)])
     return ids, lengths, np.asarray(owners, dtype=np.int64)
+
+
+def document_logits(run_rows: Callable[[np.ndarray, np.ndarray], np.ndarray], ids: np.ndarray,
+                    lengths: np.ndarray, owners: np.ndarray) -> np.ndarray:
+    """Logits per text from ``encode_documents`` rows: ``run_rows(ids, lengths)`` on the texts' own
+    rows, then on the further windows, and each text's mean over its rows."""
+    n = len(lengths) - len(owners)
+    logits = run_rows(ids[:n], lengths[:n])
+    if not len(owners):
+        return logits
+    return average_windows(np.concatenate([logits, run_rows(ids[n:], lengths[n:])]), n, owners)
 
 
 def average_windows(logits: np.ndarray, n_texts: int, owners: np.ndarray) -> np.ndarray:
