@@ -177,6 +177,8 @@ def after_training(model: Any, train_set: Any, val_set: Any, cfg: Any, device: A
         if np.isfinite(logits).all():
             entries["calibration"] = calibrate(logits, val_set.labels)
             log(format_calibration(entries["calibration"]))
+        else:
+            log("calibration: skipped, the model gives non-finite validation logits")
     return entries
 
 
