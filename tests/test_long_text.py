@@ -50,6 +50,13 @@ def test_windows_rows_extend_the_truncated_rows(encoder):
     assert len(rows) + 1 == len(window_starts(len(full), 64))
 
 
+def test_a_huge_text_is_read_up_to_a_bounded_number_of_windows():
+    from vdcnn.long_text import MAX_READ
+
+    ids, lengths, owners = encode_documents(CharEncoder(), ["ab " * 1_000_000, "short"], 32, "windows")
+    assert len(owners) + 1 == len(window_starts(MAX_READ * 32, 32)) == 127 and (owners == 0).all()
+
+
 def test_average_windows_keeps_single_rows_bitwise():
     logits = np.array([[0.1, 0.2], [1.0, 3.0], [0.3, 0.3], [3.0, 1.0]], dtype=np.float32)
     out = average_windows(logits, 2, np.array([1, 1]))

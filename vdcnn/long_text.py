@@ -5,7 +5,8 @@ With ``windows`` a text whose ids do not fit is read as windows of ``max_length`
 of its windows' logits. The first window is the truncated text itself, scored exactly as with
 ``truncate`` (the same rows in the same batches); the further windows of all long texts are
 scored after them in batches of their own. So texts that fit get bitwise the logits of
-``truncate``.
+``truncate``. A text is read up to ``MAX_READ`` times ``max_length`` ids (127 windows), so one
+huge line costs bounded time and memory; the rest of it is cut.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from .errors import ConfigError
 MODES = ("truncate", "windows")
 # A run whose training texts were cut more often than this reads long texts as windows by default.
 WINDOWS_DEFAULT_SHARE = 0.10
+# Windows read at most this many times max_length ids of one text.
+MAX_READ = 64
 
 
 def check_mode(mode: str) -> str:
@@ -54,12 +57,13 @@ def window_starts(n_ids: int, max_length: int, stride: int | None = None) -> lis
 
 
 def id_bound(text: str, max_length: int) -> int:
-    """A length above any encoder's number of ids for ``text`` (at most 4 per character)."""
-    return max(max_length + 1, 4 * len(text) + 4)
+    """How many ids of ``text`` windows read: all (an encoder gives at most 4 per character), up to
+    ``MAX_READ * max_length``."""
+    return min(max(max_length + 1, 4 * len(text) + 4), MAX_READ * max_length)
 
 
 def _all_ids(encoder: Encoder, text: str, max_length: int) -> np.ndarray:
-    """Every id of ``text``."""
+    """The ids of ``text`` that windows read (every id, up to ``id_bound``)."""
     ids, lengths = encoder.encode_batch([text], id_bound(text, max_length))
     return ids[0, : int(lengths[0])]
 
