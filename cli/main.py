@@ -27,6 +27,7 @@ EXPLAIN_FORMATS = ("terminal", "jsonl", "html")
 EXPLAIN_METHODS = ("integrated_gradients", "occlusion")
 INPUT_FORMATS = ("lines", "csv", "jsonl")
 OUTPUT_FORMATS = ("tsv", "jsonl")
+LONG_TEXT_MODES = ("truncate", "windows")
 
 app = typer.Typer(
     add_completion=False,
@@ -51,6 +52,9 @@ ExplainMethod = _choices("ExplainMethod", ("auto", *EXPLAIN_METHODS))
 ShortcutVariants = _choices("ShortcutVariants", ("both", "on", "off"))
 BATCH_HELP = "Texts per forward pass."
 DEVICE_HELP = "auto (CUDA when present), cpu or cuda."
+LongText = _choices("LongText", LONG_TEXT_MODES)
+LONG_TEXT_HELP = ("Texts longer than the run's max length: cut them, or average the logits of overlapping windows "
+                  "(default: the run's, windows when over 10 % of its training texts were cut).")
 SHORTCUT_VARIANTS = {"both": [False, True], "on": [True], "off": [False]}
 
 
@@ -185,8 +189,11 @@ def evaluate(
     batch_size: int = typer.Option(256, min=1, help=BATCH_HELP),
     device: Device = typer.Option("auto", help=DEVICE_HELP),
     bf16: bool = typer.Option(False, "--bf16", help="bfloat16 inference where the CPU/GPU supports it (faster, ~1e-3 off)."),
+    long_text: Optional[LongText] = typer.Option(None, "--long-text", help=LONG_TEXT_HELP),
 ) -> None:
-    """Score a trained run (or an ensemble with --ensemble): accuracy, macro-F1, per-class table, confusion matrix."""
+    """Score a trained run (or an ensemble with --ensemble): accuracy, macro-F1, per-class table, confusion matrix,
+    and the expected calibration error of the raw and the calibrated probabilities (with a reliability diagram)."""
+    from vdcnn.calibration import calibration_report, format_calibration_report
     from vdcnn.data import load_split, run_label_rule
     from vdcnn.evaluate import classification_report, format_report
     from vdcnn.checkpoint import read_config
@@ -202,16 +209,19 @@ def evaluate(
         raise ConfigError("the run does not record its dataset; give DATA")
     split = split or run_data.get("test_split", "test")
     same = source == run_data.get("dataset")
-    clf = load_ensemble([run, *ensemble], device=device.value, batch_size=batch_size, bf16=bf16)
+    clf = load_ensemble([run, *ensemble], device=device.value, batch_size=batch_size, bf16=bf16,
+                        long_text=long_text.value if long_text else None)
     ds = load_split(source, split, text_columns=text_column or (run_data.get("text_columns") if same else None),
                     label_column=label_column or (run_data.get("label_column") if same else None),
                     label_rule=run_label_rule(meta, str(Path(run) / "config.json")),
                     trained_on=run_data.get("dataset"))
-    probs = clf.predict_proba(ds.texts)
+    raw, probs = clf.predict_proba_raw_and_calibrated(ds.texts)
     report = classification_report(ds.labels, probs.argmax(1), clf.labels, None)
     report["source"] = ds.source
+    report["calibration"] = calibration_report(clf, raw, probs, ds.labels)
     typer.echo(f"{ds.source}")
     typer.echo(format_report(report))
+    typer.echo(format_calibration_report(report["calibration"]))
     if json_out is not None:
         write_json(json_out, report)
         err(f"report written to {json_out}")
@@ -226,6 +236,14 @@ def evaluate(
         err(f"confusion matrix plot: {plot}")
     except Exception as exc:  # noqa: BLE001 - a plot must never lose the printed result
         err(f"warning: could not write the plot {plot}: {exc}")
+    from vdcnn.plots import plot_calibration_report
+
+    reliability_path = Path(plot).parent / f"reliability-{what}.png"
+    try:
+        plot_calibration_report(report["calibration"], reliability_path, title=f"{who} on {what}")
+        err(f"reliability diagram: {reliability_path}")
+    except Exception as exc:  # noqa: BLE001 - a plot must never lose the printed result
+        err(f"warning: could not write the plot {reliability_path}: {exc}")
 
 
 @app.command()
@@ -241,6 +259,7 @@ def predict(
     chunk_size: int = typer.Option(4096, min=1, help="Lines read at a time (bounds memory)."),
     device: Device = typer.Option("auto", help=DEVICE_HELP),
     bf16: bool = typer.Option(False, "--bf16", help="bfloat16 inference where the CPU/GPU supports it (faster, ~1e-3 off)."),
+    long_text: Optional[LongText] = typer.Option(None, "--long-text", help=LONG_TEXT_HELP),
 ) -> None:
     """Classify texts: one output line per input line, in input order.
 
@@ -251,7 +270,8 @@ def predict(
     from vdcnn.data import read_lines, read_records
     from vdcnn.predict import format_predictions
 
-    clf = load_ensemble([run, *ensemble], device=device.value, batch_size=batch_size, bf16=bf16)
+    clf = load_ensemble([run, *ensemble], device=device.value, batch_size=batch_size, bf16=bf16,
+                        long_text=long_text.value if long_text else None)
     top_k = min(top_k, len(clf.labels))
     stats: dict = {}
     if input_format.value == "lines":
@@ -278,13 +298,15 @@ def explain(
     method: ExplainMethod = typer.Option("auto", help="auto: integrated_gradients for run folders, else occlusion."),
     batch_size: int = typer.Option(256, min=1, help="Rows per forward pass (a text takes ~34)."),
     device: Device = typer.Option("auto", help=DEVICE_HELP),
+    long_text: Optional[LongText] = typer.Option(None, "--long-text", help=LONG_TEXT_HELP),
 ) -> None:
     """Which characters or tokens drove each prediction: attributions over the text's characters."""
     from vdcnn.classifier import load_classifier
     from vdcnn.data import read_lines
     from vdcnn.explain import write_explanations
 
-    clf = load_classifier(run, device=device.value, batch_size=batch_size)
+    clf = load_classifier(run, device=device.value, batch_size=batch_size,
+                          long_text=long_text.value if long_text else None)
     write_explanations(clf, read_lines(file, chunk_size=64), sys.stdout, fmt.value, target, method.value)
 
 

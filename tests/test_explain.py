@@ -185,7 +185,10 @@ def test_cli_jsonl_schema(tiny_run, tmp_path):
     lines = [PHRASES[0], "", "Oil prices rose; 日本 ☃", "x" * 200]
     path = tmp_path / "in.txt"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    result = CliRunner().invoke(app, ["explain", str(tiny_run), str(path), "--format", "jsonl"])
+    # The tiny run's training texts were all cut at 64 ids, so it reads long texts whole by default:
+    # truncation is asked for here, to see the unread part reported.
+    result = CliRunner().invoke(app, ["explain", str(tiny_run), str(path), "--format", "jsonl",
+                                      "--long-text", "truncate"])
     assert result.exit_code == 0, result.output
     objs = [json.loads(x) for x in result.stdout.splitlines()]
     assert len(objs) == len(lines)

@@ -4,6 +4,10 @@
 share ``TextClassifier``'s interface: ``predict_proba``, ``predict`` (top-k) and
 ``predict_stream`` (bounded memory). Export bundles (their layout: ``vdcnn.export``) are
 folders holding ``bundle.json`` next to ``model.onnx`` or ``model.pt``.
+
+Probabilities are calibrated: the logits are divided by the temperature fitted after training
+(``vdcnn.calibration``; 1 for runs without one). Texts longer than ``max_length`` are cut or read
+as overlapping windows (``long_text``, ``vdcnn.long_text``); the default is the run's.
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ import numpy as np
 import torch
 
 from .batching import iterate_ids
+from .calibration import temperature_of
 from .checkpoint import load_run, read_versioned_json
 from .encoders import Encoder, encoder_from_dict
 from .errors import CheckpointError, ConfigError
 from .evaluate import predict_logits, softmax
 from .fileio import first_line
+from .long_text import check_mode, default_mode, document_logits, encode_documents
 from .model import VDCNN, fold_batchnorm
 from .runtime import bf16_supported, resolve_device
 
@@ -36,16 +42,35 @@ DEFAULT_MAX_LENGTH = 1024
 
 
 class TextClassifier:
-    """What every classifier offers on top of its ``predict_proba``: top-k labels and streaming."""
+    """What every classifier offers on top of its ``predict_logits``: calibrated probabilities,
+    top-k labels and streaming.
+
+    ``temperature`` divides the logits before the softmax; ``long_text`` (``truncate`` or
+    ``windows``) is how texts longer than ``max_length`` are read unless a call says otherwise.
+    """
 
     labels: list[str]
+    temperature: float = 1.0
+    long_text: str = "truncate"
 
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+    def predict_logits(self, texts: Sequence[str], long_text: str | None = None) -> np.ndarray:
         raise NotImplementedError
 
-    def predict(self, texts: Sequence[str], top_k: int = 1) -> list[list[tuple[str, float]]]:
+    def predict_proba(self, texts: Sequence[str], long_text: str | None = None, calibrated: bool = True
+                      ) -> np.ndarray:
+        """Class probabilities ``(N, classes)`` in input order; ``calibrated=False`` gives the raw softmax."""
+        return softmax(self.predict_logits(texts, long_text), self.temperature if calibrated else 1.0)
+
+    def predict_proba_raw_and_calibrated(self, texts: Sequence[str], long_text: str | None = None
+                                         ) -> tuple[np.ndarray, np.ndarray]:
+        """Raw and calibrated probabilities from one pass over the texts (for calibration reports)."""
+        logits = self.predict_logits(texts, long_text)
+        return softmax(logits), softmax(logits, self.temperature)
+
+    def predict(self, texts: Sequence[str], top_k: int = 1, long_text: str | None = None
+                ) -> list[list[tuple[str, float]]]:
         """The ``top_k`` (label, probability) pairs for each text, most likely first."""
-        probs = self.predict_proba(texts)
+        probs = self.predict_proba(texts, long_text)
         top = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
         return [[(self.labels[j], float(p[j])) for j in row] for row, p in zip(top, probs)]
 
@@ -56,7 +81,7 @@ class TextClassifier:
                 yield chunk, self.predict_proba(chunk)
 
     def explain(self, texts: Sequence[str], target: str | None = None, method: str = "auto",
-                steps: int = 32) -> list[Explanation]:
+                steps: int = 32, long_text: str | None = None) -> list[Explanation]:
         """Which characters drove each prediction: scored character spans (``vdcnn.explain``).
 
         ``target`` explains that label's probability instead of the predicted one; ``method``
@@ -64,18 +89,21 @@ class TextClassifier:
         """
         from .explain import explain_texts
 
-        return explain_texts(self, texts, target=target, method=method, steps=steps)
+        return explain_texts(self, texts, target=target, method=method, steps=steps, long_text=long_text)
 
 
 class Classifier(TextClassifier):
     """A trained model with its encoder and label names, ready to classify raw texts."""
 
     def __init__(self, model: VDCNN, encoder: Encoder, labels: list[str], max_length: int,
-                 device: torch.device | str = "cpu", batch_size: int = 256, bf16: bool = False) -> None:
+                 device: torch.device | str = "cpu", batch_size: int = 256, bf16: bool = False,
+                 temperature: float = 1.0, long_text: str = "truncate") -> None:
         self.model = model
         self.encoder = encoder
         self.labels = labels
         self.max_length = max_length
+        self.temperature = temperature
+        self.long_text = check_mode(long_text)
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.model.to(self.device).eval()
@@ -85,39 +113,45 @@ class Classifier(TextClassifier):
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", batch_size: int = 256, fold_bn: bool = True,
-             bf16: bool = False) -> TextClassifier:
+             bf16: bool = False, long_text: str | None = None) -> TextClassifier:
         """Load a run folder; BatchNorm is folded into the convolutions for speed.
 
         ``bf16`` runs in bfloat16 autocast where the hardware has it: faster, but
         probabilities then move by about 1e-3 and may depend on batch-mates.
+        ``long_text`` overrides the run's default way of reading texts longer than ``max_length``.
 
         An export bundle folder (``vdcnn export``) gives an ``OnnxClassifier`` or
         ``TorchScriptClassifier`` with the same interface.
         """
+        if long_text is not None:
+            check_mode(long_text)
         if is_bundle(path):
-            return load_bundle(path, device=device, batch_size=batch_size)
+            return load_bundle(path, device=device, batch_size=batch_size, long_text=long_text)
         model, encoder, labels, meta = load_run(path)
         if fold_bn:
             fold_batchnorm(model)
-        return cls(model, encoder, labels, run_max_length(meta), resolve_device(device), batch_size, bf16)
+        return cls(model, encoder, labels, run_max_length(meta), resolve_device(device), batch_size, bf16,
+                   temperature_of(meta), long_text or default_mode(meta))
 
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """Class probabilities ``(N, classes)`` in input order."""
-        ids, lengths = self.encoder.encode_batch(texts, self.max_length)
+    def predict_logits(self, texts: Sequence[str], long_text: str | None = None) -> np.ndarray:
+        """Logits ``(N, classes)`` in input order (a long text's: the mean of its windows' with ``windows``)."""
+        ids, lengths, owners = encode_documents(self.encoder, texts, self.max_length, long_text or self.long_text)
         trim = self.model.config.mask_padding
-        return softmax(predict_logits(self.model, ids, lengths, self.batch_size, self.device, trim, self.autocast))
+        return document_logits(lambda x, n: predict_logits(self.model, x, n, self.batch_size, self.device, trim,
+                                                            self.autocast), ids, lengths, owners)
 
 
-def load_classifier(path: str | Path, device: str = "auto", batch_size: int = 256, bf16: bool = False
-                    ) -> TextClassifier:
+def load_classifier(path: str | Path, device: str = "auto", batch_size: int = 256, bf16: bool = False,
+                    long_text: str | None = None) -> TextClassifier:
     """The classifier for a run folder or an export bundle folder."""
-    return Classifier.load(path, device=device, batch_size=batch_size, bf16=bf16)
+    return Classifier.load(path, device=device, batch_size=batch_size, bf16=bf16, long_text=long_text)
 
 
 class EnsembleClassifier(TextClassifier):
-    """Several classifiers of the same labels as one: the mean of their probabilities.
+    """Several classifiers of the same labels as one: the mean of their (calibrated) probabilities.
 
-    Members may differ in encoder (characters beside subwords), depth or backend.
+    Members may differ in encoder (characters beside subwords), depth or backend; each reads long
+    texts its own way unless a call gives ``long_text``.
     """
 
     def __init__(self, members: Sequence[TextClassifier], names: Sequence[str] | None = None) -> None:
@@ -131,14 +165,21 @@ class EnsembleClassifier(TextClassifier):
         self.members = list(members)
         self.labels = list(members[0].labels)
 
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        return np.mean([m.predict_proba(texts) for m in self.members], axis=0)
+    def predict_proba(self, texts: Sequence[str], long_text: str | None = None, calibrated: bool = True
+                      ) -> np.ndarray:
+        return np.mean([m.predict_proba(texts, long_text, calibrated) for m in self.members], axis=0)
+
+    def predict_proba_raw_and_calibrated(self, texts: Sequence[str], long_text: str | None = None
+                                         ) -> tuple[np.ndarray, np.ndarray]:
+        pairs = [m.predict_proba_raw_and_calibrated(texts, long_text) for m in self.members]
+        return np.mean([p[0] for p in pairs], axis=0), np.mean([p[1] for p in pairs], axis=0)
 
 
-def load_ensemble(paths: Sequence[str | Path], device: str = "auto", batch_size: int = 256, bf16: bool = False
-                  ) -> TextClassifier:
+def load_ensemble(paths: Sequence[str | Path], device: str = "auto", batch_size: int = 256, bf16: bool = False,
+                  long_text: str | None = None) -> TextClassifier:
     """One classifier for one path; the mean of several (run folders or bundles, same labels)."""
-    members = [load_classifier(p, device=device, batch_size=batch_size, bf16=bf16) for p in paths]
+    members = [load_classifier(p, device=device, batch_size=batch_size, bf16=bf16, long_text=long_text)
+               for p in paths]
     return members[0] if len(members) == 1 else EnsembleClassifier(members, [str(p) for p in paths])
 
 
@@ -223,7 +264,7 @@ class BundleClassifier(TextClassifier):
 
     def __init__(self, run: Callable[[np.ndarray, np.ndarray], np.ndarray], encoder: Encoder, labels: list[str],
                  max_length: int, mask_padding: bool = True, batch_size: int = 256,
-                 info: dict[str, Any] | None = None) -> None:
+                 info: dict[str, Any] | None = None, long_text: str | None = None) -> None:
         self._run = run
         self.encoder = encoder
         self.labels = labels
@@ -231,20 +272,21 @@ class BundleClassifier(TextClassifier):
         self.mask_padding = mask_padding
         self.batch_size = batch_size
         self.info = info or {}
+        self.temperature = temperature_of(self.info)
+        self.long_text = check_mode(long_text or default_mode(self.info))
 
-    def predict_logits(self, texts: Sequence[str]) -> np.ndarray:
+    def predict_logits(self, texts: Sequence[str], long_text: str | None = None) -> np.ndarray:
         """Logits ``(N, classes)`` in input order; batches run in length order, trimmed."""
-        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         if not len(texts):
-            return out
-        ids, lengths = self.encoder.encode_batch(texts, self.max_length)
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        ids, lengths, owners = encode_documents(self.encoder, texts, self.max_length, long_text or self.long_text)
+        return document_logits(self._run_rows, ids, lengths, owners)
+
+    def _run_rows(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(lengths), len(self.labels)), dtype=np.float32)
         for index, x, n in iterate_ids(ids, lengths, self.batch_size, self.mask_padding):
             out[index] = self._run(x.numpy(), n.numpy())[: len(index)]
         return out
-
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """Class probabilities ``(N, classes)`` in input order."""
-        return softmax(self.predict_logits(texts))
 
     @classmethod
     def _parts(cls, bundle_dir: str | Path) -> tuple[dict[str, Any], Encoder, Path]:
@@ -262,9 +304,14 @@ class BundleClassifier(TextClassifier):
 
     @classmethod
     def _from_parts(cls, run: Callable[[np.ndarray, np.ndarray], np.ndarray], encoder: Encoder,
-                    info: dict[str, Any], batch_size: int) -> Any:
-        return cls(run, encoder, list(info["labels"]), int(info["max_length"]),
-                   bool(info["model"].get("mask_padding", True)), batch_size, info)
+                    info: dict[str, Any], batch_size: int, long_text: str | None = None) -> Any:
+        try:
+            return cls(run, encoder, list(info["labels"]), int(info["max_length"]),
+                       bool(info["model"].get("mask_padding", True)), batch_size, info, long_text)
+        except ConfigError as exc:
+            if long_text is not None:
+                raise
+            raise CheckpointError(f"{BUNDLE_FILE}: {exc}") from None
 
 
 class OnnxClassifier(BundleClassifier):
@@ -273,11 +320,12 @@ class OnnxClassifier(BundleClassifier):
     format = "onnx"
 
     @classmethod
-    def load(cls, bundle_dir: str | Path, device: str = "auto", batch_size: int = 256, threads: int = 0
-             ) -> "OnnxClassifier":
+    def load(cls, bundle_dir: str | Path, device: str = "auto", batch_size: int = 256, threads: int = 0,
+             long_text: str | None = None) -> "OnnxClassifier":
         info, encoder, model_file = cls._parts(bundle_dir)
         session = onnx_session(model_file, threads, "cuda" if device == "cuda" else "cpu")
-        clf = cls._from_parts(lambda ids, lengths: run_onnx(session, ids, lengths), encoder, info, batch_size)
+        clf = cls._from_parts(lambda ids, lengths: run_onnx(session, ids, lengths), encoder, info, batch_size,
+                              long_text)
         clf.session = session
         return clf
 
@@ -288,8 +336,8 @@ class TorchScriptClassifier(BundleClassifier):
     format = "torchscript"
 
     @classmethod
-    def load(cls, bundle_dir: str | Path, device: str = "auto", batch_size: int = 256
-             ) -> "TorchScriptClassifier":
+    def load(cls, bundle_dir: str | Path, device: str = "auto", batch_size: int = 256,
+             long_text: str | None = None) -> "TorchScriptClassifier":
         info, encoder, model_file = cls._parts(bundle_dir)
         dev = resolve_device(device)
         try:
@@ -298,13 +346,14 @@ class TorchScriptClassifier(BundleClassifier):
             raise CheckpointError(f"cannot load the TorchScript model {model_file}: {first_line(exc, 160)}") from None
         module.eval()
         clf = cls._from_parts(lambda ids, lengths: run_torchscript(module, ids, lengths, dev), encoder, info,
-                              batch_size)
+                              batch_size, long_text)
         clf.module = module
         return clf
 
 
-def load_bundle(bundle_dir: str | Path, device: str = "auto", batch_size: int = 256) -> BundleClassifier:
+def load_bundle(bundle_dir: str | Path, device: str = "auto", batch_size: int = 256, long_text: str | None = None
+                ) -> BundleClassifier:
     """The classifier for a bundle folder, ONNX or TorchScript as its ``bundle.json`` says."""
     fmt = read_bundle(bundle_dir)["format"]
     kind = OnnxClassifier if fmt == "onnx" else TorchScriptClassifier
-    return kind.load(bundle_dir, device=device, batch_size=batch_size)
+    return kind.load(bundle_dir, device=device, batch_size=batch_size, long_text=long_text)

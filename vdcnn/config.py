@@ -75,6 +75,7 @@ class TrainSettings:
     select_by: str = "accuracy"  # accuracy | macro_f1: the validation score that picks the best epoch
     ngram_lr_scale: float = 1.0  # the n-gram path's learning rate, as a multiple of lr
     autotune: bool = True  # automatic recipe: try candidate recipes on validation within the time budget
+    calibrate: bool = True  # fit a softmax temperature on validation after training (vdcnn.calibration)
 
 
 SECTIONS: dict[str, type] = {
@@ -349,6 +350,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("autotune", "train.autotune", "Automatic recipe: try candidate recipes on validation within the "
            "time budget (--no-autotune: the recipe's own choice)."),
     Option("ngram_buckets", "model.ngram_buckets", "Hash buckets of the n-gram path (0 = no n-gram path)."),
+    Option("calibrate", "train.calibrate", "Fit a temperature on validation so probabilities are calibrated."),
 )
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 

@@ -28,8 +28,12 @@ def predict_logits(model: torch.nn.Module, ids: np.ndarray, lengths: np.ndarray,
     return out
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    return F.softmax(torch.from_numpy(logits).double(), dim=-1).numpy()
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Probabilities of ``logits / temperature`` in float64 (dividing there keeps every row's order)."""
+    scaled = torch.from_numpy(np.asarray(logits)).double()
+    if temperature != 1.0:
+        scaled = scaled / temperature
+    return F.softmax(scaled, dim=-1).numpy()
 
 
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str],

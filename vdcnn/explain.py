@@ -18,6 +18,13 @@ UTF-8 bytes to the character they belong to, subword tokens to the tokenizer's o
 (overlapping tokens, such as the bytes of one character split over two tokens, are merged).
 The spans tile the whole text; the part past ``max_length`` that the model never read is one
 span scored 0, and ``truncated_at`` says where it starts.
+
+Probabilities are the classifier's calibrated ones (its temperature divides the logits). With
+``long_text="windows"`` a long text is read whole, as overlapping windows (``vdcnn.long_text``):
+the prediction is the document's (mean of the windows' logits), each window is explained for
+the document's target, and an id's score is the sum of its windows' scores divided by the number
+of windows (the document's logits are their mean). This is an approximation: completeness holds
+per window, not for the document.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import torch
 
 from .encoders import ByteEncoder, CharEncoder, Encoder, SubwordEncoder, _as_texts, _valid_unicode
 from .errors import ConfigError
+from .long_text import check_mode, document_logits, encode_documents, id_bound, window_starts
 
 METHODS = ("integrated_gradients", "occlusion")
 IG_STEPS = 32  # + 1 forward for the prediction + 1 for the baseline = 34 passes per text
@@ -155,7 +163,7 @@ def spans_from_tokens(offsets: Sequence[tuple[int, int]], scores: Sequence[float
 
 
 def integrated_gradients(model: torch.nn.Module, ids: np.ndarray, lengths: np.ndarray, targets: np.ndarray,
-                         steps: int = IG_STEPS, device: torch.device | str = "cpu"
+                         steps: int = IG_STEPS, device: torch.device | str = "cpu", temperature: float = 1.0
                          ) -> tuple[np.ndarray, np.ndarray]:
     """Integrated gradients of each row's target probability w.r.t. its embeddings, summed
     over the embedding axis: ``(N, T)`` scores and the ``(N,)`` baseline probabilities.
@@ -187,7 +195,7 @@ def integrated_gradients(model: torch.nn.Module, ids: np.ndarray, lengths: np.nd
         with torch.enable_grad():
             logits = model(x.repeat_interleave(rows, 0), n_len.repeat_interleave(rows, 0)).float()
             wanted = torch.as_tensor(np.asarray(targets, dtype=np.int64), device=device).repeat_interleave(rows)
-            chosen = torch.softmax(logits, -1).gather(1, wanted[:, None]).view(n, rows)
+            chosen = torch.softmax(logits / temperature, -1).gather(1, wanted[:, None]).view(n, rows)
             (grad,) = torch.autograd.grad(chosen[:, :steps].sum(), points[0])
     finally:
         handle.remove()
@@ -199,7 +207,7 @@ def integrated_gradients(model: torch.nn.Module, ids: np.ndarray, lengths: np.nd
 
 
 def occlusion(logits_fn: LogitsFn, ids: np.ndarray, lengths: np.ndarray, pad_id: int = 0,
-              max_windows: int = MAX_WINDOWS, batch_size: int = 256
+              max_windows: int = MAX_WINDOWS, batch_size: int = 256, temperature: float = 1.0
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Window occlusion for every class at once: probabilities ``(N, C)`` of the texts, of
     their all-padding baselines ``(N, C)``, and per-id scores ``(N, T, C)``: the probability
@@ -228,7 +236,7 @@ def occlusion(logits_fn: LogitsFn, ids: np.ndarray, lengths: np.ndarray, pad_id:
     all_lengths = np.asarray(batch_lengths, dtype=np.int64)
     logits = [logits_fn(all_ids[k:k + batch_size], all_lengths[k:k + batch_size])
               for k in range(0, len(all_ids), batch_size)]
-    probs = softmax(np.concatenate(logits)) if logits else np.zeros((0, 0))
+    probs = softmax(np.concatenate(logits), temperature) if logits else np.zeros((0, 0))
     classes = probs.shape[1] if len(probs) else 0
     scores = np.zeros((n, width, classes))
     text_probs, base_probs = np.zeros((n, classes)), np.zeros((n, classes))
@@ -277,10 +285,13 @@ def _logits_fn(classifier: Any) -> LogitsFn:
 
 
 def explain_texts(classifier: Any, texts: Sequence[str], target: str | None = None, method: str = "auto",
-                  steps: int = IG_STEPS) -> list[Explanation]:
+                  steps: int = IG_STEPS, long_text: str | None = None) -> list[Explanation]:
     """Explain each text's prediction (or ``target``'s probability) with ``method``:
-    ``auto`` is integrated gradients for a run's ``Classifier``, occlusion for a bundle."""
+    ``auto`` is integrated gradients for a run's ``Classifier``, occlusion for a bundle.
+    ``long_text`` (default: the classifier's) reads texts longer than ``max_length`` whole."""
     method = _resolve_method(classifier, method)
+    mode = check_mode(long_text or getattr(classifier, "long_text", "truncate"))
+    temperature = float(getattr(classifier, "temperature", 1.0))
     if not isinstance(steps, int) or not 1 <= steps <= 48:
         raise ConfigError(f"steps must be an integer from 1 to 48 (at most ~50 passes a text), got {steps!r}")
     texts = _as_texts(texts)
@@ -293,30 +304,63 @@ def explain_texts(classifier: Any, texts: Sequence[str], target: str | None = No
     per_batch = max(1, int(getattr(classifier, "batch_size", 256)) // rows_per_text)
     logits_fn = _logits_fn(classifier)
     out: list[Explanation] = []
+    batch_size = int(getattr(classifier, "batch_size", 256))
+    from .evaluate import softmax
+
+    def trimmed(x: np.ndarray, n_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if mask_padding:  # masking makes the trimmed batch exact; unmasked models read max_length
+            x = x[:, :max(int(n_ids.max(initial=1)), 1)]
+        return x.astype(np.int64), n_ids
+
+    def run_rows(x: np.ndarray, n_ids: np.ndarray) -> np.ndarray:
+        return np.concatenate([logits_fn(*trimmed(x[k:k + batch_size], n_ids[k:k + batch_size]))
+                               for k in range(0, len(n_ids), batch_size)] or [np.zeros((0, len(labels)))])
+
     for begin in range(0, len(texts), per_batch):
         chunk = texts[begin:begin + per_batch]
-        ids, lengths = encoder.encode_batch(chunk, max_length)
-        if mask_padding:  # masking makes the trimmed batch exact; unmasked models read max_length
-            ids = ids[:, :max(int(lengths.max(initial=1)), 1)]
-        ids = ids.astype(np.int64)
+        n = len(chunk)
+        ids, lengths, owners = encode_documents(encoder, chunk, max_length, mode)
+        row_text = np.concatenate([np.arange(n), owners]).astype(np.int64)  # the text of each row
+        # The texts' own rows as one slice (as with truncation), then the further windows.
+        slices = [(0, n), *((k, min(k + per_batch, len(lengths))) for k in range(n, len(lengths), per_batch))]
+        probs = softmax(document_logits(run_rows, ids, lengths, owners), temperature)
+        row_scores: list[np.ndarray] = []
+        row_base: list[float] = []
         if method == "integrated_gradients":
-            from .evaluate import softmax
-
-            probs = softmax(logits_fn(ids, lengths))
-            targets = probs.argmax(1) if wanted is None else np.full(len(chunk), wanted)
-            scores, base = integrated_gradients(model, ids, lengths, targets, steps, classifier.device)
+            targets = probs.argmax(1) if wanted is None else np.full(n, wanted)
+            for a, b in slices:
+                part_scores, part_base = integrated_gradients(model, *trimmed(ids[a:b], lengths[a:b]),
+                                                              targets[row_text[a:b]], steps, classifier.device,
+                                                              temperature)
+                row_scores += list(part_scores)
+                row_base += list(part_base)
         else:
-            probs, base_all, all_scores = occlusion(logits_fn, ids, lengths, pad_id,
-                                                    batch_size=int(getattr(classifier, "batch_size", 256)))
-            targets = probs.argmax(1) if wanted is None else np.full(len(chunk), wanted)
-            scores = all_scores[np.arange(len(chunk)), :, targets]
-            base = base_all[np.arange(len(chunk)), targets]
+            parts = [occlusion(logits_fn, *trimmed(ids[a:b], lengths[a:b]), pad_id, batch_size=batch_size,
+                               temperature=temperature) for a, b in slices]
+            single = np.bincount(owners, minlength=n) == 0
+            probs[single] = parts[0][0][single]  # as with truncation: the text's row among its occlusions
+            targets = probs.argmax(1) if wanted is None else np.full(n, wanted)
+            for (a, b), (_, base_all, all_scores) in zip(slices, parts):
+                wanted_rows = targets[row_text[a:b]]
+                row_scores += list(all_scores[np.arange(b - a), :, wanted_rows])
+                row_base += list(base_all[np.arange(b - a), wanted_rows])
+        scores, base = row_scores, np.asarray(row_base)
         for i, text in enumerate(chunk):
-            offsets, truncated = token_offsets(encoder, text, max_length)
-            spans, truncated_at = spans_from_tokens(offsets, scores[i, :len(offsets)], len(text), truncated)
+            rows = [i, *(n + np.flatnonzero(owners == i))]
+            if len(rows) == 1:
+                offsets, truncated = token_offsets(encoder, text, max_length)
+                id_scores, baseline = scores[i][:len(offsets)], float(base[i])
+            else:
+                offsets, truncated = token_offsets(encoder, text, id_bound(text, max_length))
+                id_scores = np.zeros(len(offsets))
+                for row, start in zip(rows, window_starts(len(offsets), max_length)):
+                    piece = id_scores[start:start + max_length]
+                    piece += scores[row][:len(piece)] / len(rows)
+                baseline = float(np.mean(base[rows]))
+            spans, truncated_at = spans_from_tokens(offsets, id_scores, len(text), truncated)
             top, t = int(probs[i].argmax()), int(targets[i])
             out.append(Explanation(text, labels[top], float(probs[i, top]), labels[t], float(probs[i, t]),
-                                   float(base[i]), spans, truncated_at, method))
+                                   baseline, spans, truncated_at, method))
     return out
 
 
@@ -405,7 +449,7 @@ FORMATS = ("terminal", "jsonl", "html")
 
 
 def write_explanations(classifier: Any, chunks: Any, out: Any, fmt: str = "terminal", target: str | None = None,
-                       method: str = "auto", steps: int = IG_STEPS) -> int:
+                       method: str = "auto", steps: int = IG_STEPS, long_text: str | None = None) -> int:
     """Explain every text of ``chunks`` (lists of texts) and write them to the stream ``out``
     as ``fmt``; the HTML page is written piece by piece. Returns the number of texts."""
     if fmt not in FORMATS:
@@ -421,7 +465,7 @@ def write_explanations(classifier: Any, chunks: Any, out: Any, fmt: str = "termi
         out.write(_html_head("vdcnn explain"))
     count = 0
     for chunk in chunks:
-        for e in explain_texts(classifier, chunk, target, method, steps):
+        for e in explain_texts(classifier, chunk, target, method, steps, long_text):
             if fmt == "jsonl":
                 out.write(e.to_json() + "\n")
             elif fmt == "html":

@@ -4,8 +4,11 @@
 BUNDLE/                 (default RUN/export-onnx or RUN/export-torchscript)
   model.onnx | model.pt   inputs ids int64 [batch, time], lengths int64 [batch];
                           output logits float32 [batch, classes]; batch and time are dynamic
-  bundle.json             format, format_version, encoder, labels, max_length, model config
+  bundle.json             format, format_version, encoder, labels, max_length, model config;
+                          the run's calibration (temperature) and long_text default when it has them
 ```
+The graph outputs raw logits; the loader divides them by ``calibration.temperature`` before
+the softmax and reads long texts as windows where ``long_text.default`` says so, as a run folder does.
 BatchNorm is folded into the convolutions before export. Every file is written
 atomically and ``bundle.json`` last, so a bundle folder with a ``bundle.json``
 is complete. ``vdcnn.classifier.load_bundle`` (and ``Classifier.load``, which
@@ -131,6 +134,9 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", out_dir: str | Path | Non
         "model": config.to_dict(),
         "source_run": str(run_dir.resolve()),
     }
+    for key in ("calibration", "long_text"):  # runs trained before these existed have neither
+        if isinstance(meta.get(key), dict):
+            bundle[key] = meta[key]
     if fmt == "onnx":
         bundle["opset"] = opset
     if report:

@@ -200,3 +200,44 @@ def plot_grad_norms(rows: Sequence[dict[str, Any]], histories: dict[str, list[di
     _finish_figure(fig, flat[: len(stages)], rows, path,
             "mean over sampled steps of each epoch; colour: depth; solid: shortcut on, dashed: plain")
     plt.close(fig)
+
+
+def plot_reliability(before: list[dict[str, Any]], after: list[dict[str, Any]], path: str | Path,
+                     title: str = "Reliability", ece: tuple[float, float] | None = None,
+                     after_name: str = "calibrated") -> None:
+    """Reliability diagram PNG: accuracy per confidence bin, raw beside calibrated, diagonal = perfect."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharey=True)
+    for ax, rows, name, e in zip(axes, (before, after), ("raw scores", after_name),
+                                 ece or (None, None)):
+        width = rows[0]["high"] - rows[0]["low"]
+        filled = [r for r in rows if r["count"]]
+        ax.bar([r["low"] for r in filled], [r["accuracy"] for r in filled], width=width, align="edge",
+               color="#4c72b0", edgecolor="white", label="accuracy")
+        ax.bar([r["low"] for r in filled], [r["confidence"] - r["accuracy"] for r in filled], width=width,
+               bottom=[r["accuracy"] for r in filled], align="edge", color="#dd8452", alpha=0.45,
+               edgecolor="white", label="gap to confidence")
+        ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("top probability (confidence)")
+        ax.set_title(name + (f", ECE {e:.4f}" if e is not None else ""))
+    axes[0].set_ylabel("accuracy")
+    axes[0].legend(loc="upper left", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    save_png(fig, path)
+    plt.close(fig)
+
+
+def plot_calibration_report(report: dict[str, Any], path: str | Path, title: str = "Reliability") -> None:
+    """The reliability diagram PNG of a ``calibration_report``."""
+    from .calibration import format_temperatures
+
+    plot_reliability(report["reliability_before"], report["reliability_after"], path, title=title,
+                     ece=(report["ece_before"], report["ece_after"]),
+                     after_name=f"temperature {format_temperatures(report)}")

@@ -31,6 +31,7 @@ from . import checkpoint as ckpt
 from . import distributed
 from .augment import char_noise, random_crop
 from .batching import Encoded, batch_order, encode_texts, make_batch
+from .calibration import after_training
 from .config import RunConfig
 from .data import LabelRule, Splits, load_run_splits as load_training_data, run_label_rule
 from .encoders import Encoder, build_encoder, encoder_from_dict
@@ -782,6 +783,7 @@ def _finish(run: _Run) -> TrainResult:
         "steps_run": s.global_step,
         "wall_time_s": round(wall, 1),
     }
+    run.meta.update(after_training(best_model, run.train_set, run.val_set, run.cfg, run.device, run.trim, run.log))
     ckpt.write_json(out_dir / ckpt.CONFIG_FILE, run.meta)
     return TrainResult(out_dir, best_acc, s.best_epoch, len(run.history), test, wall, run.history)
 

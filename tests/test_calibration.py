@@ -1,0 +1,204 @@
+"""Calibrated probabilities: the temperature fit, ECE, storage in the run, every backend, eval's report."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import TINY, write_topic_csv
+from vdcnn.calibration import (
+    MAX_INVERSE_T, calibrate, expected_calibration_error, fit_temperature, reliability, temperature_of,
+)
+from vdcnn.cli.main import app
+from vdcnn.classifier import EnsembleClassifier
+from vdcnn.encoders import CharEncoder
+from vdcnn.errors import CheckpointError, ConfigError
+from vdcnn.evaluate import softmax
+from vdcnn.model import ModelConfig
+from vdcnn.predict import Classifier
+
+
+def _sample(true_t: float, n: int = 20_000, k: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels drawn from softmax(logits / true_t): true_t is the temperature that calibrates them."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 3, (n, k)).astype(np.float32)
+    p = softmax(logits, true_t)
+    labels = (rng.random((n, 1)) > np.cumsum(p, axis=1)).sum(axis=1)
+    return logits, np.minimum(labels, k - 1)
+
+
+@pytest.mark.parametrize("true_t", [0.5, 1.0, 2.5])
+def test_fit_temperature_recovers_a_known_temperature(true_t):
+    logits, labels = _sample(true_t)
+    assert fit_temperature(logits, labels) == pytest.approx(true_t, rel=0.05)
+    entry = calibrate(logits, labels)
+    assert entry["nll_after"] <= entry["nll_before"] + 1e-9
+    if true_t != 1.0:
+        assert entry["ece_after"] < entry["ece_before"] and entry["ece_after"] < 0.02
+
+
+def test_a_separable_validation_split_does_not_send_the_temperature_to_zero():
+    logits = np.array([[5.0, 0.0], [0.0, 5.0]] * 100, dtype=np.float32)
+    labels = np.array([0, 1] * 100)
+    assert fit_temperature(logits, labels) == pytest.approx(1 / MAX_INVERSE_T, rel=1e-3)
+
+
+def test_ece_on_a_hand_checked_case():
+    probs = np.array([[0.9, 0.1], [0.9, 0.1], [0.58, 0.42], [0.45, 0.55]])
+    labels = np.array([0, 1, 0, 1])
+    # 15 bins: 0.9 falls in (13/15, 14/15] with accuracy 1/2; 0.58 and 0.55 in (8/15, 9/15], both right.
+    expected = 2 / 4 * abs(0.5 - 0.9) + 2 / 4 * abs(1.0 - (0.58 + 0.55) / 2)
+    assert expected_calibration_error(probs, labels) == pytest.approx(expected)
+    bins = reliability(probs, labels)
+    assert [b["count"] for b in bins if b["count"]] == [2, 2]
+    assert bins[13]["accuracy"] == 0.5 and bins[8]["confidence"] == pytest.approx(0.565)
+    # A top probability exactly on an edge belongs to the bin it closes: 1.0 to the last one.
+    assert reliability(np.array([[1.0, 0.0]]), np.array([0]))[14]["count"] == 1
+    assert expected_calibration_error(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([0, 1])) == 0.0
+
+
+def test_bad_stored_temperatures_are_refused():
+    assert temperature_of({}) == 1.0 and temperature_of({"calibration": {"method": "none"}}) == 1.0
+    for bad in (0, -1, "x", float("nan")):
+        with pytest.raises(ConfigError, match="positive number"):
+            temperature_of({"calibration": {"temperature": bad}})
+
+
+@pytest.fixture(scope="module")
+def hand_run(tmp_path_factory) -> Path:
+    """A small run folder made without training, with a calibration temperature of 2.5 in config.json."""
+    from tests.test_export import make_run
+
+    encoder = CharEncoder()
+    config = ModelConfig(vocab_size=encoder.vocab_size, num_classes=4, depth=9, channels=(16, 32, 64, 128),
+                         fc_dims=(64,))
+    run = make_run(tmp_path_factory.mktemp("hand_run"), config, encoder)
+    meta = json.loads((run / "config.json").read_text())
+    meta["calibration"] = {"method": "temperature", "temperature": 2.5}
+    (run / "config.json").write_text(json.dumps(meta))
+    return run
+
+
+TEXTS = ["Stocks rallied after the central bank held rates.", "The striker scored twice in the final.",
+         "A new chip doubles battery life.", "Talks between the two governments broke down.", "ok", ""]
+
+
+def test_temperature_applied_by_the_run_classifier_labels_unchanged(hand_run):
+    clf = Classifier.load(hand_run, device="cpu")
+    assert clf.temperature == 2.5
+    logits = clf.predict_logits(TEXTS)
+    probs = clf.predict_proba(TEXTS)
+    np.testing.assert_allclose(probs, softmax(logits / 2.5), atol=1e-12)
+    raw = clf.predict_proba(TEXTS, calibrated=False)
+    np.testing.assert_array_equal(raw, softmax(logits))
+    assert (probs.argmax(1) == raw.argmax(1)).all()
+    assert (probs.max(1) < raw.max(1)).all()  # T > 1 softens every prediction
+    assert [p[0][0] for p in clf.predict(TEXTS)] == [clf.labels[i] for i in raw.argmax(1)]
+
+
+def test_a_run_without_calibration_behaves_as_before(hand_run, tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    for f in hand_run.iterdir():
+        if f.is_file():
+            (old / f.name).write_bytes(f.read_bytes())
+    meta = json.loads((old / "config.json").read_text())
+    del meta["calibration"]
+    (old / "config.json").write_text(json.dumps(meta))
+    clf = Classifier.load(old, device="cpu")
+    assert clf.temperature == 1.0 and clf.long_text == "truncate"
+    np.testing.assert_array_equal(clf.predict_proba(TEXTS), softmax(clf.predict_logits(TEXTS)))
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_exported_bundles_apply_the_temperature(hand_run, tmp_path, fmt):
+    pytest.importorskip("onnxruntime")
+    from tests.test_export import assert_parity
+    from vdcnn.export import export_run
+
+    bundle = export_run(hand_run, fmt, tmp_path / fmt)
+    assert json.loads((bundle / "bundle.json").read_text())["calibration"]["temperature"] == 2.5
+    loaded = Classifier.load(bundle)
+    assert loaded.temperature == 2.5
+    reference = Classifier.load(hand_run, device="cpu")
+    assert_parity(loaded.predict_proba(TEXTS), reference.predict_proba(TEXTS), what=fmt)
+    assert_parity(loaded.predict_proba(TEXTS, calibrated=False), reference.predict_proba(TEXTS, calibrated=False))
+    # Without the stored temperature the same bundle gives other (raw) probabilities.
+    info = json.loads((bundle / "bundle.json").read_text())
+    info["calibration"]["temperature"] = -1
+    (bundle / "bundle.json").write_text(json.dumps(info))
+    with pytest.raises(CheckpointError, match="positive number"):
+        Classifier.load(bundle)
+
+
+def test_an_ensemble_averages_calibrated_member_probabilities(hand_run):
+    a = Classifier.load(hand_run, device="cpu")
+    b = Classifier.load(hand_run, device="cpu")
+    b.temperature = 0.5
+    ensemble = EnsembleClassifier([a, b])
+    np.testing.assert_allclose(ensemble.predict_proba(TEXTS), (a.predict_proba(TEXTS) + b.predict_proba(TEXTS)) / 2)
+    raw, calibrated = ensemble.predict_proba_raw_and_calibrated(TEXTS)
+    np.testing.assert_allclose(raw, a.predict_proba(TEXTS, calibrated=False))
+    np.testing.assert_allclose(calibrated, ensemble.predict_proba(TEXTS))
+
+
+@pytest.fixture(scope="module")
+def calibrated_runs(tmp_path_factory) -> dict[str, Path]:
+    """Two tiny runs with 120 validation texts (enough to fit a temperature): calibrated and not."""
+    root = tmp_path_factory.mktemp("calibrated")
+    data = write_topic_csv(root / "topics.csv", rows_per_class=200)
+    write_topic_csv(root / "holdout.csv", rows_per_class=200, seed=7)  # eval never scores training rows as test
+    runs = {}
+    for name, flag in (("on", []), ("off", ["--no-calibrate"])):
+        runs[name] = root / name
+        result = CliRunner().invoke(app, ["train", "--dataset", str(data), "--out", str(runs[name]),
+                                          "--max-length", "64", "--epochs", "1", "--batch-size", "32",
+                                          "--val-fraction", "0.2", "--optimizer", "adamw", "--lr", "0.003",
+                                          "--no-progress", "--no-baseline", *flag, *TINY])
+        assert result.exit_code == 0, result.output
+    return runs
+
+
+def test_training_fits_and_stores_the_temperature(calibrated_runs):
+    meta = json.loads((calibrated_runs["on"] / "config.json").read_text())
+    entry = meta["calibration"]
+    assert entry["method"] == "temperature" and entry["fitted_on"] == "validation" and entry["n"] == 120
+    assert 0 < entry["temperature"] != 1.0 and entry["nll_after"] <= entry["nll_before"]
+    assert Classifier.load(calibrated_runs["on"]).temperature == entry["temperature"]
+    assert meta["long_text"]["max_length"] == 64 and 0 <= meta["long_text"]["train_share_cut"] <= 1
+    off = json.loads((calibrated_runs["off"] / "config.json").read_text())["calibration"]
+    assert off == {"method": "none", "temperature": 1.0, "reason": "--no-calibrate"}
+    assert Classifier.load(calibrated_runs["off"]).temperature == 1.0
+
+
+def test_eval_reports_ece_before_and_after_and_draws_the_reliability_diagram(calibrated_runs, tmp_path):
+    run = calibrated_runs["on"]
+    plot = tmp_path / "confusion.png"
+    result = CliRunner().invoke(app, ["eval", str(run), str(run.parent / "holdout.csv"), "--split", "train",
+                                      "--json", str(tmp_path / "r.json"), "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r.json").read_text())["calibration"]
+    t = json.loads((run / "config.json").read_text())["calibration"]["temperature"]
+    assert report["temperature"] == t and report["calibrated"] and report["bins"] == 15
+    assert f"ECE       {report['ece_before']:.4f} raw, {report['ece_after']:.4f} calibrated" in result.stdout
+    assert sum(b["count"] for b in report["reliability_after"]) == 600
+    png = plot.parent / "reliability-holdout-train.png"  # beside the confusion matrix, named after the data
+    assert png.is_file(), result.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    uncalibrated = CliRunner().invoke(app, ["eval", str(calibrated_runs["off"]), str(run.parent / "holdout.csv"),
+                                            "--split", "train", "--plot", str(tmp_path / "off.png")])
+    assert uncalibrated.exit_code == 0 and "not calibrated: temperature 1" in uncalibrated.stdout
+
+
+def test_eval_of_an_ensemble_reports_each_members_temperature(calibrated_runs, tmp_path):
+    run = calibrated_runs["on"]
+    result = CliRunner().invoke(app, ["eval", str(run), str(run.parent / "holdout.csv"), "--split", "train",
+                                      "--ensemble", str(calibrated_runs["off"]), "--plot", str(tmp_path / "c.png")])
+    assert result.exit_code == 0, result.output
+    t = json.loads((run / "config.json").read_text())["calibration"]["temperature"]
+    assert f"(temperature {t:.3f}, 1.000)" in result.stdout

@@ -1,0 +1,179 @@
+"""Calibrated probabilities: temperature scaling, expected calibration error, reliability diagrams.
+
+After training, one temperature ``T > 0`` is fitted on the validation split's logits by
+minimising the negative log-likelihood of ``softmax(logits / T)`` (Guo et al., 2017). It is
+stored in the run's ``config.json`` under ``calibration`` and every backend divides the logits
+by it before the softmax. Dividing by a positive number (in float64) keeps the order of every
+row's logits, so predicted labels never change. A run without the key has ``T = 1``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import ConfigError
+
+ECE_BINS = 15
+# The search range of 1/T. A validation split the model gets all right pulls T towards 0 without
+# end; the bound keeps such a fit from making every probability 0 or 1.
+MIN_INVERSE_T, MAX_INVERSE_T = 0.05, 20.0
+# Fewer validation texts than this fit a temperature to noise: the run keeps T = 1.
+MIN_CALIBRATION_TEXTS = 100
+
+
+def temperature_of(meta: dict[str, Any] | None) -> float:
+    """The temperature stored in a run's ``config.json`` or a bundle's ``bundle.json`` (1 when none)."""
+    calibration = (meta or {}).get("calibration") or {}
+    t = calibration.get("temperature", 1.0) if isinstance(calibration, dict) else 1.0
+    try:
+        t = float(t)
+    except (TypeError, ValueError):
+        t = float("nan")
+    if not (math.isfinite(t) and t > 0):
+        raise ConfigError(f"the stored calibration temperature must be a positive number, got {t!r}")
+    return t
+
+
+def _nll(logits: np.ndarray, labels: np.ndarray, inverse_t: float) -> float:
+    z = logits * inverse_t
+    z = z - z.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(z).sum(axis=1))
+    return float(np.mean(log_norm - z[np.arange(len(labels)), labels]))
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature that minimises the NLL of ``softmax(logits / T)`` on ``labels``.
+
+    The NLL is convex in ``1/T``, so a bounded Brent search on ``1/T`` finds the global minimum
+    within ``T`` in [0.05, 20].
+    """
+    from scipy.optimize import minimize_scalar
+
+    logits = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    if logits.ndim != 2 or len(logits) != len(labels) or not len(labels):
+        raise ConfigError("fit_temperature needs logits (N, classes) and N labels, N > 0")
+    if not np.isfinite(logits).all():
+        raise ConfigError("fit_temperature got non-finite logits")
+    result = minimize_scalar(lambda b: _nll(logits, labels, b), bounds=(MIN_INVERSE_T, MAX_INVERSE_T),
+                             method="bounded", options={"xatol": 1e-6})
+    return float(1.0 / result.x)
+
+
+def _bin_index(confidence: np.ndarray, bins: int) -> np.ndarray:
+    """Bin ``i`` holds confidences in ``(i/bins, (i+1)/bins]`` (bin 0 also holds 0)."""
+    return np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+
+
+def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> list[dict[str, Any]]:
+    """Per equal-width bin of the top probability: its range, count, mean confidence and accuracy."""
+    probs = np.asarray(probs, dtype=np.float64)
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == np.asarray(labels)
+    index = _bin_index(confidence, bins)
+    rows = []
+    for b in range(bins):
+        inside = index == b
+        n = int(inside.sum())
+        rows.append({"low": b / bins, "high": (b + 1) / bins, "count": n,
+                     "confidence": float(confidence[inside].mean()) if n else None,
+                     "accuracy": float(correct[inside].mean()) if n else None})
+    return rows
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
+    """ECE: the count-weighted mean over ``bins`` equal-width bins of |accuracy - mean top probability|."""
+    n = len(labels)
+    if not n:
+        return 0.0
+    return float(sum(r["count"] / n * abs(r["accuracy"] - r["confidence"])
+                     for r in reliability(probs, labels, bins) if r["count"]))
+
+
+def calibrate(logits: np.ndarray, labels: np.ndarray, fitted_on: str = "validation") -> dict[str, Any]:
+    """The ``calibration`` entry of ``config.json``: the fitted temperature, ECE and NLL before and after."""
+    from .evaluate import softmax
+
+    labels = np.asarray(labels, dtype=np.int64)
+    t = round(fit_temperature(logits, labels), 6)  # the value stored is the value scored
+    logits64 = np.asarray(logits, dtype=np.float64)
+    return {
+        "method": "temperature",
+        "temperature": t,
+        "fitted_on": fitted_on,
+        "n": int(len(labels)),
+        "ece_before": round(expected_calibration_error(softmax(logits), labels), 6),
+        "ece_after": round(expected_calibration_error(softmax(logits, t), labels), 6),
+        "nll_before": round(_nll(logits64, labels, 1.0), 6),
+        "nll_after": round(_nll(logits64, labels, 1.0 / t), 6),
+        "bins": ECE_BINS,
+    }
+
+
+def format_calibration(entry: dict[str, Any]) -> str:
+    """One log line for a ``calibration`` entry."""
+    return (f"calibration: temperature {entry['temperature']:.3f} fitted on {entry['fitted_on']} "
+            f"({entry['n']:,} texts): ECE {entry['ece_before']:.4f} -> {entry['ece_after']:.4f}, "
+            f"NLL {entry['nll_before']:.4f} -> {entry['nll_after']:.4f}")
+
+
+def after_training(model: Any, train_set: Any, val_set: Any, cfg: Any, device: Any, trim: bool,
+                   log: Callable[[str], None]) -> dict[str, Any]:
+    """What a finished run adds to ``config.json``: ``long_text`` (the share of training texts cut)
+    and, unless ``train.calibrate`` is off, ``calibration`` (temperature fitted on ``val_set``)."""
+    from .evaluate import predict_logits
+    from .long_text import long_text_stats
+
+    entries: dict[str, Any] = {"long_text": long_text_stats(train_set.lengths, cfg.encoder.max_length)}
+    if entries["long_text"]["default"] == "windows":
+        log(f"long texts: {entries['long_text']['train_share_cut']:.0%} of the training texts were cut at "
+            f"{cfg.encoder.max_length} ids, so inference reads longer texts as overlapping windows by default")
+    if not getattr(cfg.train, "calibrate", True):
+        entries["calibration"] = {"method": "none", "temperature": 1.0, "reason": "--no-calibrate"}
+    elif len(val_set) < MIN_CALIBRATION_TEXTS:
+        entries["calibration"] = {"method": "none", "temperature": 1.0,
+                                  "reason": f"{len(val_set)} validation texts (fewer than {MIN_CALIBRATION_TEXTS})"}
+        log(f"calibration: skipped, {entries['calibration']['reason']}; probabilities are the raw softmax")
+    else:
+        logits = predict_logits(model, val_set.ids, val_set.lengths, max(cfg.train.batch_size, 256), device, trim)
+        if np.isfinite(logits).all():
+            entries["calibration"] = calibrate(logits, val_set.labels)
+            log(format_calibration(entries["calibration"]))
+        else:
+            log("calibration: skipped, the model gives non-finite validation logits")
+    return entries
+
+
+def calibration_report(classifier: Any, raw: np.ndarray, calibrated: np.ndarray, labels: np.ndarray,
+                       bins: int = ECE_BINS) -> dict[str, Any]:
+    """ECE and reliability bins of the raw and the calibrated probabilities of ``classifier``
+    (an ensemble: the means of its members' raw and calibrated probabilities)."""
+    members = getattr(classifier, "members", [classifier])
+    temperatures = [float(getattr(m, "temperature", 1.0)) for m in members]
+    return {
+        "temperature": temperatures[0] if len(temperatures) == 1 else temperatures,
+        "calibrated": any(t != 1.0 for t in temperatures),
+        "bins": bins,
+        "ece_before": expected_calibration_error(raw, labels, bins),
+        "ece_after": expected_calibration_error(calibrated, labels, bins),
+        "reliability_before": reliability(raw, labels, bins),
+        "reliability_after": reliability(calibrated, labels, bins),
+    }
+
+
+def format_calibration_report(report: dict[str, Any]) -> str:
+    """The calibration lines of ``vdcnn eval``."""
+    head = f"calibration ({report['bins']}-bin expected calibration error of the top probability)"
+    if not report["calibrated"]:
+        return f"{head}\nECE       {report['ece_before']:.4f} (not calibrated: temperature 1)"
+    return (f"{head}\nECE       {report['ece_before']:.4f} raw, {report['ece_after']:.4f} calibrated "
+            f"(temperature {format_temperatures(report)})")
+
+
+def format_temperatures(report: dict[str, Any]) -> str:
+    t = report["temperature"]
+    return f"{t:.3f}" if isinstance(t, float) else ", ".join(f"{x:.3f}" for x in t)
