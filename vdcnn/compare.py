@@ -37,7 +37,8 @@ from .model import DEPTHS
 OUTPUT_FILES = {"md": "compare.md", "csv": "compare.csv", "png": "compare.png", "grad_norms": "grad_norms.png"}
 
 # Settings that do not change what a run learns: a run trained with other values still counts.
-_MACHINE_SETTINGS = {("train", "device"), ("train", "threads")}
+# Settings resolved per machine (bf16: on GPUs, off on CPUs unless asked for) never stop a resume.
+_MACHINE_SETTINGS = {("train", "device"), ("train", "threads"), ("train", "bf16")}
 
 # Row keys in table order, with their headers (terminal/markdown) and CSV names.
 COLUMNS = [

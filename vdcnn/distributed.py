@@ -50,8 +50,27 @@ def setup() -> DistContext:
         if torch.cuda.is_available():
             backend = "cpu:gloo,cuda:nccl"
             torch.cuda.set_device(ctx.local_rank % torch.cuda.device_count())  # ranks may share a GPU (gloo)
-        dist.init_process_group(backend=backend)
+        if restart_count() == 0:
+            dist.init_process_group(backend=backend)
+        else:
+            dist.init_process_group(backend=backend, store=_fresh_store(ctx), rank=ctx.rank, world_size=world)
     return ctx
+
+
+def _fresh_store(ctx: DistContext) -> "dist.Store":
+    """The rendezvous store of a restarted worker, under a prefix of its own attempt.
+
+    torchrun's agent hosts the store and keeps it across ``--max-restarts``: without a prefix the
+    restarted ranks can read the addresses their dead predecessors published there and fail to
+    connect ("Connection refused"), now and then, whenever a stale key is read before it is rewritten.
+    """
+    from datetime import timedelta
+
+    agent_hosts_it = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), ctx.world_size,
+                          is_master=not agent_hosts_it and ctx.rank == 0, timeout=timedelta(minutes=30),
+                          multi_tenant=not agent_hosts_it)
+    return dist.PrefixStore(f"vdcnn/attempt_{restart_count()}", store)
 
 
 def restart_count() -> int:
