@@ -325,7 +325,8 @@ def step_parity(c: Check) -> dict[str, Any]:
     from vdcnn.classifier import load_classifier
     from vdcnn.export import export_run
 
-    bundle = load_classifier(export_run(run, "torchscript", c.work / "parity-torchscript"), device=c.device)
+    bundle = load_classifier(export_run(run, "torchscript", c.work / "parity-torchscript"), device=c.device,
+                             long_text="truncate")
     res["torchscript_on_device"] = agreement(bundle.predict_proba(texts), p_lib)
     if any(gap > 1e-3 for gap in res["torchscript_on_device"]["disagreeing_top2_gaps"]):  # not a near-tie
         raise RuntimeError(f"the TorchScript bundle on {c.device} disagrees with the run: {res['torchscript_on_device']}")
