@@ -106,7 +106,7 @@ def dataset_rows(name: str, seeds: list[int], out: Path, ablation: bool, autotun
     reason = peers.fasttext_available()
     if reason is None:
         rivals += peers.fasttext_peers(splits, metric, autotune_s)
-    best = max(rivals, key=lambda r: r[metric])
+    best = max((r for r in rivals if r["pred"] is not None), key=lambda r: r[metric])
     tests = [peers.mcnemar(y, o["pred"], best["pred"]) for o in ours]
     values = np.array([o[metric] for o in ours]) * 100
     m = metas[0]
@@ -124,7 +124,7 @@ def format_table(rows: list[dict], where: str) -> str:
     peer_names = []
     for r in rows:
         for p in r["rivals"]:
-            key = p["name"].split(" (C=")[0]
+            key = p["name"].split(" (C=")[0].split(" [")[0]
             if key not in peer_names:
                 peer_names.append(key)
     head = (["dataset", "train rows", "classes", "vdcnn (recipe chose)", "vdcnn, mean ± SD (seeds)"]
@@ -136,7 +136,7 @@ def format_table(rows: list[dict], where: str) -> str:
                  f"{r['mean']:.2f} ± {r['sd']:.2f} ({', '.join(f'{v:.2f}' for v in r['values'])})"]
         if any(x["ablation"] for x in rows):
             cells += [f"{r['ablation'][k] * 100:.2f}" if k in r["ablation"] else "–" for k in ABLATIONS]
-        by_name = {p["name"].split(" (C=")[0]: p for p in r["rivals"]}
+        by_name = {p["name"].split(" (C=")[0].split(" [")[0]: p for p in r["rivals"]}
         cells += [f"{by_name[n][r['metric']] * 100:.2f}" if n in by_name else "–" for n in peer_names]
         cells += [f"{r['mean'] - r['best'][r['metric']] * 100:+.2f} ({r['metric'].replace('_', '-')}; vs {r['best']['name']})",
                   " / ".join(f"{p:.3g}" for _, _, p in r["tests"]), f"{r['time'] / 60:.1f} min", where]
