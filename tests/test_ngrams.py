@@ -230,3 +230,15 @@ def test_automatic_recipe_on_a_one_batch_dataset(tmp_path):
                                       "--set", "model.fc_dims=[16]"])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "run" / "config.json").read_text())["results"]["epochs_run"] == 1
+
+
+def test_autotune_keeps_the_recipe_unless_a_candidate_clearly_beats_it():
+    """Trials at chance (too short to learn, as on long posts) must not pick a winner by noise."""
+    from vdcnn.autotune import choose
+
+    rows = [{"candidate": "own", "best_val": 0.0513, "settings": {}},
+            {"candidate": "conv", "best_val": 0.0522, "settings": {"model.ngram_buckets": 0}}]
+    chosen, why = choose(rows, "own", 1130)
+    assert chosen["candidate"] == "own" and "kept" in why
+    rows[1]["best_val"] = 0.20
+    assert choose(rows, "own", 1130)[0]["candidate"] == "conv"

@@ -18,6 +18,7 @@ The search runs only where nothing fixed its length: no preset, and neither ``--
 from __future__ import annotations
 
 import copy
+import math
 import shutil
 import tempfile
 import time
@@ -70,7 +71,7 @@ def candidates(cfg: RunConfig, coverage: float) -> list[Candidate]:
 
 
 def autotune(cfg: RunConfig, budget_s: float, log: Callable[[str], None],
-             train_fn: Callable[..., Any], coverage: float, rows: int = 0) -> dict[str, Any]:
+             train_fn: Callable[..., Any], coverage: float, rows: int = 0, val_rows: int = 0) -> dict[str, Any]:
     """Search, set the winner's settings on ``cfg`` and return a summary for ``config.json``.
 
     ``train_fn`` is ``vdcnn.train.train`` (passed in: this module must not import the loop).
@@ -137,14 +138,30 @@ def autotune(cfg: RunConfig, budget_s: float, log: Callable[[str], None],
         shutil.rmtree(workdir, ignore_errors=True)
     if not rows:
         return {"trials": [], "chosen": options[0].name, "search_s": round(time.perf_counter() - started, 1)}
-    winner = max(rows, key=lambda r: r["best_val"])
+    winner, why = choose(rows, options[0].name, val_rows)
     for key, value in winner["settings"].items():
         cfg.set(key, value, source="autotune")
     spent = time.perf_counter() - started
-    log(f"autotune chose: {winner['candidate']} (validation {winner['best_val'] * 100:.2f} %); "
+    log(f"autotune chose: {winner['candidate']} (validation {winner['best_val'] * 100:.2f} %{why}); "
         f"search took {spent:.0f} s, the run gets the remaining {max(0.0, budget_s - spent):.0f} s")
     return {"trials": rows, "chosen": winner["candidate"], "settings": winner["settings"],
             "search_s": round(spent, 1), "select_by": select}
+
+
+def choose(rows: list[dict[str, Any]], default: str, val_rows: int) -> tuple[dict[str, Any], str]:
+    """The trial to train: the best on validation, but the recipe's own (``default``) unless another
+    beats it by more than two standard errors of its validation score (trials too short to learn,
+    as on long documents, all sit at chance: their order is noise, not evidence)."""
+    best = max(rows, key=lambda r: r["best_val"])
+    own = next((r for r in rows if r["candidate"] == default), None)
+    if own is None or best is own:
+        return best, ""
+    p = min(max(own["best_val"], 0.0), 1.0)
+    margin = 2 * math.sqrt(max(p * (1 - p), 1e-4) / max(val_rows, 1))
+    if best["best_val"] - own["best_val"] > margin:
+        return best, f"; {(best['best_val'] - own['best_val']) * 100:.1f} points over the recipe's own"
+    return own, (f"; kept: no candidate beat it by more than two standard errors ({margin * 100:.1f} points "
+                 f"on {val_rows:,} validation texts)")
 
 
 def _trial_config(cfg: RunConfig, option: Candidate, seconds: float, limit: int | None = None) -> RunConfig:

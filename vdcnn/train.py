@@ -186,7 +186,8 @@ def _autotune(cfg: RunConfig, log: Callable[[str], None]) -> dict[str, Any] | No
     if not probe.train.time_budget:
         return None
     budget = parse_duration(probe.train.time_budget)
-    return search.autotune(cfg, budget, log, train, char_coverage(splits.train.texts), len(splits.train))
+    return search.autotune(cfg, budget, log, train, char_coverage(splits.train.texts), len(splits.train),
+                           len(splits.val))
 
 
 def _open_run(cfg: RunConfig | None, out_dir: Path, resume: bool, log: Callable[[str], None]
