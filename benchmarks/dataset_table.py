@@ -34,6 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import peers  # noqa: E402
 from benchmarks.speed import machine  # noqa: E402
+from vdcnn.fileio import write_json  # noqa: E402
 
 DATASETS = ("trec6", "sst2", "sms_spam", "tnews", "ag_news", "20newsgroups_bydate")
 METRIC = {"sms_spam": "macro_f1"}
@@ -47,7 +48,7 @@ def train_one(data: Path, run: Path, seed: int, extra: list[str]) -> dict:
         meta = json.loads(meta_path.read_text())
         r = meta.get("run", {})
         same = (r.get("data", {}).get("dataset") == str(data) and r.get("train", {}).get("seed") == seed
-                and r.get("data", {}).get("split_seed") in (0, None if seed == 0 else 0)
+                and r.get("data", {}).get("split_seed") in ({None, 0} if seed == 0 else {0})
                 and meta.get("results", {}).get("test_acc") is not None
                 and meta.get("benchmark_args") == extra)
         if same:
@@ -68,7 +69,7 @@ def train_one(data: Path, run: Path, seed: int, extra: list[str]) -> dict:
     print(f"  done in {time.perf_counter() - started:.0f} s", flush=True)
     meta = json.loads(meta_path.read_text())
     meta["benchmark_args"] = extra
-    meta_path.write_text(json.dumps(meta, indent=1))
+    write_json(meta_path, meta)  # atomic, as every write of a run's config.json
     return meta
 
 

@@ -78,11 +78,11 @@ class VDCNN(nn.Module):
 
     def features(self, ids: Tensor, lengths: Lengths = None) -> Tensor:
         """Pooled ``(batch, channels * kmax)`` features of the conv path, before the FC head."""
-        if self.config.mask_padding:
-            lengths = self.lengths_from_ids(ids) if lengths is None else lengths.clamp(min=1, max=ids.size(1))
-        else:
-            lengths = None
-        return self._conv_features(ids, lengths)
+        return self._conv_features(ids, self._real_lengths(ids, lengths) if self.config.mask_padding else None)
+
+    def _real_lengths(self, ids: Tensor, lengths: Lengths) -> Tensor:
+        """The given lengths clamped to ``[1, time]``, or the ones read from the padding."""
+        return self.lengths_from_ids(ids) if lengths is None else lengths.clamp(min=1, max=ids.size(1))
 
     def _conv_features(self, ids: Tensor, lengths: Lengths) -> Tensor:
         x = self.embedding(ids.long()).transpose(1, 2)
@@ -95,7 +95,7 @@ class VDCNN(nn.Module):
         if self.ngrams is None:
             return self.head(self.features(ids, lengths))
         # The n-gram path always needs the real lengths (its mean must not count padding).
-        lengths = self.lengths_from_ids(ids) if lengths is None else lengths.clamp(min=1, max=ids.size(1))
+        lengths = self._real_lengths(ids, lengths)
         ngram_logits = self.ngrams(ids, lengths)
         if not self.config.conv:
             return ngram_logits

@@ -15,6 +15,7 @@ import numpy as np
 
 from .baseline import spaced_script
 from .encoders import PAPER_ALPHABET
+from .model_config import CHANNELS
 
 __all__ = ["apply_recipe", "choose_max_length", "choose_downsamples", "choose_ngram_buckets", "fit_to_lengths",
            "char_coverage", "RECIPE_NOTE"]
@@ -150,7 +151,7 @@ def fit_to_lengths(cfg: Any, lengths: np.ndarray, open_keys: set[str], encoder_n
         cfg.set("model.ngram_buckets", choose_ngram_buckets(lengths, orders), source="automatic recipe")
     if "model.downsamples" in open_keys:
         cfg.set("model.downsamples", choose_downsamples(lengths, int(cfg.model.get("kmax", 8)),
-                                                          len(cfg.model.get("channels", (64, 128, 256, 512)))),
+                                                          len(cfg.model.get("channels", CHANNELS))),
                 source="automatic recipe")
     m = cfg.model
     median = float(np.median(lengths)) if len(lengths) else 0.0
