@@ -145,14 +145,17 @@ def test_autotune_tries_candidates_on_validation_and_records_the_choice(tmp_path
     on the run and stored in config.json with the trials."""
     import vdcnn.autotune as search
     from tests.conftest import write_topic_csv
+    from vdcnn.data import load_run_splits
+    from vdcnn.recipe import plan_run
     from vdcnn.train import train
 
     monkeypatch.setattr(search, "_MIN_TRIAL_S", 0.5)
     data = write_topic_csv(tmp_path / "topics.csv", rows_per_class=30)
     cfg = build_config(None, {}, [f"data.dataset={data}", "model.channels=[8,16,32,64]", "model.fc_dims=[16]",
                                   "train.threads=1", "train.epochs=2"])  # short trials
+    splits = load_run_splits(cfg)
     logs: list[str] = []
-    summary = search.autotune(cfg, 40.0, logs.append, train, coverage=0.99)
+    summary = search.autotune(cfg, plan_run(cfg, splits), splits, 40.0, logs.append, train)
     assert len(summary["trials"]) >= 2, logs
     assert summary["chosen"] in [t["candidate"] for t in summary["trials"]]
     assert all(0.0 <= t["best_val"] <= 1.0 for t in summary["trials"])

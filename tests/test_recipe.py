@@ -125,3 +125,78 @@ def test_baseline_command_prints_validation_and_test(cli, tmp_path):
     assert "TF-IDF+LR (word 1-2-grams)" in result.out and "test" in result.out and "validation" in result.out
     scores = json.loads((tmp_path / "b.json").read_text())
     assert scores["test"]["n"] == 30 and scores["train_rows"] == 108
+
+
+def _auto_config(data: Path, *extra: str) -> RunConfig:
+    from vdcnn.config import build_config
+
+    return build_config(None, {}, [f"data.dataset={data}", "model.channels=[8,16,32,64]", "model.fc_dims=[16]",
+                                   "model.embedding_dim=8", "encoder.vocab_size=300", "train.threads=1", *extra])
+
+
+def test_plan_decides_the_whole_run_from_the_loaded_splits(tmp_path):
+    """One stage, before any split is encoded for training: the resolved config (length and
+    layout included), the encoder, what was chosen, and autotune's search space; the caller's
+    config is not touched."""
+    from vdcnn.data import load_run_splits
+    from vdcnn.recipe import plan_run
+
+    cfg = _auto_config(write_topic_csv(tmp_path / "topics.csv", rows_per_class=30))
+    explicit = set(cfg.explicit)
+    plan = plan_run(cfg, load_run_splits(cfg))
+    assert cfg.auto and cfg.explicit == explicit and "encoder.max_length" not in cfg.explicit  # untouched
+    resolved = plan.config
+    assert not resolved.auto
+    assert plan.encoder.name == resolved.encoder.name == "subword" and plan.encoder.vocab_size <= 300
+    for key in ("encoder.max_length", "model.downsamples", "model.ngram_buckets", "train.time_budget"):
+        assert key in plan.settings
+    assert plan.settings["encoder.max_length"] == resolved.encoder.max_length < 1024  # short topic lines
+    assert "encoder.vocab_size" not in plan.settings  # the user's choice stands
+    assert plan.search[0].name == "subword + n-grams" and len(plan.search) >= 2
+    assert any("max length" in line for line in plan.lines) and any("layout" in line for line in plan.lines)
+
+
+def test_training_encodes_each_split_once_at_the_planned_length(tmp_path, monkeypatch):
+    """The plan comes first: the training split is not encoded at a provisional length and cut
+    afterwards, but once, at the length the plan chose."""
+    import vdcnn.train as training
+
+    calls: list[tuple[int, int]] = []
+    real = training.encode_texts
+
+    def spy(encoder, texts, labels, max_length, *args, **kwargs):
+        calls.append((len(texts), max_length))
+        return real(encoder, texts, labels, max_length, *args, **kwargs)
+
+    monkeypatch.setattr(training, "encode_texts", spy)
+    data = write_topic_csv(tmp_path / "topics.csv", rows_per_class=30)
+    cfg = _auto_config(data, "train.epochs=1")
+    result = training.train(cfg, tmp_path / "run", progress=False, log=lambda s: None)
+    length = json.loads((result.out_dir / "config.json").read_text())["run"]["encoder"]["max_length"]
+    assert length < 1024 and {m for _, m in calls} == {length}
+    assert [n for n, _ in calls] == [81, 9]  # training rows, then validation (one file: no test split), once each
+
+
+def test_autotune_trials_train_on_the_runs_own_splits(tmp_path, monkeypatch):
+    """The search reads nothing again: the data is read once for the run and its trials, and
+    the chosen recipe is stored with the trials in config.json."""
+    import vdcnn.autotune as search
+    import vdcnn.train as training
+
+    monkeypatch.setattr(search, "_MIN_TRIAL_S", 0.2)
+    monkeypatch.setattr(search, "SEARCH_SHARE", 0.01)  # 3 s of the recipe's 5 minutes
+    reads: list[str] = []
+    real = training.load_training_data
+
+    def counting(cfg, *args, **kwargs):
+        reads.append(cfg.data.dataset)
+        return real(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(training, "load_training_data", counting)
+    data = write_topic_csv(tmp_path / "topics.csv", rows_per_class=15)
+    cfg = _auto_config(data)
+    with pytest.raises(training.TrainingInterrupted):  # two steps of the real run are enough here
+        training.train(cfg, tmp_path / "run", progress=False, log=lambda s: None, max_steps=2)
+    meta = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert len(meta["autotune"]["trials"]) >= 2 and meta["autotune"]["chosen"]
+    assert reads == [str(data)]

@@ -1,15 +1,17 @@
 """Autotune: the automatic recipe's choices tried on validation, inside the run's time budget.
 
-What fastText's ``-autotune-validation`` gives its users, for VDCNN. ``autotune(cfg, out_dir,
-log)`` runs before the real training of a run under the automatic recipe: a few candidate
-recipes (the encoder, with the paper's characters or UTF-8 bytes beside learned subwords; the
+What fastText's ``-autotune-validation`` gives its users, for VDCNN. ``autotune(cfg, plan, splits,
+budget_s, log, train_fn)`` runs inside the recipe's planning stage of a run under the automatic
+recipe (``train`` calls it with the run's loaded splits, before anything is encoded): the candidate
+recipes of ``plan.search`` (the encoder, with the paper's characters or UTF-8 bytes beside learned subwords; the
 n-gram path on or off; a deeper net with shortcuts) are trained one after the other on the
 run's own training rows for the same time each, and scored on its validation rows after every
 epoch. Optuna's successive-halving pruner stops a trial whose validation score at an epoch is in
 the lower half of the trials that reached that epoch; the time it leaves goes to the real run,
 not to the trials after it (a trial given more time would win by it). The best trial's settings
-are set on ``cfg`` (as explicit choices) and the real run gets the rest of the budget. Nothing is
-chosen on a test split.
+are set on ``cfg`` (as explicit choices; the caller plans the run again with them) and the real
+run gets the rest of the budget. Trials read the run's own splits (no second read of the data) and
+never its test split: nothing is chosen on test.
 
 The search runs only where nothing fixed its length: no preset, and neither ``--epochs`` nor
 ``--time-budget`` given; a setting the user gave is never searched. ``--no-autotune`` skips it.
@@ -24,9 +26,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .config import RunConfig
+
+if TYPE_CHECKING:
+    from .data import Splits
+    from .recipe import Plan
 
 __all__ = ["SEARCH_SHARE", "Candidate", "candidates", "should_autotune", "autotune"]
 
@@ -70,26 +76,32 @@ def candidates(cfg: RunConfig, coverage: float) -> list[Candidate]:
     return out
 
 
-def autotune(cfg: RunConfig, budget_s: float, log: Callable[[str], None],
-             train_fn: Callable[..., Any], coverage: float, rows: int = 0, val_rows: int = 0) -> dict[str, Any]:
-    """Search, set the winner's settings on ``cfg`` and return a summary for ``config.json``.
+def autotune(cfg: RunConfig, plan: "Plan", splits: "Splits", budget_s: float, log: Callable[[str], None],
+             train_fn: Callable[..., Any]) -> dict[str, Any]:
+    """Search ``plan.search`` on ``splits``, set the winner's settings on ``cfg`` and return a
+    summary for ``config.json``.
 
     ``train_fn`` is ``vdcnn.train.train`` (passed in: this module must not import the loop).
     ``budget_s`` is the whole run's; the search takes ``SEARCH_SHARE`` of it, or ``LARGE_SHARE``
-    from ``LARGE_ROWS`` training rows on, where the trials read a ``TRIAL_ROWS`` subset (the
-    real run, not the search, is what a large dataset's time should go to).
+    from ``LARGE_ROWS`` training rows on, where the trials read a stratified ``TRIAL_ROWS``
+    subset of the training rows (the real run, not the search, is what a large dataset's time
+    should go to). Every trial is scored on the run's whole validation split.
     """
     import optuna
 
+    from .data import with_train_subset
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.perf_counter()
+    rows, val_rows = len(splits.train), len(splits.val)
     large = rows >= LARGE_ROWS
     share = LARGE_SHARE if large else SEARCH_SHARE
     search_s = share * budget_s
-    options = candidates(cfg, coverage)
+    options = plan.search
     if len(options) < 2:
         return {"trials": [], "chosen": options[0].name if options else None, "search_s": 0.0}
-    select = "val_macro_f1" if cfg.train.select_by == "macro_f1" else "val_acc"
+    trial_splits = with_train_subset(splits, TRIAL_ROWS if large else None, cfg.train.seed)
+    select = "val_macro_f1" if plan.config.train.select_by == "macro_f1" else "val_acc"
     pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2)
     study = optuna.create_study(direction="maximize", pruner=pruner)
     for i in range(len(options)):
@@ -108,7 +120,7 @@ def autotune(cfg: RunConfig, budget_s: float, log: Callable[[str], None],
                 continue
             trial = study.ask()
             trial.suggest_categorical("candidate", list(range(len(options))))
-            trial_cfg = _trial_config(cfg, option, trial_s, TRIAL_ROWS if large else None)
+            trial_cfg = _trial_config(cfg, option, trial_s)
             scores: list[float] = []
             stopped: list[bool] = []
 
@@ -122,7 +134,8 @@ def autotune(cfg: RunConfig, budget_s: float, log: Callable[[str], None],
 
             begun = time.perf_counter()
             try:
-                train_fn(trial_cfg, workdir / f"trial{i}", progress=False, log=lambda s: None, on_epoch=report)
+                train_fn(trial_cfg, workdir / f"trial{i}", progress=False, log=lambda s: None, on_epoch=report,
+                         data=trial_splits)
             except Exception as exc:  # a candidate that cannot train here (e.g. diverges) loses, the search goes on
                 log(f"  {option.name}: failed ({type(exc).__name__}: {str(exc)[:120]})")
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -164,16 +177,11 @@ def choose(rows: list[dict[str, Any]], default: str, val_rows: int) -> tuple[dic
                  f"on {val_rows:,} validation texts)")
 
 
-def _trial_config(cfg: RunConfig, option: Candidate, seconds: float, limit: int | None = None) -> RunConfig:
-    """The run's config with the candidate's settings and a budget of ``seconds`` (on ``limit``
-    training rows when given); no autotune inside."""
+def _trial_config(cfg: RunConfig, option: Candidate, seconds: float) -> RunConfig:
+    """The run's config with the candidate's settings and a budget of ``seconds``; no autotune inside."""
     trial = copy.deepcopy(cfg)
-    if limit is not None and "data.limit" not in cfg.explicit:
-        trial.set("data.limit", limit, source="autotune")
     for key, value in option.settings.items():
         trial.set(key, value, source="autotune")
     trial.set("train.autotune", False, source="autotune")
     trial.set("train.time_budget", round(seconds, 1), source="autotune")
-    # Trials are scored on validation only; a trial's own "test" scoring would be wasted time.
-    trial.set("data.test_split", "none", source="autotune")
     return trial

@@ -1,29 +1,44 @@
 """The automatic recipe: settings chosen from the training data when no preset is given.
 
-``apply_recipe(cfg, train)`` looks at the training texts and labels and fills every setting the
-user did not set explicitly (``cfg.explicit``): the encoder (never the paper's character alphabet
-for text it cannot spell), the model and training settings that hold from 5k to 120k rows, and
-the class-imbalance handling. ``choose_max_length`` then fits the maximum length to the encoded
-length distribution. Each choice is returned as a line of text for the training log.
+``plan_run(cfg, splits)`` is the one stage that decides a run under the automatic recipe, from
+its loaded splits and before any split is encoded for training. It returns a ``Plan``: the
+resolved config, the encoder (a subword vocabulary learned on the training texts), the log's
+account of each choice, and autotune's search space. Inside it, in order:
+
+1. ``apply_recipe``: from the texts and labels, every setting the user did not set explicitly
+   (``cfg.explicit``): the encoder (never the paper's character alphabet for text it cannot
+   spell), model and training settings that hold from 5k to 120k rows, class-imbalance handling;
+2. the encoder, built on the training texts;
+3. from the encoded lengths of (a sample of) the training texts: ``choose_max_length`` and
+   ``fit_to_lengths`` (downsamplings of the conv path, the n-gram path's orders and size);
+4. ``autotune.candidates``: the recipes worth trying against this one on validation.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import copy
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from .baseline import spaced_script
-from .encoders import PAPER_ALPHABET
+from .encoders import PAPER_ALPHABET, Encoder, build_encoder
 from .model_config import CHANNELS
 
-__all__ = ["apply_recipe", "choose_max_length", "choose_downsamples", "choose_ngram_buckets", "fit_to_lengths",
-           "char_coverage", "RECIPE_NOTE"]
+if TYPE_CHECKING:
+    from .autotune import Candidate
+    from .config import RunConfig
+    from .data import Splits
+
+__all__ = ["Plan", "plan_run", "apply_recipe", "choose_max_length", "choose_downsamples", "choose_ngram_buckets",
+           "fit_to_lengths", "char_coverage", "RECIPE_NOTE"]
 
 RECIPE_NOTE = "automatic recipe (no --config given; `--config vdcnn9` etc. give the paper's recipes)"
 
 _ALPHABET = frozenset(PAPER_ALPHABET)
 _SAMPLE = 5000
+LENGTH_SAMPLE = 20_000  # training texts encoded to measure the length distribution
 # Settings the recipe decides only once the training texts are encoded (``fit_to_lengths``).
 LENGTH_CHOICES = ("model.downsamples", "model.ngram_buckets", "model.ngram_orders")
 
@@ -161,3 +176,46 @@ def fit_to_lengths(cfg: Any, lengths: np.ndarray, open_keys: set[str], encoder_n
                  + (f"; n-gram path: orders {', '.join(map(str, m.get('ngram_orders', (1, 2, 3))))}, "
                     f"{m['ngram_buckets']:,} hash buckets" if m.get("ngram_buckets") else "; no n-gram path"))
     return lines
+
+
+@dataclass
+class Plan:
+    """What the automatic recipe decided for one run, before any split is encoded for training."""
+
+    config: "RunConfig"  # the run's config with every open setting filled (``auto`` off)
+    encoder: Encoder  # built on the training texts (a subword vocabulary is learned here)
+    settings: dict[str, Any]  # ``section.key -> value`` for each setting the recipe chose
+    search: list["Candidate"]  # autotune's candidates; the first is this plan itself
+    lines: list[str]  # the training log's account of the choices
+
+
+def plan_run(cfg: "RunConfig", splits: "Splits") -> Plan:
+    """The automatic recipe for ``cfg``'s open settings on these splits (``cfg`` is not changed)."""
+    from .autotune import candidates
+    from .batching import encode_texts
+
+    texts, labels = splits.train.texts, splits.train.labels
+    open_keys = {k for k in LENGTH_CHOICES if k not in cfg.explicit}
+    fit_length = "encoder.max_length" not in cfg.explicit
+    resolved = copy.deepcopy(cfg)
+    lines = apply_recipe(resolved, texts, labels, len(splits.label_names))
+    encoder = build_encoder(resolved.encoder.name, texts, resolved.encoder.vocab_size)
+    step = max(1, -(-len(texts) // LENGTH_SAMPLE))
+    sample = list(texts[::step])
+    lengths = encode_texts(encoder, sample, np.zeros(len(sample), dtype=np.int64), resolved.encoder.max_length,
+                           use_cache=False).lengths
+    if fit_length:
+        resolved.set("encoder.max_length", choose_max_length(lengths), source="automatic recipe")
+        whole = float(np.mean(lengths < resolved.encoder.max_length)) if len(lengths) else 1.0
+        lines.append(f"  max length {resolved.encoder.max_length} ids ({whole:.0%} of the training texts fit whole"
+                     + (f", measured on {len(sample):,} of them" if step > 1 else "") + ")")
+    lines += fit_to_lengths(resolved, np.minimum(lengths, resolved.encoder.max_length), open_keys, encoder.name)
+    resolved.validate()
+    chosen = {key: _get(resolved, key) for key in sorted(resolved.explicit - cfg.explicit)}
+    return Plan(config=resolved, encoder=encoder, settings=chosen, search=candidates(cfg, char_coverage(texts)),
+                lines=lines)
+
+
+def _get(cfg: "RunConfig", dotted: str) -> Any:
+    section, _, key = dotted.partition(".")
+    return cfg.model.get(key) if section == "model" else getattr(getattr(cfg, section), key)

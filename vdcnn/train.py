@@ -9,10 +9,8 @@ resumable ``TrainingState``) and finally scores the best model (``_finish``).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
-import os
 import shutil
 import signal
 import sys
@@ -33,7 +31,7 @@ from .augment import char_noise, random_crop
 from .batching import Encoded, batch_order, encode_texts, make_batch
 from .calibration import after_training
 from .config import RunConfig
-from .data import LabelRule, Splits, load_run_splits as load_training_data, run_label_rule
+from .data import Splits, load_run_splits as load_training_data, run_label_rule
 from .encoders import Encoder, build_encoder, encoder_from_dict
 from .errors import CheckpointError, ConfigError, DataError, VdcnnError
 from .evaluate import classification_report, predict_logits
@@ -41,7 +39,7 @@ from .layers import MaskedBatchNorm1d
 from .model import VDCNN, count_parameters, forward_flops, recalibrate_batchnorm
 from .optim import class_weights, lr_multiplier, make_optimizer, stage_grad_norms
 from .profiling import PhaseTimer, format_phases
-from .recipe import LENGTH_CHOICES, apply_recipe, char_coverage, choose_max_length, fit_to_lengths
+from .recipe import char_coverage, plan_run
 from .runtime import bf16_supported, resolve_device
 from .reports import format_epoch_line, format_recall_table, recalls
 from .time_budget import StepClock, describe_plan, parse_duration, plan_budget
@@ -107,13 +105,14 @@ class _StopFlag:
 def train(cfg: RunConfig | None, out_dir: str | Path, resume: bool = False,
           log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
           progress: bool = True, max_steps: int | None = None, profile: bool = False,
-          on_epoch: Callable[[dict[str, Any]], bool] | None = None) -> TrainResult:
+          on_epoch: Callable[[dict[str, Any]], bool] | None = None, data: Splits | None = None) -> TrainResult:
     """Train (or, with ``resume``, continue) a run into ``out_dir``.
 
     ``max_steps`` stops after that many optimiser steps as if interrupted (for tests).
     ``profile`` times each step's phases (data, forward, backward, optimiser) and
     reports them per epoch, in the log and in ``metrics.jsonl``. ``on_epoch`` sees each
-    epoch's metrics row and returns True to end the run there (autotune's pruning).
+    epoch's metrics row and returns True to end the run there (autotune's pruning). ``data``: the
+    splits, already loaded (autotune's trials train on the run's own; one process only).
 
     Under torchrun only rank 0 reads or writes ``out_dir`` (the other ranks get the settings
     and the saved state from it), and a worker that torchrun restarts after a failure
@@ -129,8 +128,8 @@ def train(cfg: RunConfig | None, out_dir: str | Path, resume: bool = False,
             # bf16 autocast trains ~1.1 points worse at equal epochs on CPU (benchmarks/fast_path.py,
             # 3 paired seeds); it stays the default on GPUs and is one flag away (--bf16) here.
             cfg.train.bf16 = False
-        if saved is None and not resume and not ctx.enabled:
-            cfg.search = _autotune(cfg, log)
+        if data is not None and ctx.enabled:
+            raise ConfigError("preloaded splits are for one process; under torchrun every rank reads its own")
         if not ctx.is_main:
             return _train_locked(cfg, out_dir, saved, lambda s: None, False, max_steps, ctx, profile, started, on_epoch)
         created = not out_dir.exists()
@@ -140,7 +139,8 @@ def train(cfg: RunConfig | None, out_dir: str | Path, resume: bool = False,
             raise ConfigError(f"cannot create the output folder {out_dir}: {exc.strerror}") from None
         try:
             with ckpt.run_lock(out_dir):
-                return _train_locked(cfg, out_dir, saved, log, progress, max_steps, ctx, profile, started, on_epoch)
+                return _train_locked(cfg, out_dir, saved, log, progress, max_steps, ctx, profile, started, on_epoch,
+                                     data)
         except BaseException:
             # Bad data or options found before the run was recorded: leave no empty run folder behind.
             if created and {p.name for p in out_dir.iterdir()} <= {ckpt.LOCK_FILE}:
@@ -172,22 +172,6 @@ class EmaSchedule:
     @torch.no_grad()
     def __call__(self, ema_params: list[torch.Tensor], params: list[torch.Tensor], n_averaged: Any) -> None:
         torch._foreach_lerp_(ema_params, params, 1 - self.current())
-
-
-def _autotune(cfg: RunConfig, log: Callable[[str], None]) -> dict[str, Any] | None:
-    """Run autotune when the run qualifies (``autotune.should_autotune``, one process); its summary."""
-    from . import autotune as search
-
-    if not search.should_autotune(cfg):
-        return None
-    splits = load_training_data(cfg)
-    probe = copy.deepcopy(cfg)
-    apply_recipe(probe, splits.train.texts, splits.train.labels, len(splits.label_names))
-    if not probe.train.time_budget:
-        return None
-    budget = parse_duration(probe.train.time_budget)
-    return search.autotune(cfg, budget, log, train, char_coverage(splits.train.texts), len(splits.train),
-                           len(splits.val))
 
 
 def _open_run(cfg: RunConfig | None, out_dir: Path, resume: bool, log: Callable[[str], None]
@@ -305,8 +289,9 @@ class _Run:
 
 def _train_locked(cfg: RunConfig, out_dir: Path, saved: dict[str, Any] | None, log: Callable[[str], None],
                   progress: bool, max_steps: int | None, ctx: distributed.DistContext, profile: bool,
-                  started: float, on_epoch: Callable[[dict[str, Any]], bool] | None = None) -> TrainResult:
-    run = _setup(cfg, out_dir, saved, log, progress, ctx, profile, started)
+                  started: float, on_epoch: Callable[[dict[str, Any]], bool] | None = None,
+                  data: Splits | None = None) -> TrainResult:
+    run = _setup(cfg, out_dir, saved, log, progress, ctx, profile, started, data)
     with _StopFlag() as stop, cudnn_autotune(run.device, run.cfg.train.bucket):
         while run.state.epoch < run.epochs_to_run:
             _train_epoch(run, stop, max_steps)
@@ -333,7 +318,8 @@ def cudnn_autotune(device: torch.device, bucket: bool) -> Iterator[None]:
 
 
 def _setup(cfg: RunConfig, out_dir: Path, saved: dict[str, Any] | None, log: Callable[[str], None],
-           progress: bool, ctx: distributed.DistContext, profile: bool, started: float) -> _Run:
+           progress: bool, ctx: distributed.DistContext, profile: bool, started: float,
+           data: Splits | None = None) -> _Run:
     """Data, encoder, model, optimiser and schedule; the saved state restored when resuming."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -345,7 +331,7 @@ def _setup(cfg: RunConfig, out_dir: Path, saved: dict[str, Any] | None, log: Cal
         except (KeyError, TypeError) as exc:
             raise CheckpointError(f"{out_dir / ckpt.STATE_FILE} is not a vdcnn training state ({exc})") from None
 
-    splits = _load_data(cfg, ctx, prior)
+    splits = data if data is not None else _load_data(cfg, ctx, prior)
     labels = splits.label_names
     cfg, encoder, train_set, val_set, test_set = _encode_data(cfg, splits, prior, log, ctx)
     max_len = cfg.encoder.max_length
@@ -432,42 +418,31 @@ def _load_data(cfg: RunConfig, ctx: distributed.DistContext, prior: dict[str, An
 
 def _encode_data(cfg: RunConfig, splits: Splits, prior: dict[str, Any] | None, log: Callable[[str], None],
                  ctx: distributed.DistContext) -> tuple[RunConfig, Encoder, Encoded, Encoded, Encoded | None]:
-    """Build the encoder on the training texts (or read it back when resuming) and encode every split once.
+    """Decide the run (rank 0), then encode every split once.
 
-    Rank 0 decides the recipe, learns the vocabulary and fits the length; the other ranks take its
-    settings and encoder, so every rank encodes with the same vocabulary."""
+    Under the automatic recipe rank 0 plans the run from the loaded splits (``recipe.plan_run``,
+    with autotune where it qualifies); a preset builds its encoder as it says; a resumed run reads
+    its encoder back. The other ranks take rank 0's settings and encoder, so every rank encodes
+    with the same vocabulary."""
     labels = splits.label_names
-    encoded: dict[str, Encoded] = {}  # rank 0's encoding of the training texts, reused below
 
     def decide() -> tuple[RunConfig, dict[str, Any]]:
-        fit_length = cfg.auto and "encoder.max_length" not in cfg.explicit
-        open_layout = {k for k in LENGTH_CHOICES if k not in cfg.explicit} if cfg.auto and prior is None else set()
-        if cfg.auto:
-            for line in apply_recipe(cfg, splits.train.texts, splits.train.labels, len(labels)):
-                log(line)
+        nonlocal cfg
         if prior is not None:
             encoder = encoder_from_dict(prior["meta"]["encoder"])
+        elif cfg.auto:
+            cfg, encoder = _plan(cfg, splits, log, autotune=not ctx.enabled)
         else:
             encoder = build_encoder(cfg.encoder.name, splits.train.texts, cfg.encoder.vocab_size)
         if encoder.name == "char" and (coverage := char_coverage(splits.train.texts)) < 0.5:
             log(f"WARNING: the character encoder's alphabet spells only {coverage:.0%} of the characters of "
                 f"{splits.train.source}; the rest are read as one 'unknown' id. Use --encoder subword or byte.")
-        encoded["train"] = encode_texts(encoder, splits.train.texts, splits.train.labels, cfg.encoder.max_length)
-        if fit_length:
-            cfg.encoder.max_length = choose_max_length(encoded["train"].lengths)
-            whole = float(np.mean(encoded["train"].lengths < cfg.encoder.max_length)) if len(encoded["train"]) else 1.0
-            log(f"  max length {cfg.encoder.max_length} ids ({whole:.0%} of the training texts fit whole)")
-        if open_layout:
-            lengths = np.minimum(encoded["train"].lengths, cfg.encoder.max_length)
-            for line in fit_to_lengths(cfg, lengths, open_layout, encoder.name):
-                log(line)
         return cfg, encoder.to_dict()
 
     cfg, encoder_dict = distributed.from_main(decide, ctx)
     encoder = encoder_from_dict(encoder_dict)
     max_len = cfg.encoder.max_length
-    train_set = (encoded["train"].truncated(max_len) if "train" in encoded
-                 else encode_texts(encoder, splits.train.texts, splits.train.labels, max_len))
+    train_set = encode_texts(encoder, splits.train.texts, splits.train.labels, max_len)
     val_set = encode_texts(encoder, splits.val.texts, splits.val.labels, max_len)
     test_set = (encode_texts(encoder, splits.test.texts, splits.test.labels, max_len)
                 if splits.test is not None else None)
@@ -479,6 +454,27 @@ def _encode_data(cfg: RunConfig, splits: Splits, prior: dict[str, Any] | None, l
     for note in splits.notes:
         log(f"  {note}")
     return cfg, encoder, train_set, val_set, test_set
+
+
+def _plan(cfg: RunConfig, splits: Splits, log: Callable[[str], None], autotune: bool
+          ) -> tuple[RunConfig, Encoder]:
+    """The automatic recipe's plan for this run, with autotune's choice where the run qualifies
+    (``autotune.should_autotune``, and one process: trials are not run under torchrun)."""
+    from . import autotune as search
+
+    plan = plan_run(cfg, splits)
+    for line in plan.lines:
+        log(line)
+    summary = None
+    if autotune and search.should_autotune(cfg) and plan.config.train.time_budget:
+        summary = search.autotune(cfg, plan, splits, parse_duration(plan.config.train.time_budget), log, train)
+        if summary.get("settings"):
+            plan = plan_run(cfg, splits)  # the winner's settings are explicit on cfg now
+            log("the chosen recipe:")
+            for line in plan.lines[1:]:
+                log(line)
+    plan.config.search = summary
+    return plan.config, plan.encoder
 
 
 def _restore(run: _Run, prior: dict[str, Any] | None) -> None:

@@ -13,7 +13,8 @@ is raised as :class:`~vdcnn.errors.DataError` with a one-line message naming the
 from .dataset import TextDataset
 from .labels import LabelRule, run_label_rule
 from .registry import DATA_DIR_ENV, REGISTRY, DatasetSpec
-from .splits import Splits, has_split, load_run_splits, load_split, load_splits, stratified_split
+from .splits import (Splits, has_split, load_run_splits, load_split, load_splits, stratified_split,
+                     with_train_subset)
 from .stream import read_lines, read_records
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "load_split",
     "load_splits",
     "load_run_splits",
+    "with_train_subset",
     "has_split",
     "Splits",
     "stratified_split",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
@@ -319,6 +320,15 @@ def _nonempty(ds: TextDataset) -> TextDataset:
     if len(ds) == 0:
         raise DataError(f"{ds.source}: no data rows")
     return ds
+
+
+def with_train_subset(splits: Splits, limit: int | None, seed: int) -> Splits:
+    """The same splits without the test split and, with ``limit``, a seeded stratified subset of
+    ``limit`` training rows (autotune's trials: validation stays the run's own)."""
+    train = splits.train
+    if limit is not None and limit < len(train):
+        train = train.subset(_stratified_subset(train.labels, int(limit), seed))
+    return dataclasses.replace(splits, train=train, test=None)
 
 
 def load_run_splits(cfg: Any, label_rule: LabelRule | None = None) -> Splits:
