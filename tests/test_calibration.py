@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from tests.conftest import TINY, write_topic_csv
 from vdcnn.calibration import (
-    MAX_INVERSE_T, calibrate, expected_calibration_error, fit_temperature, reliability, temperature_of,
+    MAX_INVERSE_T, calibrate, ece_noise_floor, expected_calibration_error, fit_temperature, reliability,
+    temperature_of,
 )
 from vdcnn.cli.main import app
 from vdcnn.classifier import EnsembleClassifier
@@ -60,6 +61,23 @@ def test_ece_on_a_hand_checked_case():
     # A top probability exactly on an edge belongs to the bin it closes: 1.0 to the last one.
     assert reliability(np.array([[1.0, 0.0]]), np.array([0]))[14]["count"] == 1
     assert expected_calibration_error(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([0, 1])) == 0.0
+
+
+def test_ece_noise_floor_is_what_a_calibrated_model_shows_on_that_many_texts():
+    """Labels drawn from the probabilities themselves (a perfectly calibrated model): the observed
+    ECE falls inside the floor's range, which shrinks as the texts grow (about 1/sqrt(n));
+    an overconfident model's ECE stands far above it."""
+    rng = np.random.default_rng(3)
+    floors = {}
+    for n in (500, 20_000):
+        probs = softmax(rng.normal(size=(n, 4)) * 2.5)
+        labels = np.array([rng.choice(4, p=p) for p in probs])
+        mean, p95 = ece_noise_floor(probs)
+        assert 0 < mean < p95 and expected_calibration_error(probs, labels) < p95 * 1.2
+        overconfident = softmax(np.log(probs) * 3)
+        assert expected_calibration_error(overconfident, labels) > 2 * p95
+        floors[n] = mean
+    assert floors[500] > 4 * floors[20_000]
 
 
 def test_bad_stored_temperatures_are_refused():
@@ -187,6 +205,8 @@ def test_eval_reports_ece_before_and_after_and_draws_the_reliability_diagram(cal
     assert report["temperature"] == t and report["calibrated"] and report["bins"] == 15
     assert f"ECE       {report['ece_before']:.4f} raw, {report['ece_after']:.4f} calibrated" in result.stdout
     assert sum(b["count"] for b in report["reliability_after"]) == 600
+    assert 0 < report["ece_floor"] < report["ece_floor_95"] and report["n"] == 600
+    assert f"would show {report['ece_floor']:.4f} on these 600 texts" in result.stdout
     png = plot.parent / "reliability-holdout-train.png"  # beside the confusion matrix, named after the data
     assert png.is_file(), result.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -94,6 +94,22 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
                      for r in reliability(probs, labels, bins) if r["count"]))
 
 
+def ece_noise_floor(probs: np.ndarray, bins: int = ECE_BINS, draws: int = 200, seed: int = 0) -> tuple[float, float]:
+    """The ECE a perfectly calibrated model with these top probabilities would still show on this
+    many texts (each top label drawn right with its own probability): the mean and the 95th
+    percentile over ``draws``. An ECE within it is sampling noise, not miscalibration."""
+    confidence = np.asarray(probs, dtype=np.float64).max(axis=1)
+    n = len(confidence)
+    if not n:
+        return 0.0, 0.0
+    index = _bin_index(confidence, bins)
+    expected = np.bincount(index, weights=confidence, minlength=bins)
+    rng = np.random.default_rng(seed)
+    eces = np.array([np.abs(np.bincount(index, weights=rng.random(n) < confidence, minlength=bins) - expected).sum() / n
+                     for _ in range(draws)])
+    return float(eces.mean()), float(np.quantile(eces, 0.95))
+
+
 def calibrate(logits: np.ndarray, labels: np.ndarray, fitted_on: str = "validation") -> dict[str, Any]:
     """The ``calibration`` entry of ``config.json``: the fitted temperature, ECE and NLL before and after."""
     from .evaluate import softmax
@@ -154,12 +170,16 @@ def calibration_report(classifier: Any, raw: np.ndarray, calibrated: np.ndarray,
     (an ensemble: the means of its members' raw and calibrated probabilities)."""
     members = getattr(classifier, "members", [classifier])
     temperatures = [float(getattr(m, "temperature", 1.0)) for m in members]
+    floor, floor95 = ece_noise_floor(calibrated, bins)
     return {
         "temperature": temperatures[0] if len(temperatures) == 1 else temperatures,
         "calibrated": any(t != 1.0 for t in temperatures),
         "bins": bins,
         "ece_before": expected_calibration_error(raw, labels, bins),
         "ece_after": expected_calibration_error(calibrated, labels, bins),
+        "ece_floor": floor,  # what a perfectly calibrated model would show on these texts (ece_noise_floor)
+        "ece_floor_95": floor95,
+        "n": int(len(labels)),
         "reliability_before": reliability(raw, labels, bins),
         "reliability_after": reliability(calibrated, labels, bins),
     }
@@ -168,10 +188,14 @@ def calibration_report(classifier: Any, raw: np.ndarray, calibrated: np.ndarray,
 def format_calibration_report(report: dict[str, Any]) -> str:
     """The calibration lines of ``vdcnn eval``."""
     head = f"calibration ({report['bins']}-bin expected calibration error of the top probability)"
+    floor = ""
+    if "ece_floor" in report:
+        floor = (f"\nnoise     a perfectly calibrated model would show {report['ece_floor']:.4f} on these "
+                 f"{report['n']:,} texts (95 % of draws below {report['ece_floor_95']:.4f})")
     if not report["calibrated"]:
-        return f"{head}\nECE       {report['ece_before']:.4f} (not calibrated: temperature 1)"
+        return f"{head}\nECE       {report['ece_before']:.4f} (not calibrated: temperature 1){floor}"
     return (f"{head}\nECE       {report['ece_before']:.4f} raw, {report['ece_after']:.4f} calibrated "
-            f"(temperature {format_temperatures(report)})")
+            f"(temperature {format_temperatures(report)}){floor}")
 
 
 def format_temperatures(report: dict[str, Any]) -> str:
