@@ -1,6 +1,7 @@
 """Long documents: truncation vs overlapping windows on test sets built from AG News test texts.
 
     VDCNN_DATA_DIR=../shared/data python benchmarks/long_text.py RUN [--docs 400] [--seed 0]
+    python benchmarks/long_text.py RUN --own-test      # any run: its own test split (real long texts)
 
 AG News texts are short (mean 236 characters), so documents longer than a run's max length are
 built from its test split, with every label well defined:
@@ -14,6 +15,10 @@ built from its test split, with every label well defined:
 
 Each set is scored with ``long_text="truncate"`` and ``"windows"`` (calibrated probabilities, the
 run's batch size), and the time of each pass gives texts/s. Prints one table (markdown).
+
+``--own-test`` scores any run on its own dataset's test split instead (e.g. 20 Newsgroups posts):
+all texts, and the texts longer than the max length alone, with how many predictions windows
+turned right and wrong against truncation.
 """
 
 from __future__ import annotations
@@ -67,15 +72,50 @@ def score(clf, texts: list[str], labels: np.ndarray, mode: str) -> tuple[float, 
     return float((probs.argmax(1) == labels).mean()), len(texts) / seconds
 
 
+def own_test(run: Path, clf) -> None:
+    """Truncation vs windows on the run's own test split: every text, and the texts it cuts."""
+    from vdcnn.checkpoint import read_config
+    from vdcnn.data import load_split, run_label_rule
+
+    meta = read_config(run)
+    data = meta["run"]["data"]
+    ds = load_split(data["dataset"], data.get("test_split") or "test", text_columns=data.get("text_columns"),
+                    label_column=data.get("label_column"), label_rule=run_label_rule(meta, str(run / "config.json")),
+                    trained_on=data["dataset"])
+    texts, labels = list(ds.texts), np.asarray(ds.labels)
+    ids_len = clf.encoder.encode_batch(texts, clf.max_length + 1)[1]
+    cut = ids_len > clf.max_length
+    preds, rates = {}, {}
+    for mode in ("truncate", "windows"):
+        begun = time.perf_counter()
+        preds[mode] = clf.predict_proba(texts, long_text=mode).argmax(1)
+        rates[mode] = len(texts) / (time.perf_counter() - begun)
+    print(f"run {run} on {ds.source}: {len(texts):,} test texts, max length {clf.max_length}, "
+          f"{int(cut.sum()):,} longer ({cut.mean():.0%}); default long_text {clf.long_text}")
+    print("| texts | n | truncate acc | windows acc | windows right where truncate wrong | the reverse | "
+          "truncate texts/s (all) | windows texts/s (all) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, rows in (("all", np.ones(len(texts), bool)), (f"longer than {clf.max_length} ids", cut)):
+        t_ok, w_ok = preds["truncate"][rows] == labels[rows], preds["windows"][rows] == labels[rows]
+        n = int(rows.sum())
+        print(f"| {name} | {n:,} | {t_ok.mean() * 100 if n else float('nan'):.2f} % | "
+              f"{w_ok.mean() * 100 if n else float('nan'):.2f} % | {int((w_ok & ~t_ok).sum())} | "
+              f"{int((t_ok & ~w_ok).sum())} | {rates['truncate']:,.0f} | {rates['windows']:,.0f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("--docs", type=int, default=400, help="Documents per set.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--own-test", action="store_true", help="Score the run's own test split instead.")
     args = parser.parse_args()
     root = Path(os.environ.get("VDCNN_DATA_DIR", "../shared/data"))
     clf = load_classifier(args.run, device="cpu", batch_size=args.batch_size)
+    if args.own_test:
+        own_test(args.run, clf)
+        return
     if sorted(clf.labels) != sorted(["World", "Sports", "Business", "Sci/Tech"]):
         sys.exit(f"error: {args.run} is not an AG News run (labels {clf.labels})")
     texts, labels = read_ag_news_test(root)

@@ -14,7 +14,10 @@ from typer.testing import CliRunner
 from vdcnn.cli.main import app
 from vdcnn.encoders import ByteEncoder, CharEncoder
 from vdcnn.errors import ConfigError
-from vdcnn.long_text import average_windows, default_mode, encode_documents, long_text_stats, window_starts
+from vdcnn.long_text import (
+    MIN_LONG_VALIDATION, average_windows, choose_on_validation, default_mode, encode_documents, long_text_stats,
+    window_starts,
+)
 from vdcnn.predict import Classifier
 
 SHORT = ["The striker scored a late goal.", "Oil prices rose.", "", "A new chip."]
@@ -121,6 +124,43 @@ def test_windows_read_late_evidence_that_truncation_cuts():
     assert clf.predict([early], long_text="truncate")[0][0][0] == "zed"
 
 
+class _ZAgainstQ(torch.nn.Module):
+    """Class 1 ("zed") for each z, class 0 for each q: a window's vote follows what it reads."""
+
+    def __init__(self, z_id: int, q_id: int) -> None:
+        super().__init__()
+        self.z_id, self.q_id = z_id, q_id
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return torch.stack([2.0 * (ids == self.q_id).sum(1).float(), 10.0 * (ids == self.z_id).sum(1).float()], 1)
+
+
+def test_validation_keeps_windows_only_where_they_beat_truncation():
+    """Evidence late in the text: windows stay the default. Evidence at the start and later windows
+    pulling the other way (20 Newsgroups' headers): validation turns the default to truncation.
+    Too few long validation texts: the share rule's choice stands."""
+    encoder = CharEncoder()
+    z_id, q_id = (int(encoder.encode_batch([c], 1)[0][0, 0]) for c in "zq")
+    model = _ZAgainstQ(z_id, q_id)
+
+    def run_rows(ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        return model(torch.as_tensor(ids.astype(np.int64)), torch.as_tensor(lengths)).numpy()
+
+    entry = long_text_stats(np.array([32] * 50), 32)
+    assert entry["default"] == "windows"
+    n = MIN_LONG_VALIDATION + 5
+    labels = np.ones(n, dtype=np.int64)
+    late = ["a " * 50 + "z"] * n
+    kept = choose_on_validation(entry, encoder, late, labels, run_rows)
+    assert kept["default"] == "windows" and kept["validation"]["windows_accuracy"] == 1.0
+    assert kept["validation"]["truncate_accuracy"] == 0.0
+    early = ["z " + "a " * 16 + "q " * 60] * n  # the first window says zed; the later ones read q
+    turned = choose_on_validation(entry, encoder, early, labels, run_rows)
+    assert turned["default"] == "truncate" and turned["validation"]["decided_by"] == "validation"
+    few = choose_on_validation(entry, encoder, early[:3] + ["short"] * 40, np.ones(43, dtype=np.int64), run_rows)
+    assert few["default"] == "windows" and "share rule" in few["validation"]["decided_by"]
+
+
 def test_default_mode_follows_the_share_of_training_texts_cut():
     assert long_text_stats(np.array([64] * 11 + [10] * 89), 64)["default"] == "windows"
     assert long_text_stats(np.array([64] * 10 + [10] * 90), 64)["default"] == "truncate"
@@ -180,3 +220,21 @@ def test_cli_long_text_option_on_predict_eval_and_explain(tiny_run, tmp_path):
         assert w["attributions"][-1]["end"] == len(text)
         assert any(a["score"] != 0 for a in w["attributions"] if a["start"] >= 64)  # read past the cut
         assert w["probability"] == pytest.approx(max(rows["windows"][texts.index(text)].values()), abs=1e-5)
+
+
+def test_training_checks_the_windows_default_on_validation(tmp_path):
+    """A run whose training texts were mostly cut records the validation comparison in config.json,
+    and its default follows it."""
+    from tests.conftest import TINY, write_topic_csv
+
+    data = write_topic_csv(tmp_path / "topics.csv", rows_per_class=60)
+    result = CliRunner().invoke(app, ["train", "--dataset", str(data), "--out", str(tmp_path / "run"),
+                                      "--max-length", "16", "--epochs", "1", "--val-fraction", "0.2", "--no-progress",
+                                      "--no-baseline", *TINY])
+    assert result.exit_code == 0, result.output
+    entry = json.loads((tmp_path / "run" / "config.json").read_text())["long_text"]
+    assert entry["train_share_cut"] > 0.1
+    v = entry["validation"]
+    assert v["decided_by"] == "validation" and v["long_texts"] >= MIN_LONG_VALIDATION
+    assert entry["default"] == ("windows" if v["windows_accuracy"] >= v["truncate_accuracy"] else "truncate")
+    assert "long texts on validation" in result.output

@@ -19,7 +19,7 @@ import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from .encoders import Encoder, build_encoder, encoder_from_dict
 from .errors import CheckpointError, ConfigError, DataError, VdcnnError
 from .evaluate import classification_report, predict_logits
 from .layers import MaskedBatchNorm1d
+from .long_text import choose_on_validation
 from .model import VDCNN, count_parameters, forward_flops, recalibrate_batchnorm
 from .optim import class_weights, lr_multiplier, make_optimizer, stage_grad_norms
 from .profiling import PhaseTimer, format_phases
@@ -216,6 +217,7 @@ class _Run:
     encoder: Encoder
     train_set: Encoded
     val_set: Encoded
+    val_texts: Sequence[str]  # the validation texts whole (the long-text default is checked on them)
     test_set: Encoded | None
     test_source: str
     model: VDCNN
@@ -378,8 +380,9 @@ def _setup(cfg: RunConfig, out_dir: Path, saved: dict[str, Any] | None, log: Cal
         meta["autotune"] = cfg.search
     run = _Run(cfg=cfg, out_dir=out_dir, log=log, progress=progress, ctx=ctx, device=device, use_bf16=use_bf16,
                started=started, labels=labels, encoder=encoder, train_set=train_set, val_set=val_set,
-               test_set=test_set, test_source=splits.test.source if splits.test is not None else "", model=model,
-               net=net, ema=ema, optimizer=optimizer, scheduler=scheduler, loss_weight=weight,
+               val_texts=splits.val.texts, test_set=test_set,
+               test_source=splits.test.source if splits.test is not None else "", model=model, net=net, ema=ema,
+               optimizer=optimizer, scheduler=scheduler, loss_weight=weight,
                steps_per_epoch=steps_per_epoch, trim=t.bucket and model_config.mask_padding, meta=meta,
                timer=PhaseTimer(profile, device), state=state)
     ema_schedule.bind(lambda: run.state.global_step)
@@ -781,8 +784,25 @@ def _finish(run: _Run) -> TrainResult:
         "wall_time_s": round(wall, 1),
     }
     run.meta.update(after_training(best_model, run.train_set, run.val_set, run.cfg, run.device, run.trim, run.log))
+    _long_text_on_validation(run, best_model)
     ckpt.write_json(out_dir / ckpt.CONFIG_FILE, run.meta)
     return TrainResult(out_dir, best_acc, s.best_epoch, len(run.history), test, wall, run.history)
+
+
+def _long_text_on_validation(run: _Run, model: torch.nn.Module) -> None:
+    """Keep the windows default (long texts often cut) only where validation's long texts say so."""
+    entry = run.meta.get("long_text")
+    if not entry or entry.get("default") != "windows" or np.asarray(run.val_set.labels).ndim != 1:
+        return
+    batch = max(run.cfg.train.batch_size, 64)
+    entry = choose_on_validation(entry, run.encoder, run.val_texts, run.val_set.labels,
+                                 lambda ids, n: predict_logits(model, ids, n, batch, run.device, run.trim))
+    run.meta["long_text"] = entry
+    v = entry["validation"]
+    if "windows_accuracy" in v:
+        run.log(f"long texts on validation ({v['long_texts']:,} longer than {entry['max_length']} ids): windows "
+                f"{v['windows_accuracy'] * 100:.2f} %, truncation {v['truncate_accuracy'] * 100:.2f} %, so inference "
+                f"reads long texts as {'windows' if entry['default'] == 'windows' else 'their first window'} by default")
 
 
 def _finite(model: torch.nn.Module) -> bool:
