@@ -89,7 +89,7 @@ def autotune(cfg: RunConfig, budget_s: float, log: Callable[[str], None],
     options = candidates(cfg, coverage)
     if len(options) < 2:
         return {"trials": [], "chosen": options[0].name if options else None, "search_s": 0.0}
-    select = "val_macro_f1" if cfg.train.select_by == "macro_f1" else "val_acc"
+    select = {"macro_f1": "val_macro_f1", "micro_f1": "val_micro_f1"}.get(cfg.train.select_by, "val_acc")
     pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2)
     study = optuna.create_study(direction="maximize", pruner=pruner)
     for i in range(len(options)):
@@ -113,7 +113,7 @@ def autotune(cfg: RunConfig, budget_s: float, log: Callable[[str], None],
             stopped: list[bool] = []
 
             def report(row: dict[str, Any]) -> bool:
-                value = row.get(select)
+                value = row.get(select, row.get("val_acc"))
                 value = float(value) if value is not None else -float(row["train_loss"])
                 scores.append(value)
                 trial.report(value, row["epoch"])
