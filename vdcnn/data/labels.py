@@ -136,7 +136,7 @@ class LabelRule:
         """The rule in one line, for the data line of a run."""
         n = len(self.names)
         if self.multi_label:
-            single = dataclasses.replace(self, multi_label=False).describe().replace("classes", "labels")
+            single = dataclasses.replace(self, multi_label=False).describe().replace("class", "label")
             return f"{single} (multi-label: a set of labels a text)"
         if self.origin == "data":
             return f"label rule: the {n} distinct training labels are the classes"
