@@ -180,6 +180,26 @@ def test_platt_scaling_lowers_the_loss_of_miscalibrated_logits():
     assert nll(sigmoid_proba(logits, (a, b))) < nll(sigmoid_proba(logits)) - 0.05
 
 
+def test_output_bias_starts_at_each_labels_weighted_frequency():
+    import torch
+
+    from vdcnn.model import VDCNN, ModelConfig
+    from vdcnn.multilabel import init_output_bias, pos_weight
+
+    y = np.zeros((1000, 3), dtype=np.int64)
+    y[:500, 0], y[:100, 1], y[:10, 2] = 1, 1, 1
+    for conv in (True, False):
+        model = VDCNN(ModelConfig(vocab_size=50, num_classes=3, depth=9, channels=(8, 16, 32, 64), fc_dims=(16,),
+                                  embedding_dim=8, conv=conv, ngram_buckets=0 if conv else 1024))
+        init_output_bias(model, y)
+        model.eval()
+        with torch.no_grad():
+            p = torch.sigmoid(model(torch.zeros(1, 20, dtype=torch.long) + 3, torch.tensor([20])))[0].numpy()
+        w, prior = pos_weight(y).numpy(), y.mean(0)
+        expected = w * prior / (w * prior + 1 - prior)  # the constant that minimises the weighted BCE
+        np.testing.assert_allclose(p, expected, atol=0.05 if conv else 1e-3)
+
+
 # --- end to end through the CLI ------------------------------------------------------------------
 
 

@@ -363,6 +363,8 @@ def _setup(cfg: RunConfig, out_dir: Path, saved: dict[str, Any] | None, log: Cal
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     model_config = cfg.model_config(encoder.vocab_size, len(labels), encoder.pad_id)
     model = VDCNN(model_config).to(device)
+    if multi:
+        ml.init_output_bias(model, train_set.labels, t.class_weights)
     if t.sync_bn:
         for m in model.modules():
             if isinstance(m, MaskedBatchNorm1d):
