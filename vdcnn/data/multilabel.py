@@ -22,8 +22,6 @@ from vdcnn.errors import DataError
 
 from .files import as_text
 
-# A separator between labels: ',' or '|', spaces around it allowed.
-_SEPARATORS = (",", "|")
 _ID_LIST = re.compile(r"^\d+(\s*,\s*\d+)+$")
 _PIECE = re.compile(r"^[^\s,|][^,|]{0,39}$")
 # Files whose lines name the labels that integer label ids index, looked for beside a multi-label file.
