@@ -142,8 +142,15 @@ def train(
         result = run_training(cfg, out, log=err, progress=progress, profile=profile)
     if not result.is_main:  # under torchrun, rank 0 alone reports and fits the baseline
         return
-    err(f"best validation accuracy {result.best_val_accuracy * 100:.2f} % at epoch {result.best_epoch}; "
-        f"run folder: {result.out_dir}")
+    from vdcnn.checkpoint import read_config
+
+    best = read_config(result.out_dir).get("best") or {}
+    if best.get("val_micro_f1") is not None:  # multi-label
+        err(f"best validation micro-F1 {best['val_micro_f1'] * 100:.2f} % (macro-F1 {best['val_macro_f1'] * 100:.2f} %) "
+            f"at epoch {result.best_epoch}; run folder: {result.out_dir}")
+    else:
+        err(f"best validation accuracy {result.best_val_accuracy * 100:.2f} % at epoch {result.best_epoch}; "
+            f"run folder: {result.out_dir}")
     if baseline:
         from vdcnn.baseline import baseline_for_run
 
@@ -164,11 +171,17 @@ def baseline_cmd(
     result = run_baseline(build_config(None, {**options, "dataset": dataset}))
     typer.echo(f"{result['name']} ({result['analyzer']}), fitted on {result['train_rows']:,} rows in "
                f"{result['fit_s']:.1f} s")
-    typer.echo(f"{'split':<12}{'rows':>7}{'accuracy':>11}{'macro-F1':>11}")
+    multi = any(r and "micro_f1" in r for r in (result["val"], result["test"]))
+    if multi:
+        typer.echo(f"{'split':<12}{'rows':>7}{'micro-F1':>11}{'macro-F1':>11}   (one-vs-rest; thresholds tuned on "
+                   "validation)")
+    else:
+        typer.echo(f"{'split':<12}{'rows':>7}{'accuracy':>11}{'macro-F1':>11}")
     for split in ("val", "test"):
         if result[split]:
             r = result[split]
-            typer.echo(f"{'validation' if split == 'val' else 'test':<12}{r['n']:>7}{r['accuracy'] * 100:>10.2f}%"
+            first = r["micro_f1"] if multi else r["accuracy"]
+            typer.echo(f"{'validation' if split == 'val' else 'test':<12}{r['n']:>7}{first * 100:>10.2f}%"
                        f"{r['macro_f1'] * 100:>10.2f}%")
     if json_out is not None:
         write_json(json_out, result)
@@ -216,16 +229,29 @@ def evaluate(
                     label_rule=run_label_rule(meta, str(Path(run) / "config.json")),
                     trained_on=run_data.get("dataset"))
     raw, probs = clf.predict_proba_raw_and_calibrated(ds.texts)
-    report = classification_report(ds.labels, probs.argmax(1), clf.labels, None)
-    report["source"] = ds.source
-    report["calibration"] = calibration_report(clf, raw, probs, ds.labels)
-    typer.echo(f"{ds.source}")
-    typer.echo(format_report(report))
-    typer.echo(format_calibration_report(report["calibration"]))
+    if clf.multi_label:  # per-label thresholds; no confusion matrix
+        from vdcnn import multilabel as ml
+
+        report = ml.report(ds.labels, probs, clf.thresholds, clf.labels, clf.at_least_one)
+        report["calibration"] = ml.calibration_report(clf, raw, probs, ds.labels)
+        report["source"] = ds.source
+        typer.echo(f"{ds.source}")
+        typer.echo(ml.format_report(report))
+        typer.echo(ml.format_calibration_report(report["calibration"]))
+    else:
+        report = classification_report(ds.labels, probs.argmax(1), clf.labels, None)
+        report["source"] = ds.source
+        report["calibration"] = calibration_report(clf, raw, probs, ds.labels)
+        typer.echo(f"{ds.source}")
+        typer.echo(format_report(report))
+        typer.echo(format_calibration_report(report["calibration"]))
     if json_out is not None:
         write_json(json_out, report)
         err(f"report written to {json_out}")
     if plot is None:
+        return
+    if clf.multi_label:
+        err("--plot: a multi-label run has no confusion matrix or reliability diagram to draw; nothing plotted")
         return
     from vdcnn.plots import plot_confusion
 
@@ -250,7 +276,10 @@ def evaluate(
 def predict(
     run: Path = typer.Argument(..., help="Run folder."),
     file: str = typer.Argument("-", help="Text file, one text per line; - for stdin."),
-    top_k: int = typer.Option(1, "--top-k", "-k", min=1, help="Labels per text."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", "-k", min=1,
+                                        help="Labels per text (default 1). A multi-label run prints every label at "
+                                             "or above its threshold, most probable first (at most K with --top-k; "
+                                             "when no label passes, the most probable one, so no line is empty)."),
     fmt: OutputFormat = typer.Option("tsv", "--format", help="tsv (label<TAB>prob) or jsonl (all probabilities)."),
     input_format: InputFormat = typer.Option("lines", help="One text per line, or a column of csv or jsonl."),
     text_column: str = typer.Option("text", help="Text column for csv/jsonl input."),
@@ -272,7 +301,8 @@ def predict(
 
     clf = load_ensemble([run, *ensemble], device=device.value, batch_size=batch_size, bf16=bf16,
                         long_text=long_text.value if long_text else None)
-    top_k = min(top_k, len(clf.labels))
+    if not clf.multi_label:
+        top_k = min(top_k or 1, len(clf.labels))
     stats: dict = {}
     if input_format.value == "lines":
         chunks = read_lines(file, chunk_size=chunk_size, stats=stats)
@@ -280,7 +310,13 @@ def predict(
         chunks = read_records(file, input_format.value, text_column, chunk_size=chunk_size, stats=stats)
     out = sys.stdout
     for _texts, probs in clf.predict_stream(chunks):
-        out.write("\n".join(format_predictions(probs, clf.labels, top_k, fmt.value)) + "\n")
+        if clf.multi_label:
+            from vdcnn.multilabel import format_predictions as format_multi
+
+            lines = format_multi(probs, clf.labels, clf.thresholds, top_k, fmt.value, clf.at_least_one)
+        else:
+            lines = format_predictions(probs, clf.labels, top_k, fmt.value)
+        out.write("\n".join(lines) + "\n")
         out.flush()
     # Input is never refused for its bytes (one output line per input line); say what was repaired.
     bad, nul = stats.get("invalid_utf8_lines", 0), stats.get("nul_lines", 0)

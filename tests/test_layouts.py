@@ -336,7 +336,7 @@ def test_cli_data_line_names_columns_layout_and_rule(tmp_path, capsys, monkeypat
     assert "label rule: the 2 distinct training labels are the classes" in err
 
 
-def test_headerless_text_label_id_reads_no_id_and_refuses_multi_label(tmp_path):
+def test_headerless_text_label_id_reads_no_id_and_multi_label_ids(tmp_path):
     # The GoEmotions layout: text, label id(s), comment id; no header.
     rng = random.Random(8)
     rows = [(t, str(["0", "1", "2"].index("012"[i % 3])), "".join(rng.choice("abcdefghij") for _ in range(7)))
@@ -348,5 +348,7 @@ def test_headerless_text_label_id_reads_no_id_and_refuses_multi_label(tmp_path):
     assert "label column 2 (3 values); ignored: column 3" in notes(s)
     rows[3] = (rows[3][0], "0,2", rows[3][2])
     f.write_text("".join("\t".join(r) + "\n" for r in rows))
+    s = load_splits(str(f), val_fraction=0.0)  # several ids in a row: a multi-label dataset (tests/test_multilabel.py)
+    assert s.train.multi_label and s.train.labels[3].tolist() == [1, 0, 1]
     with pytest.raises(DataError, match=r"label column \(column 2\) holds several classes in one row \('0,2'\)"):
-        load_splits(str(f))
+        load_splits(str(f), multi_label=False)

@@ -101,7 +101,7 @@ def autotune(cfg: RunConfig, plan: "Plan", splits: "Splits", budget_s: float, lo
     if len(options) < 2:
         return {"trials": [], "chosen": options[0].name if options else None, "search_s": 0.0}
     trial_splits = with_train_subset(splits, TRIAL_ROWS if large else None, cfg.train.seed)
-    select = "val_macro_f1" if plan.config.train.select_by == "macro_f1" else "val_acc"
+    select = {"macro_f1": "val_macro_f1", "micro_f1": "val_micro_f1"}.get(plan.config.train.select_by, "val_acc")
     pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2)
     study = optuna.create_study(direction="maximize", pruner=pruner)
     for i in range(len(options)):
@@ -125,7 +125,7 @@ def autotune(cfg: RunConfig, plan: "Plan", splits: "Splits", budget_s: float, lo
             stopped: list[bool] = []
 
             def report(row: dict[str, Any]) -> bool:
-                value = row.get(select)
+                value = row.get(select, row.get("val_acc"))
                 value = float(value) if value is not None else -float(row["train_loss"])
                 scores.append(value)
                 trial.report(value, row["epoch"])

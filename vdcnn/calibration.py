@@ -148,6 +148,8 @@ def after_training(model: Any, train_set: Any, val_set: Any, cfg: Any, device: A
     if entries["long_text"]["default"] == "windows":
         log(f"long texts: {entries['long_text']['train_share_cut']:.0%} of the training texts were cut at "
             f"{cfg.encoder.max_length} ids, so inference reads longer texts as overlapping windows by default")
+    if np.asarray(val_set.labels).ndim == 2:
+        return entries  # multi-label: vdcnn.multilabel fits per-label calibration and thresholds
     if not getattr(cfg.train, "calibrate", True):
         entries["calibration"] = {"method": "none", "temperature": 1.0, "reason": "--no-calibrate"}
     elif len(val_set) < MIN_CALIBRATION_TEXTS:

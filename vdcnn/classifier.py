@@ -52,20 +52,34 @@ class TextClassifier:
     labels: list[str]
     temperature: float = 1.0
     long_text: str = "truncate"
+    # A multi-label model (vdcnn.multilabel.attach): sigmoid probabilities, per-label Platt scaling and thresholds.
+    multi_label: bool = False
+    thresholds: np.ndarray | None = None
+    platt: tuple[np.ndarray, np.ndarray] | None = None
+    at_least_one: bool = True
 
     def predict_logits(self, texts: Sequence[str], long_text: str | None = None) -> np.ndarray:
         raise NotImplementedError
 
     def predict_proba(self, texts: Sequence[str], long_text: str | None = None, calibrated: bool = True
                       ) -> np.ndarray:
-        """Class probabilities ``(N, classes)`` in input order; ``calibrated=False`` gives the raw softmax."""
-        return softmax(self.predict_logits(texts, long_text), self.temperature if calibrated else 1.0)
+        """Class probabilities ``(N, classes)`` in input order; ``calibrated=False`` gives the raw softmax
+        (a multi-label model: one sigmoid probability per label)."""
+        return self.probabilities(self.predict_logits(texts, long_text), calibrated)
+
+    def probabilities(self, logits: np.ndarray, calibrated: bool = True) -> np.ndarray:
+        """The probabilities of ``logits``: softmax over temperature, or per-label sigmoid when multi-label."""
+        if self.multi_label:
+            from .multilabel import sigmoid_proba
+
+            return sigmoid_proba(logits, self.platt if calibrated else None)
+        return softmax(logits, self.temperature if calibrated else 1.0)
 
     def predict_proba_raw_and_calibrated(self, texts: Sequence[str], long_text: str | None = None
                                          ) -> tuple[np.ndarray, np.ndarray]:
         """Raw and calibrated probabilities from one pass over the texts (for calibration reports)."""
         logits = self.predict_logits(texts, long_text)
-        return softmax(logits), softmax(logits, self.temperature)
+        return self.probabilities(logits, False), self.probabilities(logits)
 
     def predict(self, texts: Sequence[str], top_k: int = 1, long_text: str | None = None
                 ) -> list[list[tuple[str, float]]]:
@@ -73,6 +87,18 @@ class TextClassifier:
         probs = self.predict_proba(texts, long_text)
         top = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
         return [[(self.labels[j], float(p[j])) for j in row] for row, p in zip(top, probs)]
+
+    def predict_labels(self, texts: Sequence[str], long_text: str | None = None) -> list[list[tuple[str, float]]]:
+        """A multi-label model's labels of each text: every label at or above its threshold, most probable
+        first (the top label when none passes); a single-label model's top label."""
+        if not self.multi_label:
+            return self.predict(texts, 1, long_text)
+        from .multilabel import decide
+
+        probs = self.predict_proba(texts, long_text)
+        chosen = decide(probs, self.thresholds, self.at_least_one)
+        return [[(self.labels[j], float(p[j])) for j in np.argsort(-p, kind="stable") if row[j]]
+                for p, row in zip(probs, chosen)]
 
     def predict_stream(self, chunks: Iterable[Sequence[str]]) -> Iterator[tuple[Sequence[str], np.ndarray]]:
         """Probabilities chunk by chunk, so memory stays bounded for input of any size."""
@@ -127,11 +153,13 @@ class Classifier(TextClassifier):
             check_mode(long_text)
         if is_bundle(path):
             return load_bundle(path, device=device, batch_size=batch_size, long_text=long_text)
+        from .multilabel import attach
+
         model, encoder, labels, meta = load_run(path)
         if fold_bn:
             fold_batchnorm(model)
-        return cls(model, encoder, labels, run_max_length(meta), resolve_device(device), batch_size, bf16,
-                   temperature_of(meta), long_text or default_mode(meta))
+        return attach(cls(model, encoder, labels, run_max_length(meta), resolve_device(device), batch_size, bf16,
+                          temperature_of(meta), long_text or default_mode(meta)), meta)
 
     def predict_logits(self, texts: Sequence[str], long_text: str | None = None) -> np.ndarray:
         """Logits ``(N, classes)`` in input order (a long text's: the mean of its windows' with ``windows``)."""
@@ -164,6 +192,9 @@ class EnsembleClassifier(TextClassifier):
                                   f"{list(members[0].labels)}: an ensemble needs the same labels in the same order")
         self.members = list(members)
         self.labels = list(members[0].labels)
+        from .multilabel import ensemble_settings
+
+        ensemble_settings(self, self.members)  # multi-label members: the mean of their thresholds
 
     def predict_proba(self, texts: Sequence[str], long_text: str | None = None, calibrated: bool = True
                       ) -> np.ndarray:
@@ -274,6 +305,9 @@ class BundleClassifier(TextClassifier):
         self.info = info or {}
         self.temperature = temperature_of(self.info)
         self.long_text = check_mode(long_text or default_mode(self.info))
+        from .multilabel import attach
+
+        attach(self, self.info)
 
     def predict_logits(self, texts: Sequence[str], long_text: str | None = None) -> np.ndarray:
         """Logits ``(N, classes)`` in input order; batches run in length order, trimmed."""

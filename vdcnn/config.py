@@ -42,6 +42,7 @@ class DataSettings:
     limit: int | None = None
     test_split: str = "test"
     split_seed: int | None = None  # validation split and --limit subset; None = train.seed
+    multi_label: bool | None = None  # several labels per text; None = detected from the data
 
 
 @dataclass
@@ -98,7 +99,7 @@ CHOICES = {
     ("train", "nan_policy"): ("stop", "skip"),
     ("encoder", "name"): ("char", "byte", "subword"),
     ("train", "class_weights"): ("none", "balanced"),
-    ("train", "select_by"): ("accuracy", "macro_f1"),
+    ("train", "select_by"): ("accuracy", "macro_f1", "micro_f1"),
 }
 
 
@@ -351,6 +352,9 @@ OPTIONS: tuple[Option, ...] = (
            "time budget (--no-autotune: the recipe's own choice)."),
     Option("ngram_buckets", "model.ngram_buckets", "Hash buckets of the n-gram path (0 = no n-gram path)."),
     Option("calibrate", "train.calibrate", "Fit a temperature on validation so probabilities are calibrated."),
+    Option("multi_label", "data.multi_label", "Several labels per text (sigmoid outputs, one threshold per label); "
+           "default: detected from the data (labels joined by ',' or '|', several __label__ tags, 0/1 columns); "
+           "--no-multi-label refuses such data."),
 )
 OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 

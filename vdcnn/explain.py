@@ -163,7 +163,8 @@ def spans_from_tokens(offsets: Sequence[tuple[int, int]], scores: Sequence[float
 
 
 def integrated_gradients(model: torch.nn.Module, ids: np.ndarray, lengths: np.ndarray, targets: np.ndarray,
-                         steps: int = IG_STEPS, device: torch.device | str = "cpu", temperature: float = 1.0
+                         steps: int = IG_STEPS, device: torch.device | str = "cpu", temperature: float = 1.0,
+                         probs_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
                          ) -> tuple[np.ndarray, np.ndarray]:
     """Integrated gradients of each row's target probability w.r.t. its embeddings, summed
     over the embedding axis: ``(N, T)`` scores and the ``(N,)`` baseline probabilities.
@@ -195,7 +196,8 @@ def integrated_gradients(model: torch.nn.Module, ids: np.ndarray, lengths: np.nd
         with torch.enable_grad():
             logits = model(x.repeat_interleave(rows, 0), n_len.repeat_interleave(rows, 0)).float()
             wanted = torch.as_tensor(np.asarray(targets, dtype=np.int64), device=device).repeat_interleave(rows)
-            chosen = torch.softmax(logits / temperature, -1).gather(1, wanted[:, None]).view(n, rows)
+            probs = probs_fn(logits) if probs_fn is not None else torch.softmax(logits / temperature, -1)
+            chosen = probs.gather(1, wanted[:, None]).view(n, rows)
             (grad,) = torch.autograd.grad(chosen[:, :steps].sum(), points[0])
     finally:
         handle.remove()
@@ -207,7 +209,8 @@ def integrated_gradients(model: torch.nn.Module, ids: np.ndarray, lengths: np.nd
 
 
 def occlusion(logits_fn: LogitsFn, ids: np.ndarray, lengths: np.ndarray, pad_id: int = 0,
-              max_windows: int = MAX_WINDOWS, batch_size: int = 256, temperature: float = 1.0
+              max_windows: int = MAX_WINDOWS, batch_size: int = 256, temperature: float = 1.0,
+              probs_fn: Callable[[np.ndarray], np.ndarray] | None = None
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Window occlusion for every class at once: probabilities ``(N, C)`` of the texts, of
     their all-padding baselines ``(N, C)``, and per-id scores ``(N, T, C)``: the probability
@@ -236,7 +239,8 @@ def occlusion(logits_fn: LogitsFn, ids: np.ndarray, lengths: np.ndarray, pad_id:
     all_lengths = np.asarray(batch_lengths, dtype=np.int64)
     logits = [logits_fn(all_ids[k:k + batch_size], all_lengths[k:k + batch_size])
               for k in range(0, len(all_ids), batch_size)]
-    probs = softmax(np.concatenate(logits), temperature) if logits else np.zeros((0, 0))
+    probs = ((probs_fn or (lambda z: softmax(z, temperature)))(np.concatenate(logits)) if logits
+             else np.zeros((0, 0)))
     classes = probs.shape[1] if len(probs) else 0
     scores = np.zeros((n, width, classes))
     text_probs, base_probs = np.zeros((n, classes)), np.zeros((n, classes))
@@ -307,6 +311,13 @@ def explain_texts(classifier: Any, texts: Sequence[str], target: str | None = No
     batch_size = int(getattr(classifier, "batch_size", 256))
     from .evaluate import softmax
 
+    to_probs = getattr(classifier, "probabilities", None) or (lambda z: softmax(z, temperature))
+    torch_probs = None
+    if getattr(classifier, "multi_label", False):  # per-label sigmoid probabilities (vdcnn.multilabel)
+        from .multilabel import torch_proba
+
+        torch_probs = lambda z: torch_proba(z, classifier.platt)  # noqa: E731
+
     def trimmed(x: np.ndarray, n_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if mask_padding:  # masking makes the trimmed batch exact; unmasked models read max_length
             x = x[:, :max(int(n_ids.max(initial=1)), 1)]
@@ -323,7 +334,7 @@ def explain_texts(classifier: Any, texts: Sequence[str], target: str | None = No
         row_text = np.concatenate([np.arange(n), owners]).astype(np.int64)  # the text of each row
         # The texts' own rows as one slice (as with truncation), then the further windows.
         slices = [(0, n), *((k, min(k + per_batch, len(lengths))) for k in range(n, len(lengths), per_batch))]
-        probs = softmax(document_logits(run_rows, ids, lengths, owners), temperature)
+        probs = to_probs(document_logits(run_rows, ids, lengths, owners))
         row_scores: list[np.ndarray] = []
         row_base: list[float] = []
         if method == "integrated_gradients":
@@ -331,12 +342,12 @@ def explain_texts(classifier: Any, texts: Sequence[str], target: str | None = No
             for a, b in slices:
                 part_scores, part_base = integrated_gradients(model, *trimmed(ids[a:b], lengths[a:b]),
                                                               targets[row_text[a:b]], steps, classifier.device,
-                                                              temperature)
+                                                              temperature, torch_probs)
                 row_scores += list(part_scores)
                 row_base += list(part_base)
         else:
             parts = [occlusion(logits_fn, *trimmed(ids[a:b], lengths[a:b]), pad_id, batch_size=batch_size,
-                               temperature=temperature) for a, b in slices]
+                               temperature=temperature, probs_fn=to_probs) for a, b in slices]
             single = np.bincount(owners, minlength=n) == 0
             probs[single] = parts[0][0][single]  # as with truncation: the text's row among its occlusions
             targets = probs.argmax(1) if wanted is None else np.full(n, wanted)

@@ -134,7 +134,7 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", out_dir: str | Path | Non
         "model": config.to_dict(),
         "source_run": str(run_dir.resolve()),
     }
-    for key in ("calibration", "long_text"):  # runs trained before these existed have neither
+    for key in ("calibration", "long_text", "multi_label"):  # runs trained before these existed have neither
         if isinstance(meta.get(key), dict):
             bundle[key] = meta[key]
     if fmt == "onnx":

@@ -101,7 +101,8 @@ def _settings(n_rows: int, imbalance: float, spaced: bool, chars: int = 0) -> di
 
 def apply_recipe(cfg: Any, texts: Sequence[str], labels: np.ndarray, n_classes: int) -> list[str]:
     """Fill the settings the user left open from the training data; returns log lines."""
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes)
+    labels = np.asarray(labels, dtype=np.int64)
+    counts = labels.sum(0) if labels.ndim == 2 else np.bincount(labels, minlength=n_classes)  # 2-D: multi-label
     present = counts[counts > 0]
     imbalance = float(present.max() / present.min()) if len(present) else 1.0
     chosen = _settings(len(texts), imbalance, spaced=spaced_script(texts), chars=sum(map(len, texts)))

@@ -9,6 +9,8 @@ def format_epoch_line(row: dict[str, Any], epochs: int, improved: bool) -> str:
     """``epoch 3/20: train loss ... acc ..., val loss ... acc ... macro-F1 ..., N texts/s  (best, saved)``."""
     val_txt = (f"val loss {row['val_loss']:.4f} acc {row['val_acc'] * 100:.2f} % macro-F1 "
                f"{row['val_macro_f1'] * 100:.2f} %" if row["val_acc"] is not None else "no validation")
+    if row.get("val_micro_f1") is not None:  # multi-label: acc is subset accuracy
+        val_txt += f" micro-F1 {row['val_micro_f1'] * 100:.2f} %"
     return (f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f} acc {row['train_acc'] * 100:.2f} %, "
             f"{val_txt}, {row['samples_per_s']:.0f} texts/s{'  (best, saved)' if improved else ''}")
 

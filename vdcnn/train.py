@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from . import checkpoint as ckpt
 from . import distributed
+from . import multilabel as ml
 from .augment import char_noise, random_crop
 from .batching import Encoded, batch_order, encode_texts, make_batch
 from .calibration import after_training
@@ -335,6 +336,8 @@ def _setup(cfg: RunConfig, out_dir: Path, saved: dict[str, Any] | None, log: Cal
 
     splits = data if data is not None else _load_data(cfg, ctx, prior)
     labels = splits.label_names
+    multi = splits.train.multi_label
+    adapted = ml.adapt_config(cfg, splits.train.labels) if multi else []
     cfg, encoder, train_set, val_set, test_set = _encode_data(cfg, splits, prior, log, ctx)
     max_len = cfg.encoder.max_length
     t = cfg.train
@@ -346,6 +349,8 @@ def _setup(cfg: RunConfig, out_dir: Path, saved: dict[str, Any] | None, log: Cal
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     model_config = cfg.model_config(encoder.vocab_size, len(labels), encoder.pad_id)
     model = VDCNN(model_config).to(device)
+    if multi:
+        ml.init_output_bias(model, train_set.labels, t.class_weights)
     if t.sync_bn:
         for m in model.modules():
             if isinstance(m, MaskedBatchNorm1d):
@@ -363,14 +368,20 @@ def _setup(cfg: RunConfig, out_dir: Path, saved: dict[str, Any] | None, log: Cal
     full_batches = distributed.shard(batch_order(train_set.lengths, t.batch_size, None, False), ctx)
     steps_per_epoch = max(1, len(full_batches))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(cfg, steps_per_epoch))
-    weight = class_weights(train_set.labels, len(labels)).to(device) if t.class_weights == "balanced" else None
+    weight = (ml.pos_weight(train_set.labels, t.class_weights).to(device) if multi else
+              class_weights(train_set.labels, len(labels)).to(device) if t.class_weights == "balanced" else None)
     log(f"model: VDCNN depth {model_config.conv_layers} (stages {list(model_config.blocks)}), "
         f"shortcut {'on (' + model_config.shortcut_kind + ')' if model_config.shortcut else 'off'}, "
         f"downsample {model_config.downsample}, {count_parameters(model) / 1e6:.2f} M parameters, "
         f"{forward_flops(model_config, max_len) / 1e9:.2f} GFLOPs per text at length {max_len}; "
         f"device {device}{' (bf16 autocast)' if use_bf16 else ''}"
         f"{f', {ctx.world_size} processes (DDP)' if ctx.enabled else ''}")
-    if weight is not None:
+    for line in adapted:
+        log(line)
+    if multi:
+        log(f"  positive weights ({'balanced' if t.class_weights == 'balanced' else 'sqrt'} negatives/positives, "
+            f"capped at {ml.POS_WEIGHT_CAP:g}): " + ", ".join(f"{n} {w:.2f}" for n, w in zip(labels, weight.tolist())))
+    elif weight is not None:
         log("  class weights (balanced): " + ", ".join(f"{n} {w:.2f}" for n, w in zip(labels, weight.tolist())))
 
     meta = ckpt.make_meta(model_config, encoder, labels, cfg.to_dict(), data_source=splits.train.source,
@@ -584,7 +595,8 @@ def _train_step(run: _Run, ids: torch.Tensor, lengths: torch.Tensor, y: torch.Te
     s, t, timer = run.state, run.cfg.train, run.timer
     with timer.phase("forward"), torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.use_bf16):
         logits = run.net(ids, lengths)
-        loss = F.cross_entropy(logits.float(), y, weight=run.loss_weight, label_smoothing=t.label_smoothing)
+        loss = (ml.loss(logits, y, run.loss_weight) if y.ndim == 2 else
+                F.cross_entropy(logits.float(), y, weight=run.loss_weight, label_smoothing=t.label_smoothing))
     if t.nan_policy == "skip" and distributed.any_across(not bool(torch.isfinite(loss)), run.ctx, run.device):
         if not _finite(run.model):
             raise TrainingDiverged(
@@ -697,6 +709,7 @@ def _end_epoch(run: _Run) -> bool:
         "lr": run.optimizer.param_groups[0]["lr"],
         "time_s": round(epoch_time + val_s, 2),
         "samples_per_s": round(seen / max(1e-9, epoch_time), 1),
+        **({"val_micro_f1": val["micro_f1"]} if val and "micro_f1" in val else {}),
         "grad_norm": {f"stage{i + 1}": g / max(1, sums["grad_n"]) for i, g in enumerate(sums["grad"])},
         "skipped_steps": sums["skipped"],
     }
@@ -726,7 +739,9 @@ def _end_epoch(run: _Run) -> bool:
 def _judge(run: _Run, row: dict[str, Any], finite: bool) -> bool:
     """Whether this epoch is the best so far (decided on rank 0, the same on every rank); saves it if so."""
     s, t = run.state, run.cfg.train
-    key = "val_macro_f1" if t.select_by == "macro_f1" else "val_acc"
+    key = {"macro_f1": "val_macro_f1", "micro_f1": "val_micro_f1"}.get(t.select_by, "val_acc")
+    if key not in row:  # single-label: micro-F1 is accuracy
+        key = "val_acc"
     score = row[key] if row[key] is not None else -row["train_loss"]
     sane = (math.isfinite(row["train_loss"]) and finite
             and (row["val_loss"] is None or math.isfinite(row["val_loss"])))  # never save a NaN model
@@ -735,7 +750,8 @@ def _judge(run: _Run, row: dict[str, Any], finite: bool) -> bool:
     if improved:
         s.best_score, s.best_epoch, s.stale_epochs = score, row["epoch"], 0
         run.meta["best"] = {"epoch": row["epoch"], "val_acc": row["val_acc"], "val_loss": row["val_loss"],
-                            "val_macro_f1": row["val_macro_f1"], "select_by": t.select_by}
+                            "val_macro_f1": row["val_macro_f1"], "select_by": t.select_by,
+                            **({"val_micro_f1": row["val_micro_f1"]} if "val_micro_f1" in row else {})}
         if run.main:
             ckpt.save_weights(run.out_dir / ckpt.WEIGHTS_FILE, run.scored_model)
             ckpt.write_json(run.out_dir / ckpt.CONFIG_FILE, run.meta)
@@ -757,14 +773,17 @@ def _finish(run: _Run) -> TrainResult:
                                "written; lower --lr or add gradient clipping")
     best_model, *_ = ckpt.load_run(out_dir)
     best_model.to(run.device)
+    fitted = _fit_multilabel(run, best_model) if run.val_set.labels.ndim == 2 else None
     val = run.best_val  # scored when it was the best epoch; a resumed run may not have seen it
-    if val is None and s.best_epoch > 0:
-        val = _score(best_model, run.val_set, run.labels, t.batch_size, run.device, run.trim)
+    if (val is None and s.best_epoch > 0) or fitted is not None:
+        val = _score(best_model, run.val_set, run.labels, t.batch_size, run.device, run.trim, fitted)
     test = None
     if run.test_set is not None:
-        test = _score(best_model, run.test_set, run.labels, t.batch_size, run.device, run.trim)
-        run.log(f"test ({run.test_source}): accuracy {test['accuracy'] * 100:.2f} %, "
-                f"macro-F1 {test['macro_f1'] * 100:.2f} %")
+        test = _score(best_model, run.test_set, run.labels, t.batch_size, run.device, run.trim, fitted)
+        run.log(f"test ({run.test_source}): " + (
+            f"micro-F1 {test['micro_f1'] * 100:.2f} %, macro-F1 {test['macro_f1'] * 100:.2f} %, samples-F1 "
+            f"{test['samples_f1'] * 100:.2f} %, subset accuracy {test['accuracy'] * 100:.2f} %" if fitted is not None
+            else f"accuracy {test['accuracy'] * 100:.2f} %, macro-F1 {test['macro_f1'] * 100:.2f} %"))
     if val or test:
         for line in format_recall_table(run.labels, val, test):
             run.log(line)
@@ -783,6 +802,11 @@ def _finish(run: _Run) -> TrainResult:
         "steps_run": s.global_step,
         "wall_time_s": round(wall, 1),
     }
+    if fitted is not None:
+        run.meta["results"].update(best_val_micro_f1=val["micro_f1"] if val else None,
+                                   test_micro_f1=test["micro_f1"] if test else None,
+                                   test_samples_f1=test["samples_f1"] if test else None)
+        run.meta.update(fitted)
     run.meta.update(after_training(best_model, run.train_set, run.val_set, run.cfg, run.device, run.trim, run.log))
     _long_text_on_validation(run, best_model)
     ckpt.write_json(out_dir / ckpt.CONFIG_FILE, run.meta)
@@ -811,12 +835,22 @@ def _finite(model: torch.nn.Module) -> bool:
 
 
 def _score(model: torch.nn.Module, data: Encoded, labels: list[str], batch_size: int, device: torch.device,
-           trim: bool) -> dict[str, Any] | None:
-    """Accuracy report in fp32 even when training ran in bf16, so it matches ``vdcnn eval``."""
+           trim: bool, fitted: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """Accuracy report in fp32 even when training ran in bf16, so it matches ``vdcnn eval``; a multi-label
+    report at the ``fitted`` calibration and thresholds (None: thresholds tuned on ``data`` itself)."""
     if len(data) == 0:
         return None
     logits = predict_logits(model, data.ids, data.lengths, max(batch_size, 256), device, trim)
+    if data.labels.ndim == 2:
+        return ml.score_logits(logits, data.labels, labels, fitted)
     return classification_report(data.labels, logits.argmax(1), labels, logits)
+
+
+def _fit_multilabel(run: _Run, model: torch.nn.Module) -> dict[str, Any]:
+    """Calibration and per-label thresholds of a multi-label run, fitted on its validation split."""
+    data = run.val_set if len(run.val_set) else run.train_set
+    logits = predict_logits(model, data.ids, data.lengths, max(run.cfg.train.batch_size, 256), run.device, run.trim)
+    return ml.fit_after_training(logits, data.labels, getattr(run.cfg.train, "calibrate", True), run.log)
 
 
 def _json(row: dict[str, Any]) -> str:

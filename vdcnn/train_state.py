@@ -100,7 +100,10 @@ class EpochMeter:
     def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
         loss = loss.detach()
         self.loss += loss.to(self.loss.dtype) * len(y)
-        self.correct += (logits.detach().argmax(1) == y).sum()
+        if y.ndim == 2:  # multi-label: texts with every label right at 0.5
+            self.correct += ((logits.detach() > 0) == (y > 0)).all(1).sum()
+        else:
+            self.correct += (logits.detach().argmax(1) == y).sum()
         self.bad |= ~torch.isfinite(loss)
         self.seen += len(y)
 

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 from vdcnn.errors import DataError
 
 from .files import _BOOLS, _NUMBER_RE, LABEL_COLUMNS, PAIR_COLUMNS, TEXT_COLUMNS, Table, as_text
+from .multilabel import as_label_lists, binary_columns, joined_separator, lists_from_binary, split_joined
 
 _MULTI_RE = re.compile(r"^\d+(\s*,\s*\d+)+$")  # "4,27": class ids of a multi-label row
 _BACKSLASH_NEWLINE = re.compile(r"\s*(?:\\n\s*)+")
@@ -142,19 +143,28 @@ def _content_label(table: Table, candidates: Sequence[str]) -> str | None:
 
 
 def texts_and_labels(table: Table, *, source: str, text_columns: Sequence[str] | None = None,
-                     label_column: str | None = None, clean_escapes: bool | None = None
-                     ) -> tuple[list[str], list[Any], str]:
+                     label_column: str | None = None, clean_escapes: bool | None = None,
+                     multi_label: bool | None = None) -> tuple[list[str], list[Any], str]:
     """(texts, raw label values, label column name) of a table.
 
     Columns are the ones asked for (by name, or by 1-based number), else found by name
     (``text``/``text_a``/``label``...), else by content: the label is a short categorical column, the
     text the free-text column(s); other columns (annotations, ids, numbers) are never read as text
-    unless asked for. Which columns were used and ignored is added to ``table.notes``."""
+    unless asked for. Which columns were used and ignored is added to ``table.notes``.
+
+    ``multi_label`` (None: decide from the data) reads each row's labels as a list
+    (``vdcnn.data.multilabel``: joined labels, several fastText tags, 0/1 columns, Sequence(ClassLabel));
+    False refuses such data, True reads one label per row as a set of one where nothing joins them."""
     available = list(table.columns)
     if not available:
         raise DataError(f"{source}: no columns found")
     if isinstance(text_columns, str):
         text_columns = [text_columns]
+    if (multi_label is not False and label_column is None and not table.headerless and not table.layout_columns
+            and not {c.lower() for c in available} & set(LABEL_COLUMNS)):
+        binary = binary_columns(table.columns, [_by_number(str(c), available) for c in text_columns or []])
+        if len(binary) >= 2:
+            return _binary_layout(table, source, available, binary, text_columns)
     if label_column is not None:
         label_column = _by_number(str(label_column), available)
         _check_columns([label_column], available, source)
@@ -197,11 +207,7 @@ def texts_and_labels(table: Table, *, source: str, text_columns: Sequence[str] |
         raise DataError(f"{source}: column {lab_col!r} cannot be both the label and a text column")
     if not table.columns[lab_col]:
         raise DataError(f"{source}: no data rows")
-    multi = [v for v in (as_text(x).strip() for x in table.columns[lab_col][:5000]) if _MULTI_RE.match(v)]
-    if multi:
-        raise DataError(f"{source}: the label column ({_describe(lab_col, available, table.headerless)}) holds several "
-                        f"classes in one row ({multi[0]!r}): a multi-label dataset; vdcnn trains single-label "
-                        "classifiers: keep one label per row")
+    labels = _label_values(table, lab_col, source, _describe(lab_col, available, table.headerless), multi_label)
     clean = None
     if clean_escapes if clean_escapes is not None else table.charcnn_escapes:
         clean = _charcnn_cleaner([as_text(v) for c in text_cols for v in table.columns[c][:2000]])
@@ -210,7 +216,67 @@ def texts_and_labels(table: Table, *, source: str, text_columns: Sequence[str] |
     if not table.layout_columns:
         table.notes.append(_columns_note(table, available, text_cols, lab_col, pair,
                                          chosen=label_column is None))
-    return texts, list(table.columns[lab_col]), lab_col
+    return texts, labels, lab_col
+
+
+def _label_values(table: Table, lab_col: str, source: str, described: str, multi_label: bool | None) -> list[Any]:
+    """The label column's values: as they are, or each row's list of labels for a multi-label dataset."""
+    raw = list(table.columns[lab_col])
+    lists = any(isinstance(v, (list, tuple)) for v in raw[:5000])
+    if multi_label is False:
+        multi = [v for v in (as_text(x).strip() for x in raw[:5000]) if _MULTI_RE.match(v)]
+        if multi or lists:
+            example = multi[0] if multi else next(v for v in raw if isinstance(v, (list, tuple)))
+            raise DataError(f"{source}: the label column ({described}) holds several classes in one row "
+                            f"({example!r}): a multi-label dataset read as single-label (its training split has one label "
+                            "per row, or --no-multi-label was given)")
+        return raw
+    sep = None if lists else joined_separator(raw)
+    if lists:
+        labels = as_label_lists(raw)
+        table.multi_label = table.multi_label or f"lists of labels in the label column ({described})"
+    elif sep is not None:
+        labels = split_joined(raw, sep)
+        table.multi_label = f"labels joined by '{sep}' in the label column ({described})"
+    elif multi_label:
+        labels = as_label_lists(raw)
+        table.multi_label = f"--multi-label: one label per row in the label column ({described}), read as sets"
+    else:
+        return raw
+    empty = [i for i, row in enumerate(labels) if not row]
+    if empty:
+        rows = ", ".join(str(i + 1) for i in empty[:5])
+        raise DataError(f"{source}: {len(empty)} row(s) have an empty label set (data rows {rows}...); every row of "
+                        "a multi-label dataset needs at least one label")
+    return labels
+
+
+def _binary_layout(table: Table, source: str, available: list[str], binary: list[str],
+                   text_columns: Sequence[str] | None) -> tuple[list[str], list[Any], str]:
+    """Texts and label lists of a table with one 0/1 column per label."""
+    if text_columns is not None:
+        text_cols = [_by_number(str(c), available) for c in text_columns]
+        _check_columns(text_cols, available, source)
+    else:
+        lowered = {c.lower(): c for c in available}
+        named = [lowered[c] for c in TEXT_COLUMNS if c in lowered]
+        text_cols = named[:1] or [c for c in available if c not in binary and not is_annotation(table.columns[c])]
+    if not text_cols:
+        raise DataError(f"{source}: {len(binary)} 0/1 label columns but no text column found; choose one with "
+                        "--text-column NAME")
+    if not table.columns[binary[0]]:
+        raise DataError(f"{source}: no data rows")
+    labels = lists_from_binary(table.columns, binary, source)
+    texts = _join_texts([table.columns[c] for c in text_cols])
+    none = sum(1 for row in labels if not row)
+    table.label_columns = list(binary)
+    table.multi_label = (f"one 0/1 column per label ({len(binary)} columns: {', '.join(binary[:8])}"
+                         f"{', ...' if len(binary) > 8 else ''})"
+                         + (f"; {none:,} rows carry none of the labels" if none else ""))
+    ignored = [c for c in available if c not in binary and c not in text_cols]
+    table.notes.append(f"columns: text {' + '.join(map(repr, text_cols))}; labels: {len(binary)} 0/1 columns"
+                       + (f"; ignored: {', '.join(map(repr, ignored))}" if ignored else ""))
+    return texts, labels, ""
 
 
 def _columns_note(table: Table, available: list[str], text_cols: list[str], lab_col: str, pair: bool,

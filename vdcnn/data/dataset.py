@@ -10,7 +10,8 @@ import numpy as np
 
 @dataclass
 class TextDataset:
-    """Texts with integer labels ``0..n_classes-1`` indexing ``label_names``."""
+    """Texts with integer labels ``0..n_classes-1`` indexing ``label_names``; a multi-label dataset's
+    labels are a ``(rows, n_classes)`` 0/1 matrix."""
 
     texts: list[str]
     labels: np.ndarray
@@ -31,8 +32,15 @@ class TextDataset:
         """Number of label names (the model's output size), not the classes present."""
         return len(self.label_names)
 
+    @property
+    def multi_label(self) -> bool:
+        """Whether each row holds a set of labels (a 0/1 matrix) rather than one."""
+        return self.labels.ndim == 2
+
     def class_counts(self) -> np.ndarray:
         """Rows per class, length ``n_classes``."""
+        if self.multi_label:
+            return self.labels.sum(0)
         return np.bincount(self.labels, minlength=self.n_classes)
 
     @property

@@ -58,6 +58,8 @@ class Table:
     notes: list[str] = field(default_factory=list)  # how it was read, for the data line
     chosen: tuple[list[str], str] | None = None  # (text columns, label column) once picked
     layout_columns: bool = False  # "label"/"text" made by the reader (fastText, 'LABEL text', class layouts)
+    multi_label: str = ""  # how the labels were read as sets (vdcnn.data.multilabel), for the data line
+    label_columns: list[str] | None = None  # one 0/1 column per label: their names, in class order
 
 
 @dataclass
@@ -376,6 +378,10 @@ def class_label_names(ds) -> dict[str, list[str]] | None:
     import datasets
 
     out = {name: list(feat.names) for name, feat in ds.features.items() if isinstance(feat, datasets.ClassLabel)}
+    for name, feat in ds.features.items():  # Sequence(ClassLabel) / [ClassLabel]: a multi-label column
+        inner = feat[0] if isinstance(feat, list) and len(feat) == 1 else getattr(feat, "feature", None)
+        if isinstance(inner, datasets.ClassLabel):
+            out[name] = list(inner.names)
     return out or None
 
 
@@ -434,12 +440,15 @@ def _read_fasttext(path: Path) -> Table:
         m = _FASTTEXT_RE.match(line)
         if m is None:
             raise DataError(f"{path}: line {i} does not start with '__label__NAME' (fastText format expected)")
-        first_label = m.group(1).split()[0][len("__label__"):]
-        if not first_label:
+        tags = [t[len("__label__"):] for t in m.group(1).split()]
+        if not all(tags):
             raise DataError(f"{path}: line {i} has an empty '__label__' tag")
-        labels.append(first_label)
+        labels.append(tags)
         texts.append(m.group(2).strip())
-    return Table(columns={"label": labels, "text": texts}, layout_columns=True)
+    if any(len(t) > 1 for t in labels):  # several __label__ prefixes on a line: a multi-label file
+        return Table(columns={"label": labels, "text": texts}, layout_columns=True,
+                     multi_label="several __label__ prefixes on a line")
+    return Table(columns={"label": [t[0] for t in labels], "text": texts}, layout_columns=True)
 
 
 def _read_parquet(path: Path) -> Table:

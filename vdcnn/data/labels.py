@@ -8,6 +8,7 @@ file; a run stores it in its ``config.json``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -17,7 +18,8 @@ from vdcnn.errors import CheckpointError, DataError
 
 from .files import as_text
 
-_ORIGINS = ("data", "classes.txt", "ClassLabel", "registry", "names")
+_ORIGINS = ("data", "classes.txt", "ClassLabel", "registry", "names", "columns", "labels.txt", "label_names.txt",
+            "emotions.txt", "categories.txt", "tags.txt", "topics.txt")
 
 
 def _as_int(v: Any) -> int | None:
@@ -67,6 +69,7 @@ class LabelRule:
     values: tuple[str, ...]
     origin: str = "data"
     note: str = field(default="", compare=False)  # why integer labels were read 0- or 1-based
+    multi_label: bool = False  # each row holds a set of labels: ``apply`` gives a (rows, classes) 0/1 matrix
 
     def __post_init__(self) -> None:
         if not self.names or len(self.names) != len(self.values):
@@ -75,7 +78,7 @@ class LabelRule:
     @classmethod
     def decide(cls, raw: Sequence[Any], *, source: str, class_names: Sequence[str] | None = None,
                names_origin: str = "classes.txt", class_label: bool = False,
-               others: Sequence[tuple[Sequence[Any], str]] = ()) -> "LabelRule":
+               others: Sequence[tuple[Sequence[Any], str]] = (), multi_label: bool = False) -> "LabelRule":
         """The rule for training labels ``raw`` (read from ``source``).
 
         With ``class_names`` (from ``classes.txt``, a ClassLabel feature when ``class_label``, or the
@@ -83,7 +86,14 @@ class LabelRule:
         ``others`` (the labels of the other splits read, with their sources) and the largest is a
         valid 1-based index (the char-CNN layout), else 0-based; other labels must be those names.
         Without, the classes are the distinct labels, sorted (numerically when all integers).
+        With ``multi_label`` each raw value is a list of labels, decided on as one label each.
         """
+        if multi_label:
+            flat = [v for row in raw for v in row]
+            rule = cls.decide(flat, source=source, class_names=class_names, names_origin=names_origin,
+                              class_label=class_label, others=[([v for row in vals for v in row], src)
+                                                               for vals, src in others])
+            return dataclasses.replace(rule, multi_label=True)
         keys = _keys(raw, source)
         every = set(keys).union(*(_keys(vals, src) for vals, src in others))
         distinct = sorted(set(keys))
@@ -125,6 +135,9 @@ class LabelRule:
     def describe(self) -> str:
         """The rule in one line, for the data line of a run."""
         n = len(self.names)
+        if self.multi_label:
+            single = dataclasses.replace(self, multi_label=False).describe().replace("class", "label")
+            return f"{single} (multi-label: a set of labels a text)"
         if self.origin == "data":
             return f"label rule: the {n} distinct training labels are the classes"
         if self.values == self.names:
@@ -144,7 +157,10 @@ class LabelRule:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form, stored as ``label_rule`` in a run's config.json."""
-        return {"names": list(self.names), "values": list(self.values), "origin": self.origin}
+        d: dict[str, Any] = {"names": list(self.names), "values": list(self.values), "origin": self.origin}
+        if self.multi_label:
+            d["multi_label"] = True
+        return d
 
     @classmethod
     def from_dict(cls, d: Any, source: str = "label_rule") -> "LabelRule":
@@ -153,7 +169,8 @@ class LabelRule:
             names, values, origin = d["names"], d["values"], d.get("origin", "data")
             if not (isinstance(names, list) and isinstance(values, list) and origin in _ORIGINS):
                 raise TypeError
-            return cls(tuple(map(str, names)), tuple(map(str, values)), origin)
+            return cls(tuple(map(str, names)), tuple(map(str, values)), origin,
+                       multi_label=bool(d.get("multi_label", False)))
         except (KeyError, TypeError, ValueError, AttributeError):
             raise CheckpointError(f"{source}: malformed label_rule {d!r:.200}") from None
 
@@ -166,7 +183,10 @@ class LabelRule:
         return index
 
     def apply(self, raw: Sequence[Any], *, source: str) -> np.ndarray:
-        """Class indices (int64) of raw labels; a label outside the rule is an error naming it and ``source``."""
+        """Class indices (int64) of raw labels; a label outside the rule is an error naming it and ``source``.
+        A multi-label rule takes a list of labels per row and gives a ``(rows, classes)`` 0/1 matrix."""
+        if self.multi_label:
+            return self._apply_sets(raw, source)
         keys = _keys(raw, source)
         index = self._lookup()
         unknown = sorted({k for k in keys if k not in index})
@@ -179,6 +199,16 @@ class LabelRule:
                             f"{_fmt(list(self.values))}" + ("" if self.values == self.names else
                                                              f" (= {_fmt(list(self.names))})"))
         return np.array([index[k] for k in keys], dtype=np.int64)
+
+    def _apply_sets(self, raw: Sequence[Any], source: str) -> np.ndarray:
+        from .multilabel import as_label_lists
+
+        rows = as_label_lists(raw)
+        flat = dataclasses.replace(self, multi_label=False).apply([v for row in rows for v in row], source=source) if any(rows) else np.zeros(0, np.int64)
+        out = np.zeros((len(rows), len(self.names)), dtype=np.int64)
+        owner = np.repeat(np.arange(len(rows)), [len(r) for r in rows])
+        out[owner, flat] = 1
+        return out
 
     def _legacy_indices(self, keys: list[str], source: str) -> np.ndarray | None:
         ints = [_as_int(k) for k in keys]

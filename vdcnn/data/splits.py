@@ -18,7 +18,8 @@ from .dataset import TextDataset
 from .files import read_classes_txt
 from .hub import hub_table, load_hub
 from .local import has_local_split, own_validation, read_local_split
-from .labels import LabelRule
+from .labels import LabelRule, label_key
+from .multilabel import names_file
 from .registry import DATA_DIR_ENV, REGISTRY, DatasetSpec, local_registry_dir, resolve_name
 
 
@@ -34,7 +35,7 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
         raise ConfigError(f"val_fraction must be a number in [0, 0.5], got {val_fraction!r}") from None
     if not (0.0 <= frac <= 0.5):  # also rejects NaN
         raise ConfigError(f"val_fraction must be in [0, 0.5], got {val_fraction!r}")
-    labels = np.asarray(labels)
+    labels = strata(labels)
     n = len(labels)
     if frac == 0.0 or n == 0:
         return np.arange(n, dtype=np.int64), np.zeros(0, dtype=np.int64)
@@ -53,8 +54,22 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
     return np.flatnonzero(mask).astype(np.int64), val
 
 
+def strata(labels: np.ndarray) -> np.ndarray:
+    """What stratified splits keep in proportion: the label of each row, or for a multi-label matrix the
+    rarest label each row holds (-1: none), so that rare labels reach every split."""
+    labels = np.asarray(labels)
+    if labels.ndim == 1:
+        return labels
+    if not labels.shape[1]:
+        return np.full(len(labels), -1, dtype=np.int64)
+    counts = labels.sum(0)
+    rarity = np.where(labels > 0, counts[None, :], np.iinfo(np.int64).max)
+    return np.where(labels.any(1), rarity.argmin(1), -1).astype(np.int64)
+
+
 def _stratified_subset(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
     """Sorted indices of a seeded, label-stratified subset of ``limit`` rows."""
+    labels = strata(labels)
     n = len(labels)
     if limit >= n:
         return np.arange(n, dtype=np.int64)
@@ -101,13 +116,14 @@ class _RawSplit:
     class_label: bool = False
     notes: list[str] = field(default_factory=list)  # how it was read
     chosen: tuple[list[str], str] | None = None  # the text and label columns it used
+    multi_label: str = ""  # how its labels were read as sets (empty: single-label)
 
     def rule(self, others: Sequence["_RawSplit"] = ()) -> LabelRule:
         """The label rule this split decides when it is the training split (``others``: the other
         splits read, which decide with it whether integer labels are 0- or 1-based)."""
         return LabelRule.decide(self.labels, source=self.source, class_names=self.class_names,
                                 names_origin=self.names_origin, class_label=self.class_label,
-                                others=[(o.labels, o.source) for o in others])
+                                others=[(o.labels, o.source) for o in others], multi_label=bool(self.multi_label))
 
     def dataset(self, rule: LabelRule) -> TextDataset:
         return TextDataset(texts=self.texts, labels=rule.apply(self.labels, source=self.source),
@@ -132,7 +148,7 @@ def _locate(source: str) -> tuple[DatasetSpec | None, Path | None]:
 
 
 def _read_split(source: str, split: str, text_columns: Sequence[str] | None,
-                label_column: str | None) -> _RawSplit:
+                label_column: str | None, multi_label: bool | None = None) -> _RawSplit:
     spec, path = _locate(source)
     if isinstance(text_columns, str):
         text_columns = [text_columns]
@@ -142,27 +158,45 @@ def _read_split(source: str, split: str, text_columns: Sequence[str] | None,
         table = hub_table(load_hub(spec, split))
         texts, labels, col = texts_and_labels(
             table, source=src, text_columns=list(text_columns) if text_columns is not None else list(spec.text_fields),
-            label_column=label_column or spec.label_field, clean_escapes=True)  # as the char-CNN CSVs read locally
+            label_column=label_column or spec.label_field, clean_escapes=True,  # as the char-CNN CSVs read locally
+            multi_label=multi_label)
     else:
         table, src, near = read_local_split(path, split, list(text_columns or []) + ([label_column] if label_column else []))
-        texts, labels, col = texts_and_labels(table, source=src, text_columns=text_columns, label_column=label_column)
-    notes = table.notes
+        texts, labels, col = texts_and_labels(table, source=src, text_columns=text_columns, label_column=label_column,
+                                              multi_label=multi_label)
     raw = _raw_split(table, texts, labels, col, src, spec, path, near)
     raw.chosen = table.chosen
+    raw.multi_label = table.multi_label
     return raw
 
 
 def _raw_split(table, texts, labels, col, src, spec, path, near) -> _RawSplit:
     notes = table.notes
+    if table.label_columns:
+        return _RawSplit(texts, labels, src, list(table.label_columns), "columns", notes=notes)
     class_label = (table.class_label_names or {}).get(col)
     if class_label:
         return _RawSplit(texts, labels, src, class_label, "ClassLabel", True, notes)
     classes = read_classes_txt(near) if path is not None and near is not None else None
+    if classes is None and table.multi_label and path is not None and near is not None:
+        classes = _names_for_ids(labels, names_file(near))
+        if classes:
+            return _RawSplit(texts, labels, src, classes[0], classes[1].name, notes=notes)
     if classes:
         return _RawSplit(texts, labels, src, classes[0], "classes.txt", notes=notes)
     if spec is not None:
         return _RawSplit(texts, labels, src, list(spec.label_names), "registry", notes=notes)
     return _RawSplit(texts, labels, src, notes=notes)
+
+
+def _names_for_ids(labels: list[Any], found: tuple[list[str], Path] | None) -> tuple[list[str], Path] | None:
+    """A names file's names when the multi-label ids are integers that index them (0-based), else None."""
+    if found is None:
+        return None
+    ids = [label_key(v) for row in labels for v in row]
+    if ids and all(i.isdigit() and int(i) < len(found[0]) for i in ids):
+        return found
+    return None
 
 
 def _same_dataset(a: str, b: str) -> bool:
@@ -207,7 +241,8 @@ def load_split(
         raise DataError(f"{source}: the run trained on this dataset and it has no {split!r} split: all its rows were "
                         f"training or validation rows, so scores on it would not be test scores; give held-out "
                         f"data (vdcnn eval RUN FILE)")
-    raw = _read_split(source, str(split), text_columns, label_column)
+    multi = label_rule.multi_label if label_rule is not None and label_rule.origin != "names" else None
+    raw = _read_split(source, str(split), text_columns, label_column, multi)
     if label_rule is None:
         label_rule = LabelRule.from_names(label_names) if label_names is not None else raw.rule()
     ds = raw.dataset(label_rule)
@@ -278,6 +313,7 @@ def load_splits(
     test_split: str = "test",
     seed: int = 0,
     label_rule: LabelRule | None = None,
+    multi_label: bool | None = None,
 ) -> Splits:
     """Train, validation and test of a dataset, read before any training starts, under one label rule.
 
@@ -288,12 +324,15 @@ def load_splits(
     no test split at all gives ``test=None``.
     """
     _check_limit(limit)
-    raw = _read_split(source, "train", text_columns, label_column)
+    if label_rule is not None:
+        multi_label = label_rule.multi_label
+    raw = _read_split(source, "train", text_columns, label_column, multi_label)
+    multi_label = bool(raw.multi_label)  # the other splits are read as training was
     if raw.chosen is not None and text_columns is None and label_column is None and _locate(source)[0] is None:
         text_columns, label_column = raw.chosen  # the other splits use the columns training used
     own = _own_validation(source)
-    raw_val = _read_split(source, own, text_columns, label_column) if own is not None else None
-    raw_test = (_read_split(source, test_split, text_columns, label_column)
+    raw_val = _read_split(source, own, text_columns, label_column, multi_label) if own is not None else None
+    raw_test = (_read_split(source, test_split, text_columns, label_column, multi_label)
                 if test_split and has_split(source, test_split) else None)
     rule = label_rule or raw.rule([r for r in (raw_val, raw_test) if r is not None])
     data = raw.dataset(rule)
@@ -310,7 +349,7 @@ def load_splits(
         train, val = data.subset(train_idx), data.subset(val_idx)
         note = f"{len(val_idx):,} rows ({float(val_fraction) * 100:g} %) carved from train" if len(val_idx) else "none"
     test = _nonempty(raw_test.dataset(rule)) if raw_test is not None else None
-    notes = [*raw.notes, rule.describe()]
+    notes = [*raw.notes, *([f"multi-label: {raw.multi_label}"] if raw.multi_label else []), rule.describe()]
     for other in (raw_val, raw_test):
         notes += [f"{_short(other.source)}: {n}" for n in other.notes if n.startswith("encoding")] if other else []
     return Splits(train=train, val=val, test=test, val_note=note, label_rule=rule, rows_read=rows_read, notes=notes)
@@ -337,7 +376,8 @@ def load_run_splits(cfg: Any, label_rule: LabelRule | None = None) -> Splits:
     d = cfg.data
     splits = load_splits(d.dataset, text_columns=d.text_columns, label_column=d.label_column,
                          val_fraction=d.val_fraction, limit=d.limit, test_split=d.test_split,
-                         seed=cfg.train.seed if d.split_seed is None else d.split_seed, label_rule=label_rule)
+                         seed=cfg.train.seed if d.split_seed is None else d.split_seed, label_rule=label_rule,
+                         multi_label=getattr(d, "multi_label", None))
     if len(splits.train.texts) == 0:
         raise DataError(f"{splits.train.source}: the training split has no rows")
     return splits
