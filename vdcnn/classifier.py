@@ -272,6 +272,7 @@ class BundleClassifier(TextClassifier):
         self.mask_padding = mask_padding
         self.batch_size = batch_size
         self.info = info or {}
+        self.precision = str(self.info.get("precision", "fp32"))  # int8 for a quantized ONNX bundle
         self.temperature = temperature_of(self.info)
         self.long_text = check_mode(long_text or default_mode(self.info))
 
