@@ -204,9 +204,9 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", out_dir: str | Path | Non
 def _quantize(data: bytes, feeds: list[dict[str, np.ndarray]], rows: int) -> tuple[bytes, dict[str, Any]]:
     """The int8 model of fp32 ONNX ``data`` and its ``quantization`` entry: method, calibration rows,
     and the share of the ``rows`` calibration texts whose label it keeps (the fp32 model's)."""
-    from .quantize import CALIBRATION_METHOD, QUANTIZED_OPS, quantize_onnx
+    from .quantize import QUANTIZED_OPS, quantize_onnx
 
-    quantized = quantize_onnx(data, feeds)
+    quantized, method = quantize_onnx(data, feeds)
     fp32, int8 = onnx_session(data), onnx_session(quantized)
     agree = [run_onnx(int8, f["ids"], f["lengths"]).argmax(1) == run_onnx(fp32, f["ids"], f["lengths"]).argmax(1)
              for f in feeds]
@@ -216,6 +216,6 @@ def _quantize(data: bytes, feeds: list[dict[str, np.ndarray]], rows: int) -> tup
         "weights": "int8, per output channel",
         "activations": "uint8, per tensor",
         "ops": list(QUANTIZED_OPS),
-        "calibration": {"method": CALIBRATION_METHOD.lower(), "rows": int(len(same))},
+        "calibration": {"method": method, "rows": int(len(same))},
         "calibration_label_agreement": round(float(same.mean()), 6),
     }
