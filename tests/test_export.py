@@ -365,3 +365,22 @@ def test_cli_quantize_choices_are_the_librarys():
     from vdcnn.quantize import PRECISIONS
 
     assert cli.EXPORT_PRECISIONS == PRECISIONS
+
+
+def test_predict_with_an_onnx_bundle_imports_no_torch(bundles, int8_bundle, tmp_path):
+    """Start-up: an ONNX bundle (fp32 or int8) predicts with numpy and onnxruntime alone, the same lines."""
+    import subprocess
+
+    text_file = tmp_path / "texts.txt"
+    text_file.write_text("\n".join(t for t in TEXTS if t) + "\n", encoding="utf-8")
+    for bundle in (bundles["onnx"], int8_bundle):
+        code = ("import sys; from vdcnn.cli.main import main; sys.argv = ['vdcnn', 'predict', sys.argv[1], sys.argv[2]]\n"
+                "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+                "print('torch:', sorted(m for m in sys.modules if m.split('.')[0] == 'torch')[:3])")
+        out = subprocess.run([sys.executable, "-c", code, str(bundle), str(text_file)], capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.splitlines()
+        assert lines[-1] == "torch: []", lines[-1]
+        expected = CliRunner().invoke(app, ["predict", str(bundle), str(text_file)]).stdout.splitlines()
+        assert lines[:-1] == expected and len(expected) == len([t for t in TEXTS if t])
