@@ -41,7 +41,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 from benchmarks.reference import PlainVDCNN  # noqa: E402
-from vdcnn.batching import Encoded, batch_order, make_batch  # noqa: E402
+from vdcnn.batching import Encoded, batch_order, iterate_ids, make_batch  # noqa: E402
 from vdcnn.data import load_split  # noqa: E402
 from vdcnn.encoders import CharEncoder  # noqa: E402
 from vdcnn.model import VDCNN, ModelConfig, fold_batchnorm  # noqa: E402
@@ -174,8 +174,14 @@ def predict_run(depth: int, trained: Path | None, folder: Path) -> Path:
             sys.exit(f"{trained}: not a depth-{depth} char run")
         shutil.copy(trained / "model.safetensors", folder / "model.safetensors")
     else:
+        from vdcnn.model import recalibrate_batchnorm
+
         torch.manual_seed(0)
         model = VDCNN(ModelConfig(depth=depth, vocab_size=CharEncoder().vocab_size, num_classes=4))
+        # BatchNorm statistics of real texts, as a trained model has: without them activations of an
+        # untrained deep net drift so far that int8 calibration finds empty ranges.
+        ids, lengths = CharEncoder().encode_batch(load_split("ag_news", "train").texts[:1024], 1024)
+        recalibrate_batchnorm(model, [(x, n) for _, x, n in iterate_ids(ids, lengths, 128)])
         save_weights(folder / "model.safetensors", model)
         meta = make_meta(model.config, CharEncoder(), ["World", "Sports", "Business", "Sci/Tech"], run={})
     meta.setdefault("run", {}).setdefault("encoder", {})["max_length"] = 1024  # the reference's job
