@@ -14,7 +14,8 @@ random weights (accuracy then near 25 %, speed the same). Texts are real AG News
 rows from $VDCNN_DATA_DIR (both sides get the same texts). Inference: the
 reference pads every text to 1024 and runs batches of 256; vdcnn goes through
 ``Classifier.predict_proba`` (encoding included, length-bucketed batches, folded
-BatchNorm, inference mode). Training: samples/s over the same number of steps,
+BatchNorm, inference mode); int8 is the same model's ``vdcnn export --quantize int8`` bundle run
+by ONNX Runtime. Training: samples/s over the same number of steps,
 batch 64 on CPU (128 on GPU), reference at fixed length 1024 in fp32.
 """
 
@@ -96,6 +97,20 @@ def inference_ours(depth: int, texts: list[str], device: str, bf16: bool = False
     batch = 1024 if device == "cuda" else 256
     clf = Classifier(model, CharEncoder(), ["a", "b", "c", "d"], 1024, device, batch, bf16=bf16)
     return len(texts) / timed(lambda: clf.predict_proba(texts))
+
+
+def inference_int8(depth: int, texts: list[str]) -> float:
+    """Texts/s of the int8 ONNX bundle of the same model (BatchNorm statistics of real texts),
+    through ``OnnxClassifier.predict_proba`` like the fp32 rows."""
+    from vdcnn.classifier import load_bundle
+    from vdcnn.export import export_run
+
+    with tempfile.TemporaryDirectory(prefix="vdcnn-speed-int8-") as tmp:
+        run = predict_run(depth, None, Path(tmp) / "run")
+        calibration = load_split("ag_news", "train").texts[:512]
+        clf = load_bundle(export_run(run, "onnx", Path(tmp) / "int8", quantize="int8",
+                                     calibration_texts=calibration))
+        return len(texts) / timed(lambda: clf.predict_proba(texts))
 
 
 def _train_data(texts: list[str], device: str, steps: int):
@@ -288,6 +303,9 @@ def main() -> None:
         if bf16:
             rows.append((f"{device} inference d{depth} bf16, texts/s", inference_ours(depth, texts, device, True),
                          refs[("inference", depth)]))
+        if device == "cpu":
+            rows.append((f"{device} inference d{depth} int8, texts/s", inference_int8(depth, texts),
+                         refs[("inference", depth)]))
         if not args.skip_train:
             rows.append((f"{device} training d{depth} {'bf16' if device == 'cuda' else 'fp32'}, samples/s",
                          training_ours(depth, texts, device, args.train_steps, device == "cuda"),
@@ -295,7 +313,7 @@ def main() -> None:
             if bf16 and device == "cpu":
                 rows.append((f"{device} training d{depth} bf16, samples/s",
                              training_ours(depth, texts, device, args.train_steps, True), refs[("training", depth)]))
-        for row in rows[-4:]:
+        for row in rows[-5:]:
             print(f"  {row[0]}: {row[1]:.0f} vs {row[2]:.0f}", file=sys.stderr)
     where = machine()
     width = max(len(r[0]) for r in rows)
