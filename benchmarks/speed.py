@@ -274,6 +274,7 @@ def main() -> None:
     parser.add_argument("--whole-process", action="store_true", help="also time whole commands (see above)")
     parser.add_argument("--train-rows", type=int, default=TRAIN_ROWS, help="rows of the whole-process training job")
     parser.add_argument("--skip-in-process", action="store_true", help="only the whole-process table")
+    parser.add_argument("--skip-predict", action="store_true", help="whole process: the training row only")
     parser.add_argument("--run-d9", type=Path, default=None, help="trained depth-9 char run for --whole-process")
     parser.add_argument("--run-d29", type=Path, default=None, help="trained depth-29 char run for --whole-process")
     args = parser.parse_args()
@@ -285,7 +286,7 @@ def main() -> None:
     texts = all_texts[::step][: args.n]
     depths = [int(d) for d in args.depths.split(",")]
     if args.skip_in_process:
-        print_whole_process(whole_process(depths, {9: args.run_d9, 29: args.run_d29}, not args.skip_train,
+        print_whole_process(whole_process([] if args.skip_predict else depths, {9: args.run_d9, 29: args.run_d29}, not args.skip_train,
                                           args.n, args.train_rows), machine())
         return
     # The reference first, with the default allocator; then vdcnn, which tunes it.
