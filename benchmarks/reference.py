@@ -46,3 +46,92 @@ class PlainVDCNN(nn.Module):
         x = self.body(self.conv(self.embed(ids).transpose(1, 2)))
         idx = x.topk(8, dim=2).indices.sort(dim=2).values
         return self.fc(x.gather(2, idx).flatten(1))
+
+
+# --- the whole-process baseline: `python benchmarks/reference.py predict|train ...` ----------------
+# What a plain script does for the same jobs as `vdcnn predict` and `vdcnn train`: its own encoder
+# (the paper's alphabet, every text padded to 1024), eager fp32, batches of 256 (predict) or 64
+# (train, SGD with momentum), no bucketing. Only the standard library, numpy and torch.
+
+ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-,;.!?:'\"/\\|_@#$%^&*~`+=<>()[]{} "
+INDEX = {c: i + 2 for i, c in enumerate(ALPHABET)}
+
+
+def encode(texts, length: int = 1024) -> torch.Tensor:
+    ids = torch.zeros(len(texts), length, dtype=torch.long)
+    for row, text in enumerate(texts):
+        codes = [INDEX.get(c, 1) for c in text.lower()[:length]]
+        if codes:
+            ids[row, :len(codes)] = torch.tensor(codes)
+    return ids
+
+
+def read_rows(path: str, limit: int | None = None):
+    """``(texts, labels)`` of an AG News-style CSV (label, title, description; label 1-based), gzip ok."""
+    import csv
+    import gzip
+
+    opener = gzip.open if path.endswith(".gz") else open
+    texts, labels = [], []
+    with opener(path, "rt", encoding="utf-8", newline="") as f:
+        for row in csv.reader(f):
+            texts.append(" ".join(row[1:]))
+            labels.append(int(row[0]) - 1)
+            if limit and len(texts) >= limit:
+                break
+    return texts, torch.tensor(labels)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, ids: torch.Tensor, labels: torch.Tensor, batch: int = 256) -> float:
+    model.eval()
+    hits = sum(int((model(ids[i:i + batch]).argmax(1) == labels[i:i + batch]).sum())
+               for i in range(0, len(ids), batch))
+    return hits / max(len(ids), 1)
+
+
+def main() -> None:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description="The plain reference, whole process.")
+    parser.add_argument("job", choices=["predict", "train"])
+    parser.add_argument("file", help="predict: one text per line; train: the training CSV")
+    parser.add_argument("--depth", type=int, default=9)
+    parser.add_argument("--test", help="train: the test CSV")
+    parser.add_argument("--limit", type=int, default=4000, help="train: rows used (a tenth is validation)")
+    parser.add_argument("--classes", type=int, default=4)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    model = PlainVDCNN(args.depth, classes=args.classes)
+    if args.job == "predict":
+        with open(args.file, encoding="utf-8") as f:
+            texts = [line.rstrip("\n") for line in f]
+        model.eval()
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(texts), 256):
+                out += model(encode(texts[i:i + 256])).argmax(1).tolist()
+        sys.stdout.write("".join(f"{k}\n" for k in out))
+        return
+    texts, labels = read_rows(args.file, args.limit)
+    ids = encode(texts)
+    n_val = len(ids) // 10
+    train_ids, train_y, val_ids, val_y = ids[n_val:], labels[n_val:], ids[:n_val], labels[:n_val]
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    model.train()
+    order = torch.randperm(len(train_ids))
+    for i in range(0, len(order), 64):
+        idx = order[i:i + 64]
+        loss = F.cross_entropy(model(train_ids[idx]), train_y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    print(f"validation accuracy {accuracy(model, val_ids, val_y):.4f}")
+    if args.test:
+        test_texts, test_y = read_rows(args.test)
+        print(f"test accuracy {accuracy(model, encode(test_texts), test_y):.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -23,6 +23,7 @@ from vdcnn.errors import ConfigError, VdcnnError
 # The choices of predict, explain and export, spelled here so that parsing the command line imports
 # no inference code (tests/test_cli.py checks them against the library's).
 EXPORT_FORMATS = ("onnx", "torchscript")
+EXPORT_PRECISIONS = ("int8",)
 EXPLAIN_FORMATS = ("terminal", "jsonl", "html")
 EXPLAIN_METHODS = ("integrated_gradients", "occlusion")
 INPUT_FORMATS = ("lines", "csv", "jsonl")
@@ -47,6 +48,7 @@ Device = _choices("Device", CHOICES[("train", "device")])
 OutputFormat = _choices("OutputFormat", OUTPUT_FORMATS)
 InputFormat = _choices("InputFormat", INPUT_FORMATS)
 ExportFormat = _choices("ExportFormat", EXPORT_FORMATS)
+ExportPrecision = _choices("ExportPrecision", EXPORT_PRECISIONS)
 ExplainFormat = _choices("ExplainFormat", EXPLAIN_FORMATS)
 ExplainMethod = _choices("ExplainMethod", ("auto", *EXPLAIN_METHODS))
 ShortcutVariants = _choices("ShortcutVariants", ("both", "on", "off"))
@@ -467,7 +469,17 @@ def export_model(
     to: Optional[ExportFormat] = typer.Option(None, "--to", "-t", help="Bundle kind: onnx (default) or torchscript."),
     fmt: Optional[ExportFormat] = typer.Option(None, "--format", "-f", hidden=True,
                                                help="Deprecated spelling of --to."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Bundle folder (default: RUN/export-KIND)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o",
+                                       help="Bundle folder (default: RUN/export-KIND, RUN/export-onnx-int8 with "
+                                            "--quantize int8)."),
+    quantize: Optional[ExportPrecision] = typer.Option(
+        None, "--quantize", help="int8: ONNX Runtime static quantization (ONNX only), calibrated on training texts "
+                                 "of the run's dataset."),
+    calibration: Optional[str] = typer.Option(None, "--calibration",
+                                              help="With --quantize: calibrate on this text file (one text per line) "
+                                                   "instead of the run's training texts."),
+    calibration_rows: int = typer.Option(512, "--calibration-rows", min=1,
+                                         help="With --quantize: how many texts calibrate the int8 ranges."),
 ) -> None:
     """Export a run for deployment (BatchNorm folded); `vdcnn predict BUNDLE` uses it."""
     from vdcnn.export import export_run
@@ -478,10 +490,26 @@ def export_model(
         if to is not None and to != fmt:
             raise ConfigError("give the bundle kind once, as --to")
     kind = to or fmt
-    bundle = export_run(run, kind.value if kind else "onnx", out)
+    if quantize is None and calibration is not None:
+        raise ConfigError("--calibration is for --quantize int8")
+    texts = None
+    if calibration is not None:
+        from vdcnn.data import read_lines
+
+        texts = [t for chunk in read_lines(calibration) for t in chunk if t.strip()][:calibration_rows]
+        if not texts:
+            raise ConfigError(f"{calibration}: no texts to calibrate on")
+    bundle = export_run(run, kind.value if kind else "onnx", out, quantize=quantize.value if quantize else None,
+                        calibration_texts=texts, calibration_rows=calibration_rows)
     typer.echo(str(bundle))
     for path in sorted(p for p in bundle.iterdir() if p.is_file() and not p.name.startswith(".")):
         typer.echo(f"  {path.name:<12} {path.stat().st_size / 1e6:10.3f} MB")
+    if quantize is not None:
+        import json
+
+        q = json.loads((bundle / "bundle.json").read_text(encoding="utf-8"))["quantization"]
+        typer.echo(f"int8: the fp32 label kept on {q['calibration_label_agreement'] * 100:.2f} % of the "
+                   f"{q['calibration']['rows']} calibration texts")
 
 
 def _result_value(key: str, value: object) -> str:

@@ -7,12 +7,14 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
-import torch
 
 from .encoders import Encoder
+
+if TYPE_CHECKING:  # torch is imported where it is used: an ONNX bundle predicts without it
+    import torch
 
 
 @dataclass
@@ -102,6 +104,8 @@ def make_batch(data: Encoded, index: np.ndarray, trim: bool, device: torch.devic
                multiple: int = 8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(ids, lengths, labels)`` tensors; with ``trim`` the ids are cut to the batch's
     longest text (rounded up to ``multiple``), which masking makes exact."""
+    import torch
+
     lengths = data.lengths[index]
     ids = data.ids[index]
     if trim:
@@ -119,6 +123,8 @@ def make_batch(data: Encoded, index: np.ndarray, trim: bool, device: torch.devic
 def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     """A host array on ``device``, in its own dtype (uint8 ids cross the bus as 1 byte, not 8); to a
     GPU through pinned memory, so the copy does not block the host."""
+    import torch
+
     tensor = torch.from_numpy(array)
     if device.type == "cuda":
         return tensor.pin_memory().to(device, non_blocking=True)
@@ -134,8 +140,28 @@ def iterate_ids(ids: np.ndarray, lengths: np.ndarray, batch_size: int, trim: boo
     than ``positions``; callers keep the first ``len(positions)`` outputs.
     """
     data = Encoded(ids, lengths, np.zeros(len(lengths), dtype=np.int64))
+    for index, rows in _inference_rows(lengths, batch_size, trim):
+        x, n, _ = make_batch(data, rows, trim, device)
+        yield index, x, n
+
+
+def _inference_rows(lengths: np.ndarray, batch_size: int, trim: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(positions, rows)`` of each inference batch: length order, a lone text repeated."""
     order = np.argsort(lengths, kind="stable") if trim else np.arange(len(lengths))
     for i in range(0, len(order), batch_size):
         index = order[i:i + batch_size]
-        x, n, _ = make_batch(data, np.repeat(index, 2) if len(index) == 1 else index, trim, device)
-        yield index, x, n
+        yield index, np.repeat(index, 2) if len(index) == 1 else index
+
+
+def iterate_arrays(ids: np.ndarray, lengths: np.ndarray, batch_size: int, trim: bool = True, multiple: int = 8
+                   ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``iterate_ids`` in numpy, without torch: yields ``(positions, ids, lengths)``, int64, the ids
+    trimmed as ``make_batch`` trims them (the batches an exported model runs)."""
+    for index, rows in _inference_rows(lengths, batch_size, trim):
+        n = lengths[rows]
+        if trim:
+            longest = max(int(n.max(initial=1)), 1)
+            x = ids[rows, :min(-(-longest // multiple) * multiple, ids.shape[1])]
+        else:
+            x = ids[rows]
+        yield index, np.ascontiguousarray(x, dtype=np.int64), n.astype(np.int64)

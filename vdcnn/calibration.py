@@ -38,6 +38,17 @@ def temperature_of(meta: dict[str, Any] | None) -> float:
     return t
 
 
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Probabilities of ``logits / temperature`` in float64 (dividing there keeps every row's order)."""
+    scaled = np.asarray(logits, dtype=np.float64)
+    if temperature != 1.0:
+        scaled = scaled / temperature
+    if not scaled.size:
+        return scaled.copy()
+    exp = np.exp(scaled - scaled.max(axis=-1, keepdims=True))
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
 def _nll(logits: np.ndarray, labels: np.ndarray, inverse_t: float) -> float:
     z = logits * inverse_t
     z = z - z.max(axis=1, keepdims=True)
@@ -112,7 +123,6 @@ def ece_noise_floor(probs: np.ndarray, bins: int = ECE_BINS, draws: int = 200, s
 
 def calibrate(logits: np.ndarray, labels: np.ndarray, fitted_on: str = "validation") -> dict[str, Any]:
     """The ``calibration`` entry of ``config.json``: the fitted temperature, ECE and NLL before and after."""
-    from .evaluate import softmax
 
     labels = np.asarray(labels, dtype=np.int64)
     t = round(fit_temperature(logits, labels), 6)  # the value stored is the value scored

@@ -20,7 +20,7 @@ import os
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import torch
 
@@ -29,6 +29,7 @@ from .encoders import Encoder, encoder_from_dict
 from .errors import CheckpointError, ConfigError
 from .fileio import atomic_write, describe_os_error, first_line
 from .fileio import append_line, write_json, write_text  # noqa: F401 - the run folder's writers, also by these names
+from .fileio import read_versioned_json
 from .model import VDCNN, ModelConfig
 
 FORMAT_VERSION = 1
@@ -95,25 +96,6 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{run_dir} is not a run folder: {CONFIG_FILE} is missing")
     return read_versioned_json(path, "run config", "format version", FORMAT_VERSION, ("model", "encoder", "labels"))
-
-
-def read_versioned_json(path: Path, what: str, version_name: str, newest: int, required: Sequence[str]
-                        ) -> dict[str, Any]:
-    """A vdcnn JSON description (``format_version`` at most ``newest``, ``required`` keys present)."""
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise CheckpointError(f"{path} is corrupt: not valid JSON") from None
-    if not isinstance(meta, dict) or "format_version" not in meta:
-        raise CheckpointError(f"{path} is not a vdcnn {what}")
-    version = meta["format_version"]
-    if not isinstance(version, int) or version > newest:
-        raise CheckpointError(f"{path} has {version_name} {version!r}, newer than this vdcnn understands ({newest}); "
-                              f"upgrade vdcnn")
-    for key in required:
-        if key not in meta:
-            raise CheckpointError(f"{path} lacks the {key!r} entry")
-    return meta
 
 
 def make_meta(model_config: ModelConfig, encoder: Encoder, labels: list[str], run: dict[str, Any] | None = None,

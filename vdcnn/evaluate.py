@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from .batching import iterate_ids
+from .calibration import softmax  # noqa: F401 - also importable from here, as it always was
 
 
 @torch.inference_mode()
@@ -26,14 +27,6 @@ def predict_logits(model: torch.nn.Module, ids: np.ndarray, lengths: np.ndarray,
         out[index] = logits.float().cpu().numpy()
     model.train(was_training)
     return out
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Probabilities of ``logits / temperature`` in float64 (dividing there keeps every row's order)."""
-    scaled = torch.from_numpy(np.asarray(logits)).double()
-    if temperature != 1.0:
-        scaled = scaled / temperature
-    return F.softmax(scaled, dim=-1).numpy()
 
 
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str],

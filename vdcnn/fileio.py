@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from .errors import CheckpointError
 
@@ -142,3 +142,22 @@ def make_folder(path: str | Path) -> Path:
     if not path.is_dir():
         raise CheckpointError(f"cannot write into {path}: it is not a folder")
     return path
+
+
+def read_versioned_json(path: Path, what: str, version_name: str, newest: int, required: Sequence[str]
+                        ) -> dict[str, Any]:
+    """A vdcnn JSON description (``format_version`` at most ``newest``, ``required`` keys present)."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CheckpointError(f"{path} is corrupt: not valid JSON") from None
+    if not isinstance(meta, dict) or "format_version" not in meta:
+        raise CheckpointError(f"{path} is not a vdcnn {what}")
+    version = meta["format_version"]
+    if not isinstance(version, int) or version > newest:
+        raise CheckpointError(f"{path} has {version_name} {version!r}, newer than this vdcnn understands ({newest}); "
+                              f"upgrade vdcnn")
+    for key in required:
+        if key not in meta:
+            raise CheckpointError(f"{path} lacks the {key!r} entry")
+    return meta

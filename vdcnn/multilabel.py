@@ -13,13 +13,14 @@ thresholds; when none passes, the most probable one (the data always has one or 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from .errors import CheckpointError
+
+if TYPE_CHECKING:  # torch only where a model trains or is explained: an ONNX bundle predicts without it
+    import torch
 
 POS_WEIGHT_CAP = 10.0
 MIN_THRESHOLD_POSITIVES = 5  # fewer validation positives: the label takes the global threshold
@@ -48,32 +49,38 @@ def adapt_config(cfg: Any, labels: np.ndarray) -> list[str]:
     return lines
 
 
-def pos_weight(labels: np.ndarray, class_weights: str = "none") -> torch.Tensor:
+def pos_weight(labels: np.ndarray, class_weights: str = "none") -> "torch.Tensor":
     """Weights of each label's positives in the BCE: sqrt(negatives / positives) capped at 10 (with
     ``balanced``: negatives / positives, capped at 10); 1 for a label without positives."""
     y = np.asarray(labels, dtype=np.float64)
     pos = y.sum(0)
     ratio = np.where(pos > 0, (len(y) - pos) / np.maximum(pos, 1), 1.0)
     w = ratio if class_weights == "balanced" else np.sqrt(ratio)
+    import torch
+
     return torch.tensor(np.clip(w, 1.0, POS_WEIGHT_CAP), dtype=torch.float32)
 
 
-@torch.no_grad()
 def init_output_bias(model: Any, labels: np.ndarray, class_weights: str = "none") -> None:
     """Start every label's output at the best constant guess: the logit of its training frequency
     (raised by its ``pos_weight``), not at 0.5 for all labels; with 28 mostly absent labels the first
     epoch would otherwise be spent learning that each is rare (Lin et al. 2017's prior initialisation)."""
+    import torch
+
     y = np.asarray(labels, dtype=np.float64)
     prior = np.clip(y.mean(0), 1e-4, 1 - 1e-4)
     w = pos_weight(labels, class_weights).double().numpy()
     p = w * prior / (w * prior + 1 - prior)
     bias = torch.tensor(np.log(p / (1 - p)), dtype=torch.float32)
     out = model.head[-1] if model.config.conv else model.ngrams.out
-    out.bias.copy_(bias.to(out.bias.device))
+    with torch.no_grad():
+        out.bias.copy_(bias.to(out.bias.device))
 
 
-def loss(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+def loss(logits: "torch.Tensor", y: "torch.Tensor", weight: "torch.Tensor | None") -> "torch.Tensor":
     """Binary cross-entropy of every (text, label) pair, summed over labels, mean over texts."""
+    import torch.nn.functional as F
+
     per = F.binary_cross_entropy_with_logits(logits.float(), y.float(), pos_weight=weight, reduction="none")
     return per.sum(1).mean()
 
@@ -89,8 +96,10 @@ def sigmoid_proba(logits: np.ndarray, platt: tuple[np.ndarray, np.ndarray] | Non
     return 1.0 / (1.0 + np.exp(-np.clip(z, -500, 500)))
 
 
-def torch_proba(logits: torch.Tensor, platt: tuple[np.ndarray, np.ndarray] | None) -> torch.Tensor:
+def torch_proba(logits: "torch.Tensor", platt: tuple[np.ndarray, np.ndarray] | None) -> "torch.Tensor":
     """``sigmoid_proba`` for a differentiable torch tensor (explanations)."""
+    import torch
+
     if platt is not None:
         a = torch.as_tensor(platt[0], dtype=logits.dtype, device=logits.device)
         b = torch.as_tensor(platt[1], dtype=logits.dtype, device=logits.device)
@@ -319,6 +328,8 @@ def report(y_true: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, labels
         },
     }
     if logits is not None and len(y):
+        import torch
+
         out["loss"] = float(loss(torch.from_numpy(np.asarray(logits)), torch.from_numpy(y), None))
     return out
 
