@@ -74,15 +74,10 @@ def score(clf, texts: list[str], labels: np.ndarray, mode: str) -> tuple[float, 
 
 def own_test(run: Path, clf) -> None:
     """Truncation vs windows on the run's own test split: every text, and the texts it cuts."""
-    from vdcnn.checkpoint import read_config
-    from vdcnn.data import load_split, run_label_rule
+    from benchmarks.precision import test_split
 
-    meta = read_config(run)
-    data = meta["run"]["data"]
-    ds = load_split(data["dataset"], data.get("test_split") or "test", text_columns=data.get("text_columns"),
-                    label_column=data.get("label_column"), label_rule=run_label_rule(meta, str(run / "config.json")),
-                    trained_on=data["dataset"])
-    texts, labels = list(ds.texts), np.asarray(ds.labels)
+    source, texts, labels = test_split(run, None)
+    texts = list(texts)
     ids_len = clf.encoder.encode_batch(texts, clf.max_length + 1)[1]
     cut = ids_len > clf.max_length
     preds, rates = {}, {}
@@ -90,7 +85,7 @@ def own_test(run: Path, clf) -> None:
         begun = time.perf_counter()
         preds[mode] = clf.predict_proba(texts, long_text=mode).argmax(1)
         rates[mode] = len(texts) / (time.perf_counter() - begun)
-    print(f"run {run} on {ds.source}: {len(texts):,} test texts, max length {clf.max_length}, "
+    print(f"run {run} on {source}: {len(texts):,} test texts, max length {clf.max_length}, "
           f"{int(cut.sum()):,} longer ({cut.mean():.0%}); default long_text {clf.long_text}")
     print("| texts | n | truncate acc | windows acc | windows right where truncate wrong | the reverse | "
           "truncate texts/s (all) | windows texts/s (all) |")
