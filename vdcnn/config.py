@@ -77,6 +77,7 @@ class TrainSettings:
     ngram_lr_scale: float = 1.0  # the n-gram path's learning rate, as a multiple of lr
     autotune: bool = True  # automatic recipe: try candidate recipes on validation within the time budget
     calibrate: bool = True  # fit a softmax temperature on validation after training (vdcnn.calibration)
+    linear_path: bool = False  # fit a logistic regression on hashed n-grams after training, weighted on validation
 
 
 SECTIONS: dict[str, type] = {
@@ -351,6 +352,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("autotune", "train.autotune", "Automatic recipe: try candidate recipes on validation within the "
            "time budget (--no-autotune: the recipe's own choice)."),
     Option("ngram_buckets", "model.ngram_buckets", "Hash buckets of the n-gram path (0 = no n-gram path)."),
+    Option("linear_path", "train.linear_path", "After training, fit a logistic regression on the model's hashed "
+           "n-grams into it, weighted against the network on validation (automatic recipe: on)."),
     Option("calibrate", "train.calibrate", "Fit a temperature on validation so probabilities are calibrated."),
     Option("multi_label", "data.multi_label", "Several labels per text (sigmoid outputs, one threshold per label); "
            "default: detected from the data (labels joined by ',' or '|', several __label__ tags, 0/1 columns); "

@@ -11,7 +11,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from .errors import ConfigError
 from .layers import ConvBlock, KMaxPool1d, Lengths, ProjectionShortcut, Stage, zero_padding
 from .model_config import CHANNELS, DEPTHS, ModelConfig
-from .ngrams import NgramBag
+from .ngrams import LinearNgrams, NgramBag
 
 __all__ = ["CHANNELS", "DEPTHS", "MODELS", "ModelConfig", "VDCNN", "count_parameters", "create_model", "describe",
            "fold_batchnorm", "forward_flops", "list_models", "recalibrate_batchnorm", "vdcnn9", "vdcnn17",
@@ -52,6 +52,8 @@ class VDCNN(nn.Module):
             self.head = nn.Sequential(*layers)
         self.ngrams = (NgramBag(c.ngram_buckets, c.ngram_dim, c.ngram_orders, c.num_classes)
                        if c.ngram_buckets else None)
+        self.linear = (LinearNgrams(c.linear_buckets, c.linear_orders, c.num_classes)
+                       if c.linear_buckets else None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -92,6 +94,12 @@ class VDCNN(nn.Module):
         return self.kmax(x, lengths).flatten(1)
 
     def forward(self, ids: Tensor, lengths: Lengths = None) -> Tensor:
+        if self.linear is None:
+            return self._network(ids, lengths)
+        return self._network(ids, lengths) + self.linear(ids, self._real_lengths(ids, lengths))
+
+    def _network(self, ids: Tensor, lengths: Lengths) -> Tensor:
+        """The trained part's logits: the conv head's plus the n-gram path's."""
         if self.ngrams is None:
             return self.head(self.features(ids, lengths))
         # The n-gram path always needs the real lengths (its mean must not count padding).
@@ -152,6 +160,7 @@ def forward_flops(config: ModelConfig, length: int = 1024) -> int:
     c = config
     t = length
     ngram_flops = 2 * c.ngram_dim * c.num_classes + len(c.ngram_orders) * t * c.ngram_dim if c.ngram_buckets else 0
+    ngram_flops += len(c.linear_orders) * t * c.num_classes if c.linear_buckets else 0
     if not c.conv:
         return ngram_flops
     flops = ngram_flops + 2 * c.embedding_dim * c.channels[0] * 3 * t
@@ -178,6 +187,9 @@ def describe(config: ModelConfig, length: int = 1024) -> list[dict[str, Any]]:
     if model.ngrams is not None:
         rows.append({"stage": f"n-gram path (orders {', '.join(map(str, config.ngram_orders))})", "blocks": "-",
                      "channels": config.ngram_dim, "length": length, "params": count_parameters(model.ngrams)})
+    if model.linear is not None:
+        rows.append({"stage": f"linear path (orders {', '.join(map(str, config.linear_orders))})", "blocks": "-",
+                     "channels": config.num_classes, "length": length, "params": count_parameters(model.linear)})
     if not config.conv:
         return rows
     rows += [

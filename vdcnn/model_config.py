@@ -47,11 +47,17 @@ class ModelConfig:
     ngram_orders: tuple[int, ...] = (1, 2, 3)
     ngram_dim: int = 64
     conv: bool = True  # False: the n-gram path alone (an ablation)
+    # The linear path: a logistic regression over hashed n-grams of the input ids, fitted after
+    # training on the run's training rows and weighted on validation (``vdcnn.linear_path``);
+    # its logits are added to the rest. 0 buckets = off.
+    linear_buckets: int = 0
+    linear_orders: tuple[int, ...] = (1, 2, 3)
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
         self.fc_dims = tuple(self.fc_dims)
         self.ngram_orders = tuple(self.ngram_orders)
+        self.linear_orders = tuple(self.linear_orders)
         if self.stages is not None:
             self.stages = tuple(self.stages)
         self.validate()
@@ -95,6 +101,10 @@ class ModelConfig:
             raise ConfigError(f"ngram_buckets must be a non-negative integer (0 = no n-gram path), got {self.ngram_buckets!r}")
         if not self.ngram_orders or any(not isinstance(n, int) or not 1 <= n <= 8 for n in self.ngram_orders):
             raise ConfigError(f"ngram_orders must be n-gram sizes between 1 and 8, got {list(self.ngram_orders)!r}")
+        if not isinstance(self.linear_buckets, int) or self.linear_buckets < 0:
+            raise ConfigError(f"linear_buckets must be a non-negative integer (0 = no linear path), got {self.linear_buckets!r}")
+        if not self.linear_orders or any(not isinstance(n, int) or not 1 <= n <= 8 for n in self.linear_orders):
+            raise ConfigError(f"linear_orders must be n-gram sizes between 1 and 8, got {list(self.linear_orders)!r}")
         if not isinstance(self.ngram_dim, int) or self.ngram_dim < 1:
             raise ConfigError(f"ngram_dim must be a positive integer, got {self.ngram_dim!r}")
         for name in ("dropout", "drop_path"):

@@ -68,3 +68,30 @@ class NgramBag(nn.Module):
 
     def extra_repr(self) -> str:
         return f"orders={list(self.orders)}, buckets={self.buckets}"
+
+
+class LinearNgrams(nn.Module):
+    """A linear classifier over the same hashed n-grams: one row of class scores per bucket, summed
+    over the text's real n-grams and divided by the root of the summed squared inverse document
+    frequencies of those n-grams (TF-IDF's l2 norm when no n-gram repeats), plus a bias. Its
+    weights are not learned by the training loop but fitted afterwards as a regularised logistic
+    regression on TF-IDF-weighted n-grams (``vdcnn.linear_path``), with the idf folded into them."""
+
+    def __init__(self, buckets: int, orders: tuple[int, ...], num_classes: int) -> None:
+        super().__init__()
+        self.buckets = buckets
+        self.orders = tuple(orders)
+        self.weight = nn.Embedding(buckets, num_classes)
+        self.bias = nn.Parameter(torch.zeros(num_classes))
+        self.register_buffer("idf", torch.ones(buckets, 1))
+        nn.init.zeros_(self.weight.weight)
+
+    def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
+        buckets, mask = hash_ngrams(ids, lengths, self.orders, self.buckets)
+        idf = F.embedding(buckets, self.idf).squeeze(-1).float() * mask
+        norm = torch.sqrt((idf * idf).sum(1, keepdim=True)).clamp(min=1e-6)
+        scores = (self.weight(buckets).float() * mask.unsqueeze(-1)).sum(1)
+        return scores / norm + self.bias
+
+    def extra_repr(self) -> str:
+        return f"orders={list(self.orders)}, buckets={self.buckets}"

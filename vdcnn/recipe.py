@@ -93,6 +93,7 @@ def _settings(n_rows: int, imbalance: float, spaced: bool, chars: int = 0) -> di
         "model.ngram_buckets": 2 ** 16,  # refined from the encoded lengths (fit_to_lengths)
         "train.epochs": 30 if small else 20,
         "train.time_budget": "5m" if short_corpus else "12m",
+        "train.linear_path": True,
     }
     if imbalance >= 4:
         settings["train.select_by"] = "macro_f1"

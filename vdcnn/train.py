@@ -775,6 +775,9 @@ def _finish(run: _Run) -> TrainResult:
     best_model.to(run.device)
     fitted = _fit_multilabel(run, best_model) if run.val_set.labels.ndim == 2 else None
     val = run.best_val  # scored when it was the best epoch; a resumed run may not have seen it
+    if t.linear_path and fitted is None and len(run.val_set) and s.best_epoch > 0:
+        best_model, combined = _fit_linear_path(run, best_model)
+        val = None if combined else val
     if (val is None and s.best_epoch > 0) or fitted is not None:
         val = _score(best_model, run.val_set, run.labels, t.batch_size, run.device, run.trim, fitted)
     test = None
@@ -811,6 +814,51 @@ def _finish(run: _Run) -> TrainResult:
     _long_text_on_validation(run, best_model)
     ckpt.write_json(out_dir / ckpt.CONFIG_FILE, run.meta)
     return TrainResult(out_dir, best_acc, s.best_epoch, len(run.history), test, wall, run.history)
+
+
+def _fit_linear_path(run: _Run, model: VDCNN) -> tuple[VDCNN, bool]:
+    """Fit the linear path (``vdcnn.linear_path``) and, where validation says the sum is better than
+    the network alone, load it into the best model and save that as the run's weights."""
+    from .linear_path import BUCKETS, fit_linear_path, orders_for, selection_score
+
+    t = run.cfg.train
+    batch = max(t.batch_size, 256)
+    val, test = run.val_set, run.test_set
+    net_val = predict_logits(model, val.ids, val.lengths, batch, run.device, run.trim)
+    score = selection_score(t.select_by)
+    with run.timer.phase("linear path"):
+        fit = fit_linear_path(run.train_set.ids, run.train_set.lengths, run.train_set.labels, val.ids, val.lengths,
+                              val.labels, net_val, len(run.labels), orders_for(run.encoder.name), BUCKETS, score)
+    report = fit.report
+    metric = "macro-F1" if t.select_by == "macro_f1" else "accuracy"
+    if test is not None and len(test):  # the ablation, reported: never used to choose anything
+        parts = {"network": predict_logits(model, test.ids, test.lengths, batch, run.device, run.trim)}
+        if fit.kept:
+            parts["linear"] = fit.logits(test.ids, test.lengths)
+        for part, logits in parts.items():
+            report[f"test_{part}"] = {name: round(selection_score(name)(test.labels, logits.argmax(1)), 5)
+                                      for name in ("accuracy", "macro_f1")}
+    run.meta["linear_path"] = report
+    run.log(f"linear path (logistic regression on hashed n-grams of orders {', '.join(map(str, fit.orders))}, "
+            f"C {report['C']:g}, {report['fit_seconds']:.0f} s): validation {metric} alone "
+            f"{report['val_linear'] * 100:.2f} %, network {report['val_network'] * 100:.2f} %, together "
+            f"{report['val_together'] * 100:.2f} % at weight {report['weight']:g} -> "
+            + ("added to the model" if fit.kept else "not added (the network alone is as good on validation)"))
+    if not fit.kept:
+        return model, False
+    config = dataclasses.replace(model.config, linear_buckets=fit.buckets, linear_orders=fit.orders)
+    combined = VDCNN(config)
+    missing, unexpected = combined.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("linear.") for k in missing), (missing, unexpected)
+    with torch.no_grad():
+        combined.linear.weight.weight.copy_(torch.from_numpy(fit.weight))
+        combined.linear.bias.copy_(torch.from_numpy(fit.bias))
+        combined.linear.idf.copy_(torch.from_numpy(fit.idf).unsqueeze(1))
+    combined.to(run.device).eval()
+    run.meta["model"] = config.to_dict()
+    ckpt.save_weights(run.out_dir / ckpt.WEIGHTS_FILE, combined)
+    ckpt.write_json(run.out_dir / ckpt.CONFIG_FILE, run.meta)  # right after: weights and config.json agree again
+    return combined, True
 
 
 def _long_text_on_validation(run: _Run, model: torch.nn.Module) -> None:

@@ -1,0 +1,152 @@
+"""The linear path: a logistic regression on the model's hashed n-grams, fitted after training."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import TINY, TOPICS, real_data_dir, write_topic_csv
+from vdcnn.batching import encode_texts
+from vdcnn.cli.main import app
+from vdcnn.encoders import build_encoder
+from vdcnn.linear_path import fit_linear_path, hashed_counts, orders_for, selection_score
+from vdcnn.model import VDCNN, ModelConfig
+from vdcnn.ngrams import LinearNgrams, hash_ngrams
+
+
+def _topic_rows(n: int, seed: int) -> tuple[list[str], np.ndarray]:
+    """``n`` realistic news sentences per topic (the conftest's), shuffled."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label, phrases in enumerate(TOPICS.values()):
+        for _ in range(n):
+            a, b = rng.choice(len(phrases), 2, replace=False)
+            rows.append((f"{phrases[a].capitalize()}, and {phrases[b]}.", label))
+    order = rng.permutation(len(rows))
+    return [rows[i][0] for i in order], np.array([rows[i][1] for i in order])
+
+
+def test_numpy_hash_is_the_models_hash():
+    """The regression is fitted on the buckets the model will look up: same hash, same real n-grams."""
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, 500, size=(7, 12))
+    lengths = np.array([12, 1, 2, 5, 3, 12, 7])
+    orders = (1, 2, 3)
+    counts = hashed_counts(ids, lengths, orders, 1024).toarray()
+    buckets, mask = hash_ngrams(torch.from_numpy(ids), torch.from_numpy(lengths), orders, 1024)
+    expected = np.zeros((7, 1024))
+    for r in range(7):
+        np.add.at(expected[r], buckets[r][mask[r] > 0].numpy(), 1.0)
+    np.testing.assert_array_equal(counts, expected)
+    assert counts.sum(1).tolist() == [sum(max(0, n - k + 1) for k in orders) for n in lengths]
+
+
+def _fit(network_val_logits=None):
+    texts, labels = _topic_rows(60, seed=1)
+    encoder = build_encoder("subword", texts, 300)
+    data = encode_texts(encoder, texts, labels, 48, use_cache=False)
+    train, val = np.arange(0, 120), np.arange(120, 180)
+    logits = (np.zeros((len(val), 3)) if network_val_logits is None else network_val_logits(labels[val]))
+    fit = fit_linear_path(data.ids[train], data.lengths[train], labels[train], data.ids[val], data.lengths[val],
+                          labels[val], logits, 3, orders_for("subword"), 4096, selection_score("accuracy"))
+    return fit, data, labels, val
+
+
+def test_fitted_path_is_added_where_it_helps_and_computes_what_the_model_computes():
+    """A network that knows nothing (equal logits) gains from the path on validation: it is kept,
+    and ``LinearNgrams`` loaded with it gives the logits the fit reports, row for row."""
+    fit, data, labels, val = _fit()
+    assert fit.kept and fit.report["weight"] > 0
+    assert fit.report["val_network"] < 0.5 < fit.report["val_linear"] == pytest.approx(fit.report["val_together"])
+    module = LinearNgrams(fit.buckets, fit.orders, 3)
+    with torch.no_grad():
+        module.weight.weight.copy_(torch.from_numpy(fit.weight))
+        module.bias.copy_(torch.from_numpy(fit.bias))
+        module.idf.copy_(torch.from_numpy(fit.idf).unsqueeze(1))
+        got = module(torch.from_numpy(data.ids[val]), torch.from_numpy(data.lengths[val])).numpy()
+    np.testing.assert_allclose(got, fit.logits(data.ids[val], data.lengths[val]), rtol=1e-4, atol=1e-4)
+    assert (got.argmax(1) == labels[val]).mean() == pytest.approx(fit.report["val_linear"])
+
+
+def test_path_is_left_out_when_the_network_is_already_right():
+    """A network already right on every validation text cannot be beaten there: weight 0, nothing added."""
+    fit, *_ = _fit(lambda y: np.eye(3)[y] * 20.0)
+    assert not fit.kept and fit.report["weight"] == 0.0 and fit.report["val_network"] == 1.0
+
+
+def test_a_model_without_the_path_has_no_linear_weights():
+    config = ModelConfig(vocab_size=50, num_classes=3, channels=(8, 16, 32, 64), fc_dims=(16,), embedding_dim=8)
+    assert VDCNN(config).linear is None
+    with_path = ModelConfig(**{**config.to_dict(), "linear_buckets": 256})
+    model = VDCNN(with_path).eval()
+    ids = torch.randint(1, 50, (4, 20))
+    # zero weights, zero bias: the path adds nothing until it is fitted
+    assert torch.equal(model(ids), model._network(ids, model._real_lengths(ids, None)))
+
+
+def test_training_fits_the_path_into_the_saved_model_and_exports_it(tmp_path, runner):
+    """`vdcnn train --linear-path`: config.json records the choice, the run folder loads with the path,
+    and the ONNX and TorchScript bundles give the run's probabilities."""
+    pytest.importorskip("onnxruntime")
+    from tests.test_export import assert_parity
+    from vdcnn.export import export_run
+    from vdcnn.predict import Classifier
+
+    data = write_topic_csv(tmp_path / "topics.csv", rows_per_class=40)
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--dataset", str(data), "--out", str(out), "--max-length", "64", "--epochs",
+                                 "1", "--batch-size", "16", "--lr", "0.0001", "--linear-path", "--no-progress", *TINY])
+    assert result.exit_code == 0, result.output
+    assert "linear path (logistic regression" in result.output
+    meta = json.loads((out / "config.json").read_text())
+    report = meta["linear_path"]
+    assert {"C", "weight", "val_network", "val_linear", "val_together"} <= set(report)
+    clf = Classifier.load(out, device="cpu")
+    assert (clf.model.linear is not None) == (report["weight"] > 0) == (meta["model"]["linear_buckets"] > 0)
+    if clf.model.linear is None:
+        pytest.skip("the one-epoch network was already as good on validation: nothing to export")
+    texts = ["The striker scored a late goal, and fans cheered.", "Shares fell after the bank cut its forecast."]
+    expected = clf.predict_proba(texts)
+    for fmt in ("onnx", "torchscript"):
+        got = Classifier.load(export_run(out, fmt), device="cpu").predict_proba(texts)
+        assert_parity(got, expected, allowed_fraction=0.0, what=fmt)
+
+
+def test_linear_path_is_off_for_the_paper_recipes_and_on_for_the_automatic_one():
+    from vdcnn.config import build_config
+    from vdcnn.recipe import apply_recipe
+
+    assert build_config("vdcnn9").train.linear_path is False
+    cfg = build_config(None)
+    texts, labels = _topic_rows(20, seed=2)
+    apply_recipe(cfg, texts, labels, 3)
+    assert cfg.train.linear_path is True
+
+
+def test_real_trec_questions_gain_from_the_path():
+    """On real TREC-6 questions, a regression on the encoder's id n-grams alone reaches what
+    TF-IDF + LR reaches on words (both fitted on the same 4,000 training questions)."""
+    root = real_data_dir()
+    rows = list(csv.DictReader((root / "trec6" / "train.csv").open(encoding="utf-8")))
+    text_key = next(k for k in rows[0] if k.lower() in ("text", "question", "sentence"))
+    label_key = next(k for k in rows[0] if k != text_key)
+    names = sorted({r[label_key] for r in rows})
+    texts = [r[text_key] for r in rows]
+    labels = np.array([names.index(r[label_key]) for r in rows])
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(texts))
+    train, val = order[:4000], order[4000:4800]
+    encoder = build_encoder("subword", [texts[i] for i in train], 2000)
+    data = encode_texts(encoder, texts, labels, 64, use_cache=False)
+    fit = fit_linear_path(data.ids[train], data.lengths[train], labels[train], data.ids[val], data.lengths[val],
+                          labels[val], np.zeros((len(val), len(names))), len(names), orders_for("subword"), 2 ** 16,
+                          selection_score("accuracy"))
+    from vdcnn.baseline import fit_baseline
+
+    baseline = fit_baseline([texts[i] for i in train], labels[train], len(names))
+    tfidf = float((baseline.predict_proba([texts[i] for i in val]).argmax(1) == labels[val]).mean())
+    assert fit.kept and fit.report["val_linear"] >= tfidf - 0.02, (fit.report, tfidf)

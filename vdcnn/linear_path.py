@@ -1,0 +1,206 @@
+"""The linear path: a regularised logistic regression on the model's own hashed n-grams, fitted
+after training and weighted against the network on validation.
+
+On a few thousand short texts a bag of n-grams with a well-chosen penalty (TF-IDF + logistic
+regression) is hard to beat, and a network trained by SGD on the same rows overfits before it
+gets there. So a run under the automatic recipe fits that model too, on the same ids the network
+reads and inside it (``vdcnn.ngrams.LinearNgrams``): features are the counts of each hashed
+n-gram bucket of the encoder's ids (the same hash as the n-gram path) weighted by inverse
+document frequency and divided by the text's number of n-grams, which is exactly what the model
+computes, so the fitted weights load into the network and export with it (ONNX, TorchScript).
+The penalty ``C`` and the path's weight against the network are chosen on the validation split,
+by the run's own selection metric; a weight of 0 (no linear path) is kept unless the sum beats
+the network alone there.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+__all__ = ["LinearFit", "hashed_counts", "fit_linear_path", "orders_for", "selection_score", "BLEND_WEIGHTS",
+           "BUCKETS", "PENALTIES"]
+
+_PRIME = 1_000_003  # the n-gram path's hash (vdcnn.ngrams.hash_ngrams), in numpy
+_MODULUS = 2_147_483_647
+PENALTIES = (4.0, 16.0, 64.0, 256.0)  # inverse regularisation strengths tried on validation
+BLEND_WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # the linear path's logits, times this, added to the network's
+BUCKETS = 2 ** 18
+SEARCH_ENTRIES = 2_000_000  # n-gram entries of training rows the penalty search fits on (time ~ entries)
+
+
+def orders_for(encoder_name: str) -> tuple[int, ...]:
+    """N-gram orders of the path: word-piece 1-3-grams for subwords (TF-IDF's word n-grams);
+    character 1-5-grams for characters; byte 1-6-grams for bytes (two characters of most scripts
+    outside ASCII)."""
+    return {"subword": (1, 2, 3), "char": (1, 2, 3, 4, 5)}.get(encoder_name, (1, 2, 3, 4, 5, 6))
+
+
+def selection_score(select_by: str) -> Callable[[np.ndarray, np.ndarray], float]:
+    """The run's validation score as ``score(labels, predictions)``: accuracy or macro-F1."""
+    if select_by == "macro_f1":
+        from sklearn.metrics import f1_score
+
+        return lambda y, p: float(f1_score(y, p, average="macro"))
+    return lambda y, p: float(np.mean(np.asarray(y) == np.asarray(p)))
+
+
+@dataclass
+class LinearFit:
+    """The fitted path: ``weight`` (buckets, classes) and ``bias`` ready for ``LinearNgrams``, already
+    multiplied by the blend weight; ``report`` is what ``config.json`` records."""
+
+    weight: np.ndarray | None
+    bias: np.ndarray | None
+    idf: np.ndarray | None
+    orders: tuple[int, ...]
+    buckets: int
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kept(self) -> bool:
+        return self.weight is not None
+
+    def logits(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """The path's logits as the model computes them (numpy), for checks and reports."""
+        assert self.weight is not None and self.idf is not None and self.bias is not None
+        counts = hashed_counts(ids, lengths, self.orders, self.buckets)
+        norms = np.sqrt(np.maximum(np.asarray(counts @ (self.idf.astype(np.float64) ** 2)).ravel(), 1e-12))
+        return np.asarray(counts @ self.weight.astype(np.float64)) / norms[:, None] + self.bias[None, :]
+
+
+def hashed_counts(ids: np.ndarray, lengths: np.ndarray, orders: Sequence[int], buckets: int) -> Any:
+    """Sparse ``(texts, buckets)`` counts of each text's hashed n-grams (scipy CSR), hashed as the model does."""
+    import scipy.sparse as sp
+
+    ids = np.asarray(ids, dtype=np.int64)
+    lengths = np.minimum(np.asarray(lengths, dtype=np.int64), ids.shape[1])
+    rows_out: list[np.ndarray] = []
+    cols_out: list[np.ndarray] = []
+    width = ids.shape[1]
+    padded = np.pad(ids, ((0, 0), (0, max(orders) - 1)))
+    starts = np.arange(width)[None, :]
+    for n in orders:
+        h = np.full(ids.shape, n, dtype=np.int64)
+        for j in range(n):
+            h = (h * _PRIME + padded[:, j:j + width] + 1) % _MODULUS
+        real = starts + n <= lengths[:, None]
+        r, c = np.nonzero(real)
+        rows_out.append(r)
+        cols_out.append(h[r, c] % buckets)
+    rows = np.concatenate(rows_out)
+    cols = np.concatenate(cols_out)
+    counts = sp.csr_matrix((np.ones(len(rows), dtype=np.float64), (rows, cols)), shape=(len(ids), buckets))
+    counts.sum_duplicates()
+    return counts
+
+
+def _features(counts: Any, idf: np.ndarray) -> Any:
+    """What ``LinearNgrams`` sums: idf-weighted counts over the root of the sum of the squared idf of
+    every n-gram occurrence (the l2 norm of TF-IDF when no n-gram repeats; computable per position)."""
+    import scipy.sparse as sp
+
+    norms = np.sqrt(np.maximum(np.asarray(counts @ (idf ** 2)).ravel(), 1e-12))
+    return sp.diags(1.0 / norms) @ counts @ sp.diags(idf)
+
+
+@dataclass
+class _Regression:
+    """A fitted multinomial logistic regression: ``coef`` (features, classes) and ``bias`` over ``classes``."""
+
+    coef: np.ndarray
+    bias: np.ndarray
+    classes: np.ndarray
+
+    def logits(self, x: Any, n_classes: int) -> np.ndarray:
+        """(rows, n_classes) logits; classes absent from the training rows get -1e4."""
+        out = np.full((x.shape[0], n_classes), -1e4)
+        out[:, self.classes] = np.asarray(x @ self.coef) + self.bias
+        return out
+
+
+def _regression(x: Any, xt: Any, labels: np.ndarray, C: float, start: _Regression | None = None,
+                max_iter: int = 100) -> _Regression:
+    """Multinomial logistic regression, ``sum(cross-entropy) + |W|^2 / (2C)`` (scikit-learn's objective
+    divided by C; bias not penalised), by L-BFGS with both ``x`` and its transpose ``xt`` in CSR
+    (scikit-learn's own fit multiplies by a CSC transpose, ten times slower here)."""
+    from scipy.optimize import minimize
+
+    classes, y = np.unique(labels, return_inverse=True)
+    n, d = x.shape
+    k = len(classes)
+    onehot = np.zeros((n, k))
+    onehot[np.arange(n), y] = 1.0
+
+    def loss_and_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = theta[:d * k].reshape(d, k), theta[d * k:]
+        z = np.asarray(x @ w) + b
+        z -= z.max(1, keepdims=True)
+        lse = np.log(np.exp(z).sum(1))
+        p = np.exp(z - lse[:, None])
+        g = p - onehot
+        loss = float(lse.sum() - (z * onehot).sum() + (w * w).sum() / (2 * C))
+        return loss, np.concatenate([(np.asarray(xt @ g) + w / C).ravel(), g.sum(0)])
+
+    theta = (np.concatenate([start.coef.ravel(), start.bias]) if start is not None and len(start.classes) == k
+             else np.zeros(d * k + k))
+    result = minimize(loss_and_grad, theta, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
+    return _Regression(result.x[:d * k].reshape(d, k), result.x[d * k:], classes)
+
+
+def fit_linear_path(train_ids: np.ndarray, train_lengths: np.ndarray, train_labels: np.ndarray,
+                    val_ids: np.ndarray, val_lengths: np.ndarray, val_labels: np.ndarray,
+                    val_logits: np.ndarray, n_classes: int, orders: Sequence[int], buckets: int,
+                    score: Callable[[np.ndarray, np.ndarray], float], seed: int = 0) -> LinearFit:
+    """Fit the logistic regression on the training rows and choose its penalty and its weight against
+    the network (whose validation logits are ``val_logits``) by ``score(labels, predictions)`` on
+    validation. The penalty is searched on up to ``SEARCH_ENTRIES`` n-gram entries of training rows
+    (all of them on small data), then the chosen one is fitted on every row. Returns the fit to load
+    (``kept``) or one whose report says why there is none."""
+    started = time.perf_counter()
+    orders = tuple(int(n) for n in orders)
+    train_counts = hashed_counts(train_ids, train_lengths, orders, buckets)
+    df = np.bincount(train_counts.indices, minlength=buckets)
+    idf = np.log((1 + len(train_ids)) / (1 + df)) + 1.0  # scikit-learn's smoothed idf
+    used = np.flatnonzero(df)  # the regression sees only the buckets the training texts fill
+    x_train = _features(train_counts, idf)[:, used].tocsr()
+    x_val = _features(hashed_counts(val_ids, val_lengths, orders, buckets), idf)[:, used].tocsr()
+    train_labels = np.asarray(train_labels)
+    val_labels = np.asarray(val_labels)
+    net_score = score(val_labels, val_logits.argmax(1))
+
+    search_rows = np.arange(len(train_labels))
+    if x_train.nnz > SEARCH_ENTRIES:
+        keep = SEARCH_ENTRIES / x_train.nnz
+        search_rows = np.sort(np.random.default_rng(seed).permutation(len(train_labels))[:max(1, int(keep * len(train_labels)))])
+    x_search, y_search = x_train[search_rows], train_labels[search_rows]
+    xt_search = x_search.T.tocsr()
+    tried: list[dict[str, Any]] = []
+    model = None
+    for C in PENALTIES:  # warm-started along the path: each fit starts from the last one
+        model = _regression(x_search, xt_search, y_search, C, model)
+        tried.append({"C": C, "alone": round(score(val_labels, model.logits(x_val, n_classes).argmax(1)), 5)})
+    C = max(tried, key=lambda r: (r["alone"], -r["C"]))["C"]
+    if len(search_rows) < len(train_labels):
+        model = _regression(x_train, x_train.T.tocsr(), train_labels, C)
+    logits = model.logits(x_val, n_classes)
+    alone = score(val_labels, logits.argmax(1))
+    blends = {w: score(val_labels, (val_logits + w * logits).argmax(1)) for w in BLEND_WEIGHTS}
+    weight = max(blends, key=lambda w: (blends[w], -w))
+    seconds = time.perf_counter() - started
+    report = {"orders": list(orders), "buckets": buckets, "C": C, "weight": weight, "val_network": round(net_score, 5),
+              "val_linear": round(alone, 5), "val_together": round(blends[weight], 5), "tried": tried,
+              "blends": {f"{w:g}": round(v, 5) for w, v in blends.items()},
+              "search_rows": int(len(search_rows)), "fit_seconds": round(seconds, 1)}
+    if blends[weight] <= net_score:
+        report["weight"] = 0.0
+        return LinearFit(None, None, None, orders, buckets, report)
+    table = np.zeros((buckets, n_classes))
+    table[np.ix_(used, model.classes)] = model.coef * idf[used, None] * weight  # idf and blend weight folded in
+    bias = np.full(n_classes, -1e4)  # a class no training row has is never predicted by this path
+    bias[model.classes] = model.bias
+    return LinearFit(table.astype(np.float32), (bias * weight).astype(np.float32), idf.astype(np.float32), orders,
+                     buckets, report)
