@@ -212,7 +212,7 @@ def ml_run(tmp_path_factory) -> Path:
     out = root / "run"
     result = CliRunner().invoke(app, ["train", "--dataset", str(data), "--out", str(out), "--max-length", "64",
                                       "--epochs", "3", "--batch-size", "16", "--optimizer", "adamw", "--lr", "0.003",
-                                      "--label-smoothing", "0.1", "--no-progress", *TINY])
+                                      "--label-smoothing", "0.1", "--linear-path", "--no-progress", *TINY])
     assert result.exit_code == 0, result.output
     assert "label smoothing 0.1 turned off" in result.output
     assert "best validation micro-F1" in result.output and "vdcnn micro-F1" in result.output
@@ -226,6 +226,9 @@ def test_training_stores_thresholds_calibration_and_micro_f1(ml_run):
     assert meta["calibration"]["method"] == "platt" and len(meta["calibration"]["scale"]) == 4
     assert meta["run"]["train"]["select_by"] == "micro_f1" and meta["run"]["train"]["label_smoothing"] == 0.0
     assert meta["best"]["val_micro_f1"] is not None
+    lp = meta["linear_path"]  # fitted before the thresholds and Platt scaling, which see the combined logits
+    assert (lp["weight"] > 0) == (meta["model"]["linear_buckets"] > 0) and 0 <= lp["val_linear"] <= 1
+    assert set(lp["test_network"]) == {"micro_f1", "macro_f1"}
     r = meta["results"]
     assert r["test_micro_f1"] is not None and r["baseline"]["test"]["micro_f1"] is not None
     rows = [json.loads(x) for x in (ml_run / "metrics.jsonl").read_text().splitlines()]

@@ -245,3 +245,33 @@ def test_autotune_keeps_the_recipe_unless_a_candidate_clearly_beats_it():
     assert chosen["candidate"] == "own" and "kept" in why
     rows[1]["best_val"] = 0.20
     assert choose(rows, "own", 1130)[0]["candidate"] == "conv"
+
+
+def test_autotune_stops_trying_when_one_trial_overruns_the_search(tmp_path, monkeypatch):
+    """A trial cannot stop before one epoch: on long documents the first one took four shares of the
+    search. The candidates after it are skipped (and say why), so the real run keeps its time."""
+    import time as clock
+
+    import vdcnn.autotune as search
+    from tests.conftest import write_topic_csv
+    from vdcnn.data import load_run_splits
+    from vdcnn.recipe import plan_run
+
+    monkeypatch.setattr(search, "_MIN_TRIAL_S", 0.01)
+    data = write_topic_csv(tmp_path / "topics.csv", rows_per_class=10)
+    cfg = build_config(None, {}, [f"data.dataset={data}", "train.threads=1"])
+    splits = load_run_splits(cfg)
+    plan = plan_run(cfg, splits)
+    assert len(plan.search) == 4
+    budget = 1.0 / search.SEARCH_SHARE  # one second of search: a quarter of a second a trial
+    calls: list[float] = []
+
+    def slow_trial(trial_cfg, out, progress, log, on_epoch, data):
+        calls.append(trial_cfg.train.time_budget)
+        clock.sleep(1.0)  # one epoch: four times the trial's share
+        on_epoch({"epoch": 1, "val_acc": 0.5, "train_loss": 1.0})
+
+    logs: list[str] = []
+    summary = search.autotune(cfg, plan, splits, budget, logs.append, slow_trial)
+    assert len(calls) == 1 and summary["chosen"] == plan.search[0].name
+    assert sum("skipped (the search has taken" in line for line in logs) == 3, logs

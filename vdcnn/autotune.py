@@ -41,6 +41,7 @@ LARGE_ROWS = 20_000  # from here on the search takes LARGE_SHARE and its trials 
 LARGE_SHARE = 0.15
 TRIAL_ROWS = 10_000
 _MIN_TRIAL_S = 20.0
+OVERRUN = 1.25  # a trial starts only while the search would end within this multiple of its time
 
 
 @dataclass
@@ -117,6 +118,13 @@ def autotune(cfg: RunConfig, plan: "Plan", splits: "Splits", budget_s: float, lo
             trial_s = search_s / len(options)  # equal time: a trial given more would win by it
             if trial_s < _MIN_TRIAL_S:
                 log(f"  {option.name}: skipped ({trial_s:.0f} s a trial is too short to learn anything)")
+                continue
+            spent = time.perf_counter() - started
+            if spent + trial_s > search_s * OVERRUN:
+                # a trial cannot stop before one epoch (and its encoding): on long documents one
+                # trial can take several shares, and the real run would be left no time at all
+                log(f"  {option.name}: skipped (the search has taken {spent:.0f} s of its {search_s:.0f} s: "
+                    f"a trial needs more than its share on this data)")
                 continue
             trial = study.ask()
             trial.suggest_categorical("candidate", list(range(len(options))))

@@ -39,13 +39,26 @@ def orders_for(encoder_name: str) -> tuple[int, ...]:
     return {"subword": (1, 2, 3), "char": (1, 2, 3, 4, 5)}.get(encoder_name, (1, 2, 3, 4, 5, 6))
 
 
-def selection_score(select_by: str) -> Callable[[np.ndarray, np.ndarray], float]:
-    """The run's validation score as ``score(labels, predictions)``: accuracy or macro-F1."""
-    if select_by == "macro_f1":
-        from sklearn.metrics import f1_score
+def selection_score(select_by: str, multi_label: bool = False) -> Callable[[np.ndarray, np.ndarray], float]:
+    """The run's validation score as ``score(labels, logits)``: accuracy or macro-F1 of the top class;
+    for multi-label data micro- (or macro-) F1 at per-label thresholds tuned on these same rows (as
+    the run tunes them after training), so candidates are compared as they would be used."""
+    from sklearn.metrics import f1_score
 
-        return lambda y, p: float(f1_score(y, p, average="macro"))
-    return lambda y, p: float(np.mean(np.asarray(y) == np.asarray(p)))
+    if multi_label:
+        from .multilabel import decide, sigmoid_proba, tune_thresholds
+
+        average = "macro" if select_by == "macro_f1" else "micro"
+
+        def f1_at_tuned(y: np.ndarray, z: np.ndarray) -> float:
+            probs = sigmoid_proba(z)
+            thresholds, _, _ = tune_thresholds(probs, y)
+            return float(f1_score(y, decide(probs, thresholds), average=average, zero_division=0))
+
+        return f1_at_tuned
+    if select_by == "macro_f1":
+        return lambda y, z: float(f1_score(y, np.asarray(z).argmax(1), average="macro"))
+    return lambda y, z: float(np.mean(np.asarray(y) == np.asarray(z).argmax(1)))
 
 
 @dataclass
@@ -124,25 +137,34 @@ class _Regression:
 
 def _regression(x: Any, xt: Any, labels: np.ndarray, C: float, start: _Regression | None = None,
                 max_iter: int = 100) -> _Regression:
-    """Multinomial logistic regression, ``sum(cross-entropy) + |W|^2 / (2C)`` (scikit-learn's objective
+    """Multinomial logistic regression (one sigmoid per label for 2-D 0/1 labels), ``sum(cross-entropy) + |W|^2 / (2C)`` (scikit-learn's objective
     divided by C; bias not penalised), by L-BFGS with both ``x`` and its transpose ``xt`` in CSR
     (scikit-learn's own fit multiplies by a CSC transpose, ten times slower here)."""
     from scipy.optimize import minimize
 
-    classes, y = np.unique(labels, return_inverse=True)
     n, d = x.shape
+    multi = labels.ndim == 2  # one 0/1 column per label: independent sigmoids (one-vs-rest)
+    if multi:
+        classes = np.arange(labels.shape[1])
+        onehot = labels.astype(np.float64)
+    else:
+        classes, y = np.unique(labels, return_inverse=True)
+        onehot = np.zeros((n, len(classes)))
+        onehot[np.arange(n), y] = 1.0
     k = len(classes)
-    onehot = np.zeros((n, k))
-    onehot[np.arange(n), y] = 1.0
 
     def loss_and_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
         w, b = theta[:d * k].reshape(d, k), theta[d * k:]
         z = np.asarray(x @ w) + b
-        z -= z.max(1, keepdims=True)
-        lse = np.log(np.exp(z).sum(1))
-        p = np.exp(z - lse[:, None])
-        g = p - onehot
-        loss = float(lse.sum() - (z * onehot).sum() + (w * w).sum() / (2 * C))
+        if multi:
+            data = float((np.logaddexp(0.0, z) - onehot * z).sum())
+            g = 1.0 / (1.0 + np.exp(-z)) - onehot
+        else:
+            z -= z.max(1, keepdims=True)
+            lse = np.log(np.exp(z).sum(1))
+            data = float(lse.sum() - (z * onehot).sum())
+            g = np.exp(z - lse[:, None]) - onehot
+        loss = data + float((w * w).sum()) / (2 * C)
         return loss, np.concatenate([(np.asarray(xt @ g) + w / C).ravel(), g.sum(0)])
 
     theta = (np.concatenate([start.coef.ravel(), start.bias]) if start is not None and len(start.classes) == k
@@ -156,8 +178,8 @@ def fit_linear_path(train_ids: np.ndarray, train_lengths: np.ndarray, train_labe
                     val_logits: np.ndarray, n_classes: int, orders: Sequence[int], buckets: int,
                     score: Callable[[np.ndarray, np.ndarray], float], seed: int = 0) -> LinearFit:
     """Fit the logistic regression on the training rows and choose its penalty and its weight against
-    the network (whose validation logits are ``val_logits``) by ``score(labels, predictions)`` on
-    validation. The penalty is searched on up to ``SEARCH_ENTRIES`` n-gram entries of training rows
+    the network (whose validation logits are ``val_logits``) by ``score(labels, logits)`` on
+    validation (``selection_score``). The penalty is searched on up to ``SEARCH_ENTRIES`` n-gram entries of training rows
     (all of them on small data), then the chosen one is fitted on every row. Returns the fit to load
     (``kept``) or one whose report says why there is none."""
     started = time.perf_counter()
@@ -170,7 +192,7 @@ def fit_linear_path(train_ids: np.ndarray, train_lengths: np.ndarray, train_labe
     x_val = _features(hashed_counts(val_ids, val_lengths, orders, buckets), idf)[:, used].tocsr()
     train_labels = np.asarray(train_labels)
     val_labels = np.asarray(val_labels)
-    net_score = score(val_labels, val_logits.argmax(1))
+    net_score = score(val_labels, val_logits)
 
     search_rows = np.arange(len(train_labels))
     if x_train.nnz > SEARCH_ENTRIES:
@@ -182,13 +204,13 @@ def fit_linear_path(train_ids: np.ndarray, train_lengths: np.ndarray, train_labe
     model = None
     for C in PENALTIES:  # warm-started along the path: each fit starts from the last one
         model = _regression(x_search, xt_search, y_search, C, model)
-        tried.append({"C": C, "alone": round(score(val_labels, model.logits(x_val, n_classes).argmax(1)), 5)})
+        tried.append({"C": C, "alone": round(score(val_labels, model.logits(x_val, n_classes)), 5)})
     C = max(tried, key=lambda r: (r["alone"], -r["C"]))["C"]
     if len(search_rows) < len(train_labels):
         model = _regression(x_train, x_train.T.tocsr(), train_labels, C)
     logits = model.logits(x_val, n_classes)
-    alone = score(val_labels, logits.argmax(1))
-    blends = {w: score(val_labels, (val_logits + w * logits).argmax(1)) for w in BLEND_WEIGHTS}
+    alone = score(val_labels, logits)
+    blends = {w: score(val_labels, val_logits + w * logits) for w in BLEND_WEIGHTS}
     weight = max(blends, key=lambda w: (blends[w], -w))
     seconds = time.perf_counter() - started
     report = {"orders": list(orders), "buckets": buckets, "C": C, "weight": weight, "val_network": round(net_score, 5),

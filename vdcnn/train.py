@@ -773,11 +773,11 @@ def _finish(run: _Run) -> TrainResult:
                                "written; lower --lr or add gradient clipping")
     best_model, *_ = ckpt.load_run(out_dir)
     best_model.to(run.device)
-    fitted = _fit_multilabel(run, best_model) if run.val_set.labels.ndim == 2 else None
-    val = run.best_val  # scored when it was the best epoch; a resumed run may not have seen it
-    if t.linear_path and fitted is None and len(run.val_set) and s.best_epoch > 0:
+    combined = False
+    if t.linear_path and len(run.val_set) and s.best_epoch > 0:
         best_model, combined = _fit_linear_path(run, best_model)
-        val = None if combined else val
+    fitted = _fit_multilabel(run, best_model) if run.val_set.labels.ndim == 2 else None
+    val = None if combined else run.best_val  # scored when it was the best epoch; a resumed run may not have seen it
     if (val is None and s.best_epoch > 0) or fitted is not None:
         val = _score(best_model, run.val_set, run.labels, t.batch_size, run.device, run.trim, fitted)
     test = None
@@ -825,24 +825,27 @@ def _fit_linear_path(run: _Run, model: VDCNN) -> tuple[VDCNN, bool]:
     batch = max(t.batch_size, 256)
     val, test = run.val_set, run.test_set
     net_val = predict_logits(model, val.ids, val.lengths, batch, run.device, run.trim)
-    score = selection_score(t.select_by)
+    multi = val.labels.ndim == 2
+    score = selection_score(t.select_by, multi)
     with run.timer.phase("linear path"):
         fit = fit_linear_path(run.train_set.ids, run.train_set.lengths, run.train_set.labels, val.ids, val.lengths,
                               val.labels, net_val, len(run.labels), orders_for(run.encoder.name), BUCKETS, score)
     report = fit.report
-    metric = "macro-F1" if t.select_by == "macro_f1" else "accuracy"
+    metric = ("macro-F1" if t.select_by == "macro_f1" else "micro-F1" if multi else "accuracy")
     if test is not None and len(test):  # the ablation, reported: never used to choose anything
-        parts = {"network": predict_logits(model, test.ids, test.lengths, batch, run.device, run.trim)}
+        parts = {"network": (net_val, predict_logits(model, test.ids, test.lengths, batch, run.device, run.trim))}
         if fit.kept:
-            parts["linear"] = fit.logits(test.ids, test.lengths)
-        for part, logits in parts.items():
-            report[f"test_{part}"] = {name: round(selection_score(name)(test.labels, logits.argmax(1)), 5)
-                                      for name in ("accuracy", "macro_f1")}
+            parts["linear"] = (fit.logits(val.ids, val.lengths), fit.logits(test.ids, test.lengths))
+        for part, (on_val, on_test) in parts.items():
+            report[f"test_{part}"] = (ml.test_f1_at_validation_thresholds(on_val, val.labels, on_test, test.labels)
+                                      if multi else
+                                      {name: round(selection_score(name)(test.labels, on_test), 5)
+                                       for name in ("accuracy", "macro_f1")})
     run.meta["linear_path"] = report
     run.log(f"linear path (logistic regression on hashed n-grams of orders {', '.join(map(str, fit.orders))}, "
             f"C {report['C']:g}, {report['fit_seconds']:.0f} s): validation {metric} alone "
             f"{report['val_linear'] * 100:.2f} %, network {report['val_network'] * 100:.2f} %, together "
-            f"{report['val_together'] * 100:.2f} % at weight {report['weight']:g} -> "
+            f"{report['val_together'] * 100:.2f} % at best (weight {max(report['blends'], key=report['blends'].get)}) -> "
             + ("added to the model" if fit.kept else "not added (the network alone is as good on validation)"))
     if not fit.kept:
         return model, False
