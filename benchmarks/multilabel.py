@@ -53,6 +53,10 @@ def main() -> None:
     base = (r.get("baseline") or {}).get("test") or {}
     rows = [("vdcnn (automatic recipe)", r["test_micro_f1"], r["test_macro_f1"], r.get("test_samples_f1"),
              f"{r['wall_time_s'] / 60:.1f} min"),
+            *[(f"  ablation: {name} (thresholds tuned on dev)", part.get("micro_f1"), part.get("macro_f1"), None, "-")
+              for name, part in (("network alone, no linear path", (meta.get("linear_path") or {}).get("test_network")),
+                                 ("linear path alone", (meta.get("linear_path") or {}).get("test_linear")))
+              if part],
             (f"TF-IDF+LR ({(r.get('baseline') or {}).get('analyzer', '?')})", base.get("micro_f1"),
              base.get("macro_f1"), base.get("samples_f1"), f"{(r.get('baseline') or {}).get('fit_s', 0) / 60:.1f} min")]
     print(f"\nGoEmotions test ({r.get('test_micro_f1') is not None and 5427 or '?'} rows), thresholds tuned on dev; "

@@ -268,6 +268,7 @@ def test_autotune_stops_trying_when_one_trial_overruns_the_search(tmp_path, monk
 
     def slow_trial(trial_cfg, out, progress, log, on_epoch, data):
         calls.append(trial_cfg.train.time_budget)
+        assert trial_cfg.train.linear_path is False  # trials compare networks: no regression fitted in each
         clock.sleep(1.0)  # one epoch: four times the trial's share
         on_epoch({"epoch": 1, "val_acc": 0.5, "train_loss": 1.0})
 

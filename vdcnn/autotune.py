@@ -191,5 +191,6 @@ def _trial_config(cfg: RunConfig, option: Candidate, seconds: float) -> RunConfi
     for key, value in option.settings.items():
         trial.set(key, value, source="autotune")
     trial.set("train.autotune", False, source="autotune")
+    trial.set("train.linear_path", False, source="autotune")  # trials compare networks; the run fits the path once
     trial.set("train.time_budget", round(seconds, 1), source="autotune")
     return trial
