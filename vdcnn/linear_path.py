@@ -5,9 +5,9 @@ On a few thousand short texts a bag of n-grams with a well-chosen penalty (TF-ID
 regression) is hard to beat, and a network trained by SGD on the same rows overfits before it
 gets there. So a run under the automatic recipe fits that model too, on the same ids the network
 reads and inside it (``vdcnn.ngrams.LinearNgrams``): features are the counts of each hashed
-n-gram bucket of the encoder's ids (the same hash as the n-gram path) weighted by inverse
-document frequency and divided by the text's number of n-grams, which is exactly what the model
-computes, so the fitted weights load into the network and export with it (ONNX, TorchScript).
+n-gram bucket of the encoder's ids (the n-gram path's hash) weighted by inverse document
+frequency and divided by the root of the text's summed squared idf (TF-IDF's l2 norm when no
+n-gram repeats), which is exactly what the model computes, so the fitted weights load into the network and export with it (ONNX, TorchScript).
 The penalty ``C`` and the path's weight against the network are chosen on the validation split,
 by the run's own selection metric; a weight of 0 (no linear path) is kept unless the sum beats
 the network alone there.
@@ -24,8 +24,6 @@ import numpy as np
 __all__ = ["LinearFit", "hashed_counts", "fit_linear_path", "orders_for", "selection_score", "BLEND_WEIGHTS",
            "BUCKETS", "PENALTIES"]
 
-_PRIME = 1_000_003  # the n-gram path's hash (vdcnn.ngrams.hash_ngrams), in numpy
-_MODULUS = 2_147_483_647
 PENALTIES = (4.0, 16.0, 64.0, 256.0)  # inverse regularisation strengths tried on validation
 BLEND_WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # the linear path's logits, times this, added to the network's
 BUCKETS = 2 ** 18
@@ -81,34 +79,31 @@ class LinearFit:
         """The path's logits as the model computes them (numpy), for checks and reports."""
         assert self.weight is not None and self.idf is not None and self.bias is not None
         counts = hashed_counts(ids, lengths, self.orders, self.buckets)
-        norms = np.sqrt(np.maximum(np.asarray(counts @ (self.idf.astype(np.float64) ** 2)).ravel(), 1e-12))
-        return np.asarray(counts @ self.weight.astype(np.float64)) / norms[:, None] + self.bias[None, :]
+        return (np.asarray(counts @ self.weight.astype(np.float64)) / _norms(counts, self.idf)[:, None]
+                + self.bias[None, :])
 
 
 def hashed_counts(ids: np.ndarray, lengths: np.ndarray, orders: Sequence[int], buckets: int) -> Any:
-    """Sparse ``(texts, buckets)`` counts of each text's hashed n-grams (scipy CSR), hashed as the model does."""
+    """Sparse ``(texts, buckets)`` counts of each text's hashed n-grams (scipy CSR), from the model's own
+    ``vdcnn.ngrams.hash_ngrams``: the regression is fitted on exactly the buckets the model looks up."""
     import scipy.sparse as sp
+    import torch
+
+    from .ngrams import hash_ngrams
 
     ids = np.asarray(ids, dtype=np.int64)
     lengths = np.minimum(np.asarray(lengths, dtype=np.int64), ids.shape[1])
-    rows_out: list[np.ndarray] = []
-    cols_out: list[np.ndarray] = []
-    width = ids.shape[1]
-    padded = np.pad(ids, ((0, 0), (0, max(orders) - 1)))
-    starts = np.arange(width)[None, :]
-    for n in orders:
-        h = np.full(ids.shape, n, dtype=np.int64)
-        for j in range(n):
-            h = (h * _PRIME + padded[:, j:j + width] + 1) % _MODULUS
-        real = starts + n <= lengths[:, None]
-        r, c = np.nonzero(real)
-        rows_out.append(r)
-        cols_out.append(h[r, c] % buckets)
-    rows = np.concatenate(rows_out)
-    cols = np.concatenate(cols_out)
-    counts = sp.csr_matrix((np.ones(len(rows), dtype=np.float64), (rows, cols)), shape=(len(ids), buckets))
+    hashed, mask = hash_ngrams(torch.from_numpy(ids), torch.from_numpy(lengths), tuple(orders), buckets)
+    rows, cols = np.nonzero(mask.numpy())
+    counts = sp.csr_matrix((np.ones(len(rows), dtype=np.float64), (rows, hashed.numpy()[rows, cols])),
+                           shape=(len(ids), buckets))
     counts.sum_duplicates()
     return counts
+
+
+def _norms(counts: Any, idf: np.ndarray) -> np.ndarray:
+    """Root of the summed squared idf of every n-gram occurrence of each text (``LinearNgrams``' divisor)."""
+    return np.sqrt(np.maximum(np.asarray(counts @ (np.asarray(idf, dtype=np.float64) ** 2)).ravel(), 1e-12))
 
 
 def _features(counts: Any, idf: np.ndarray) -> Any:
@@ -116,8 +111,7 @@ def _features(counts: Any, idf: np.ndarray) -> Any:
     every n-gram occurrence (the l2 norm of TF-IDF when no n-gram repeats; computable per position)."""
     import scipy.sparse as sp
 
-    norms = np.sqrt(np.maximum(np.asarray(counts @ (idf ** 2)).ravel(), 1e-12))
-    return sp.diags(1.0 / norms) @ counts @ sp.diags(idf)
+    return sp.diags(1.0 / _norms(counts, idf)) @ counts @ sp.diags(idf)
 
 
 @dataclass
