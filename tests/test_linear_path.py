@@ -175,3 +175,29 @@ def test_multi_label_path_is_one_sigmoid_per_label():
     # independent sigmoids: a two-topic text gets both labels above one half, not probabilities summing to one
     two = y[val].sum(1) == 2
     assert ((probs > 0.5) == y[val].astype(bool))[two].mean() > 0.8
+
+
+@pytest.mark.parametrize("direction", ["up", "down"])
+def test_penalty_search_goes_past_the_grid_while_an_end_wins(direction):
+    """A validation score that keeps rising with the fit's confidence (large C) takes the search past
+    the grid's top, to ``PENALTY_RANGE``'s end; one that keeps falling takes it down to its start;
+    the chosen C is the end reached, and the report lists every C tried in order."""
+    from vdcnn.linear_path import PENALTIES, PENALTY_RANGE
+
+    texts, labels = _topic_rows(40, seed=2)
+    encoder = build_encoder("subword", texts, 300)
+    data = encode_texts(encoder, texts, labels, 48, use_cache=False)
+    train, val = np.arange(0, 80), np.arange(80, 120)
+
+    def confidence(_y, z):  # mean top-class margin: grows with C on separable data
+        z = np.sort(np.asarray(z), 1)
+        margin = float(np.mean(z[:, -1] - z[:, -2]))
+        return margin if direction == "up" else -margin
+
+    fit = fit_linear_path(data.ids[train], data.lengths[train], labels[train], data.ids[val], data.lengths[val],
+                          labels[val], np.zeros((len(val), 3)), 3, orders_for("subword"), 4096, confidence)
+    tried = [r["C"] for r in fit.report["tried"]]
+    assert tried == sorted(tried) and set(PENALTIES) <= set(tried)
+    end = PENALTY_RANGE[1] if direction == "up" else PENALTY_RANGE[0]
+    assert fit.report["C"] == end and end in tried
+    assert (max(tried) == PENALTIES[-1]) if direction == "down" else (min(tried) == PENALTIES[0])

@@ -340,3 +340,25 @@ def test_real_goemotions_reads_the_official_split():
     assert len(s.label_names) == 28 and s.label_names[0] == "admiration" and s.label_names[27] == "neutral"
     assert (s.train.labels.sum(1) >= 1).all() and int(s.train.labels[:, 27].sum()) == 14219
     assert int(s.train.labels[:, 16].sum()) == 77  # grief
+
+
+def test_candidates_are_compared_on_logits_whatever_their_scale():
+    """Blends and penalties are compared by F1 at cuts tuned on their logits: scaling the logits (a blend
+    weight of 200) changes no decision, where thresholds on raw sigmoids, clipped to (1e-4, 1 - 1e-4),
+    lose the ranking of saturated scores and with it F1."""
+    from sklearn.metrics import f1_score
+
+    from vdcnn.multilabel import f1_at_tuned_cuts
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((600, 6)) < np.array([0.3, 0.2, 0.1, 0.05, 0.03, 0.02])).astype(np.int64)
+    y[y.sum(1) == 0, 0] = 1
+    z = 2.5 * (y - 0.5) + rng.normal(0, 1.5, y.shape) - 1.0  # an informative, imperfect scorer
+    plain, scaled = f1_at_tuned_cuts(z, y), f1_at_tuned_cuts(200 * z, y)
+    assert plain == scaled and 0.3 < plain["micro_f1"] < 0.95
+    probs = sigmoid_proba(200 * z)
+    clipped = f1_score(y, decide(probs, tune_thresholds(probs, y)[0]), average="macro", zero_division=0)
+    assert clipped < plain["macro_f1"] - 0.02
+    # held-out rows are scored at the validation rows' cuts
+    held = f1_at_tuned_cuts(z[:300], y[:300], z[300:], y[300:])
+    assert 0.3 < held["micro_f1"] < 0.95 and held != f1_at_tuned_cuts(z[300:], y[300:])

@@ -22,9 +22,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 __all__ = ["LinearFit", "hashed_counts", "fit_linear_path", "orders_for", "selection_score", "BLEND_WEIGHTS",
-           "BUCKETS", "PENALTIES"]
+           "BUCKETS", "PENALTIES", "PENALTY_RANGE"]
 
-PENALTIES = (4.0, 16.0, 64.0, 256.0)  # inverse regularisation strengths tried on validation
+PENALTIES = (4.0, 16.0, 64.0, 256.0)  # inverse regularisation strengths tried on validation first
+PENALTY_RANGE = (0.25, 4096.0)  # past the grid's ends the search goes on (x4, /4) while an end wins, within these
 BLEND_WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # the linear path's logits, times this, added to the network's
 BUCKETS = 2 ** 18
 SEARCH_ENTRIES = 2_000_000  # n-gram entries of training rows the penalty search fits on (time ~ entries)
@@ -39,21 +40,15 @@ def orders_for(encoder_name: str) -> tuple[int, ...]:
 
 def selection_score(select_by: str, multi_label: bool = False) -> Callable[[np.ndarray, np.ndarray], float]:
     """The run's validation score as ``score(labels, logits)``: accuracy or macro-F1 of the top class;
-    for multi-label data micro- (or macro-) F1 at per-label thresholds tuned on these same rows (as
-    the run tunes them after training), so candidates are compared as they would be used."""
+    for multi-label data micro- (or macro-) F1 at per-label cuts tuned on these same rows' logits (as
+    the run tunes thresholds after training), so candidates are compared as they would be used."""
     from sklearn.metrics import f1_score
 
     if multi_label:
-        from .multilabel import decide, sigmoid_proba, tune_thresholds
+        from .multilabel import f1_at_tuned_cuts
 
-        average = "macro" if select_by == "macro_f1" else "micro"
-
-        def f1_at_tuned(y: np.ndarray, z: np.ndarray) -> float:
-            probs = sigmoid_proba(z)
-            thresholds, _, _ = tune_thresholds(probs, y)
-            return float(f1_score(y, decide(probs, thresholds), average=average, zero_division=0))
-
-        return f1_at_tuned
+        key = "macro_f1" if select_by == "macro_f1" else "micro_f1"
+        return lambda y, z: f1_at_tuned_cuts(z, y)[key]
     if select_by == "macro_f1":
         return lambda y, z: float(f1_score(y, np.asarray(z).argmax(1), average="macro"))
     return lambda y, z: float(np.mean(np.asarray(y) == np.asarray(z).argmax(1)))
@@ -195,13 +190,29 @@ def fit_linear_path(train_ids: np.ndarray, train_lengths: np.ndarray, train_labe
     x_search, y_search = x_train[search_rows], train_labels[search_rows]
     xt_search = x_search.T.tocsr()
     tried: list[dict[str, Any]] = []
-    model = None
+    fits: dict[float, _Regression] = {}
+
+    def attempt(C: float, start: _Regression | None) -> None:
+        fits[C] = _regression(x_search, xt_search, y_search, C, start)
+        tried.append({"C": C, "alone": round(score(val_labels, fits[C].logits(x_val, n_classes)), 5)})
+
+    def best() -> float:
+        return max(tried, key=lambda r: (r["alone"], -r["C"]))["C"]
+
     for C in PENALTIES:  # warm-started along the path: each fit starts from the last one
-        model = _regression(x_search, xt_search, y_search, C, model)
-        tried.append({"C": C, "alone": round(score(val_labels, model.logits(x_val, n_classes)), 5)})
-    C = max(tried, key=lambda r: (r["alone"], -r["C"]))["C"]
+        attempt(C, fits.get(C / 4))
+    while True:  # an end of the grid won: the best penalty may lie beyond it
+        C, low, high = best(), min(fits), max(fits)
+        if C == high and high * 4 <= PENALTY_RANGE[1]:
+            attempt(high * 4, fits[high])
+        elif C == low and low / 4 >= PENALTY_RANGE[0]:
+            attempt(low / 4, fits[low])
+        else:
+            break
+    tried.sort(key=lambda r: r["C"])
+    model = fits[C]
     if len(search_rows) < len(train_labels):
-        model = _regression(x_train, x_train.T.tocsr(), train_labels, C)
+        model = _regression(x_train, x_train.T.tocsr(), train_labels, C, model)
     logits = model.logits(x_val, n_classes)
     alone = score(val_labels, logits)
     blends = {w: score(val_labels, val_logits + w * logits) for w in BLEND_WEIGHTS}

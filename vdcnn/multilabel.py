@@ -107,8 +107,9 @@ def torch_proba(logits: "torch.Tensor", platt: tuple[np.ndarray, np.ndarray] | N
     return torch.sigmoid(logits)
 
 
-def _best_cut(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """(threshold, F1) of the cut maximising F1 when predicting ``p >= threshold``."""
+def _best_cut(p: np.ndarray, y: np.ndarray, bottom: float | None = 0.0) -> tuple[float, float]:
+    """(threshold, F1) of the cut maximising F1 when predicting ``p >= threshold``; ``bottom`` is the
+    score below every text (0 for probabilities; ``None``: one under the lowest, for logits)."""
     order = np.argsort(-p, kind="stable")
     ps, ys = p[order], y[order]
     tp = np.cumsum(ys)
@@ -117,35 +118,46 @@ def _best_cut(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     distinct = np.r_[ps[1:] != ps[:-1], True]  # a cut is only possible between different scores
     f1 = np.where(distinct, f1, -1.0)
     i = int(np.argmax(f1))
-    nxt = ps[i + 1] if i + 1 < len(ps) else 0.0
+    nxt = ps[i + 1] if i + 1 < len(ps) else (ps[i] - 1.0 if bottom is None else bottom)
     return float((ps[i] + nxt) / 2), float(max(f1[i], 0.0))
+
+
+def tune_cuts(scores: np.ndarray, labels: np.ndarray, min_positives: int = MIN_THRESHOLD_POSITIVES,
+              bottom: float | None = None) -> tuple[np.ndarray, float, int]:
+    """Per-label cuts maximising each label's F1 when predicting ``scores >= cut`` (any increasing score:
+    logits, probabilities), the global cut (maximising micro-F1) that labels with fewer than
+    ``min_positives`` positives take, and how many did. On logits the choice is exact whatever their
+    scale; on raw sigmoids of large logits it is not (they round to 0 and 1)."""
+    scores, y = np.asarray(scores, dtype=np.float64), np.asarray(labels)
+    glob = _best_cut(scores.ravel(), y.ravel(), bottom)[0] if y.any() else (0.0 if bottom is None else 0.5)
+    out = np.full(scores.shape[1], glob)
+    fallback = 0
+    for j in range(scores.shape[1]):
+        if y[:, j].sum() >= min_positives:
+            out[j] = _best_cut(scores[:, j], y[:, j], bottom)[0]
+        else:
+            fallback += 1
+    return out, float(glob), fallback
 
 
 def tune_thresholds(probs: np.ndarray, labels: np.ndarray, min_positives: int = MIN_THRESHOLD_POSITIVES
                     ) -> tuple[np.ndarray, float, int]:
-    """Per-label thresholds maximising each label's F1 on (``probs``, ``labels``), the global threshold
-    (maximising micro-F1) that labels with fewer than ``min_positives`` positives take, and how many did."""
-    probs, y = np.asarray(probs, dtype=np.float64), np.asarray(labels)
-    glob = _best_cut(probs.ravel(), y.ravel())[0] if y.any() else 0.5
-    out = np.full(probs.shape[1], glob)
-    fallback = 0
-    for j in range(probs.shape[1]):
-        if y[:, j].sum() >= min_positives:
-            out[j] = _best_cut(probs[:, j], y[:, j])[0]
-        else:
-            fallback += 1
-    return np.clip(out, 1e-4, 1 - 1e-4), float(glob), fallback
+    """``tune_cuts`` on probabilities, the thresholds kept inside (1e-4, 1 - 1e-4): what a run stores."""
+    out, glob, fallback = tune_cuts(probs, labels, min_positives, bottom=0.0)
+    return np.clip(out, 1e-4, 1 - 1e-4), glob, fallback
 
 
-def test_f1_at_validation_thresholds(val_logits: np.ndarray, val_labels: np.ndarray, test_logits: np.ndarray,
-                                     test_labels: np.ndarray) -> dict[str, float]:
-    """Test micro- and macro-F1 of raw logits at per-label thresholds tuned on validation (ablations)."""
+def f1_at_tuned_cuts(val_logits: np.ndarray, val_labels: np.ndarray, logits: np.ndarray | None = None,
+                     labels: np.ndarray | None = None) -> dict[str, float]:
+    """Micro- and macro-F1 of ``logits`` (default: the validation rows themselves) at per-label cuts tuned
+    on the validation logits: how candidates (blends, penalties, ablation parts) are compared before
+    calibration, independent of the logits' scale."""
     from sklearn.metrics import f1_score
 
-    thresholds, _, _ = tune_thresholds(sigmoid_proba(val_logits), np.asarray(val_labels))
-    pred = decide(sigmoid_proba(test_logits), thresholds)
-    return {f"{avg}_f1": round(float(f1_score(test_labels, pred, average=avg, zero_division=0)), 5)
-            for avg in ("micro", "macro")}
+    cuts, _, _ = tune_cuts(val_logits, val_labels)
+    z, y = (val_logits, val_labels) if logits is None else (logits, labels)
+    pred = decide(np.asarray(z, dtype=np.float64), cuts)
+    return {f"{avg}_f1": float(f1_score(y, pred, average=avg, zero_division=0)) for avg in ("micro", "macro")}
 
 
 def decide(probs: np.ndarray, thresholds: np.ndarray, at_least_one: bool = True) -> np.ndarray:
@@ -351,7 +363,8 @@ def score_logits(logits: np.ndarray, y_true: np.ndarray, labels: Sequence[str],
     training, with thresholds tuned on these very rows (raw sigmoid): the selection score."""
     if fitted is None:
         probs = sigmoid_proba(logits)
-        thresholds = tune_thresholds(probs, y_true)[0] if np.asarray(y_true).any() else np.full(len(labels), 0.5)
+        thresholds = (sigmoid_proba(tune_cuts(logits, y_true)[0]) if np.asarray(y_true).any()
+                      else np.full(len(labels), 0.5))
     else:
         probs = sigmoid_proba(logits, platt_of(fitted))
         thresholds = np.asarray(fitted["multi_label"]["thresholds"])

@@ -837,7 +837,8 @@ def _fit_linear_path(run: _Run, model: VDCNN) -> tuple[VDCNN, bool]:
         if fit.kept:
             parts["linear"] = (fit.logits(val.ids, val.lengths), fit.logits(test.ids, test.lengths))
         for part, (on_val, on_test) in parts.items():
-            report[f"test_{part}"] = (ml.test_f1_at_validation_thresholds(on_val, val.labels, on_test, test.labels)
+            report[f"test_{part}"] = ({k: round(v, 5) for k, v in
+                                       ml.f1_at_tuned_cuts(on_val, val.labels, on_test, test.labels).items()}
                                       if multi else
                                       {name: round(selection_score(name)(test.labels, on_test), 5)
                                        for name in ("accuracy", "macro_f1")})
