@@ -1,6 +1,6 @@
 """Multi-label on GoEmotions: vdcnn's automatic recipe against TF-IDF + one-vs-rest logistic regression.
 
-    VDCNN_DATA_DIR=../shared/data python benchmarks/multilabel.py [--time-budget 12m] [--limit N] [--out runs/ml]
+    VDCNN_DATA_DIR=../shared/data python benchmarks/multilabel.py [--seed S] [--time-budget 12m] [--limit N] [--out runs/ml]
 
 Runs ``vdcnn train --dataset $VDCNN_DATA_DIR/goemotions`` exactly as a user would (nothing else, or the
 ``--time-budget`` / ``--limit`` given here), which ends by fitting the built-in baseline (TF-IDF word
@@ -30,6 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--time-budget", default=None, help="passed to vdcnn train (default: the recipe's)")
     parser.add_argument("--limit", type=int, default=None, help="train on N rows (development runs only)")
+    parser.add_argument("--seed", type=int, default=None, help="passed to vdcnn train (default: its own, 0)")
     parser.add_argument("--out", default=None, help="run folder (default runs/goemotions-TIME)")
     args = parser.parse_args()
     root = os.environ.get("VDCNN_DATA_DIR")
@@ -42,6 +43,8 @@ def main() -> None:
         cmd += ["--time-budget", args.time_budget]
     if args.limit:
         cmd += ["--limit", str(args.limit)]
+    if args.seed is not None:
+        cmd += ["--seed", str(args.seed)]
     print("$ " + " ".join(cmd), flush=True)
     begun = time.perf_counter()
     done = subprocess.run(cmd)

@@ -204,7 +204,8 @@ class MaxPoolDown(nn.Module):
 
     def forward(self, x: Tensor, lengths: Lengths = None) -> tuple[Tensor, Lengths]:
         if lengths is not None:
-            x = x.masked_fill(~length_mask(lengths, x.size(-1)), float("-inf"))
+            mask = ~length_mask(lengths, x.size(-1))
+            x = x.masked_fill_(mask, float("-inf")) if _may_overwrite(x) else x.masked_fill(mask, float("-inf"))
         return F.max_pool1d(x, kernel_size=3, stride=2, padding=1), halve(lengths)
 
 
