@@ -38,12 +38,17 @@ def halve(lengths: Lengths) -> Lengths:
     return None if lengths is None else (lengths + 1) // 2
 
 
-def zero_padding(x: Tensor, lengths: Lengths) -> Tensor:
+def fill_padding(x: Tensor, lengths: Lengths, value: float) -> Tensor:
+    """``x`` with every position past its text's length set to ``value``."""
     if lengths is None:
         return x
     mask = ~length_mask(lengths, x.size(-1))
     # Without autograd (inference) the fresh activation can be overwritten in place.
-    return x.masked_fill_(mask, 0.0) if _may_overwrite(x) else x.masked_fill(mask, 0.0)
+    return x.masked_fill_(mask, value) if _may_overwrite(x) else x.masked_fill(mask, value)
+
+
+def zero_padding(x: Tensor, lengths: Lengths) -> Tensor:
+    return fill_padding(x, lengths, 0.0)
 
 
 def _may_overwrite(x: Tensor) -> bool:
@@ -203,9 +208,7 @@ class MaxPoolDown(nn.Module):
     """Max-pool, kernel 3, stride 2: length L -> ceil(L / 2)."""
 
     def forward(self, x: Tensor, lengths: Lengths = None) -> tuple[Tensor, Lengths]:
-        if lengths is not None:
-            mask = ~length_mask(lengths, x.size(-1))
-            x = x.masked_fill_(mask, float("-inf")) if _may_overwrite(x) else x.masked_fill(mask, float("-inf"))
+        x = fill_padding(x, lengths, float("-inf"))
         return F.max_pool1d(x, kernel_size=3, stride=2, padding=1), halve(lengths)
 
 

@@ -192,15 +192,17 @@ def fit_linear_path(train_ids: np.ndarray, train_lengths: np.ndarray, train_labe
     tried: list[dict[str, Any]] = []
     fits: dict[float, _Regression] = {}
 
-    def attempt(C: float, start: _Regression | None) -> None:
+    def attempt(C: float, start: _Regression | None) -> _Regression:
         fits[C] = _regression(x_search, xt_search, y_search, C, start)
         tried.append({"C": C, "alone": round(score(val_labels, fits[C].logits(x_val, n_classes)), 5)})
+        return fits[C]
 
     def best() -> float:
         return max(tried, key=lambda r: (r["alone"], -r["C"]))["C"]
 
+    previous = None
     for C in PENALTIES:  # warm-started along the path: each fit starts from the last one
-        attempt(C, fits.get(C / 4))
+        previous = attempt(C, previous)
     while True:  # an end of the grid won: the best penalty may lie beyond it
         C, low, high = best(), min(fits), max(fits)
         if C == high and high * 4 <= PENALTY_RANGE[1]:
