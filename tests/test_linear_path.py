@@ -15,7 +15,7 @@ from vdcnn.cli.main import app
 from vdcnn.encoders import build_encoder
 from vdcnn.linear_path import fit_linear_path, hashed_counts, orders_for, selection_score
 from vdcnn.model import VDCNN, ModelConfig
-from vdcnn.ngrams import LinearNgrams, hash_ngrams
+from vdcnn.ngrams import LinearNgrams, hash_ngrams, occurrences
 
 
 def _topic_rows(n: int, seed: int) -> tuple[list[str], np.ndarray]:
@@ -45,24 +45,45 @@ def test_numpy_hash_is_the_models_hash():
     assert counts.sum(1).tolist() == [sum(max(0, n - k + 1) for k in orders) for n in lengths]
 
 
-def _fit(network_val_logits=None):
+def test_occurrences_count_each_bucket_among_the_real_ngrams():
+    """Per position, how many real n-grams of its text share its bucket (few buckets: many collisions)."""
+    rng = np.random.default_rng(3)
+    ids = torch.from_numpy(rng.integers(1, 6, size=(5, 30)))
+    lengths = torch.tensor([30, 1, 0, 17, 9])
+    hashed, mask = hash_ngrams(ids, lengths, (1, 2, 3), 16)
+    got = occurrences(hashed, mask, 16)
+    for r in range(5):
+        real = hashed[r][mask[r] > 0].tolist()
+        for p in range(hashed.size(1)):
+            want = real.count(int(hashed[r, p])) if mask[r, p] > 0 else 1
+            assert got[r, p] == want, (r, p)
+    assert got[0].max() > 1  # the rows do repeat buckets
+
+
+def _fit(network_val_logits=None, tf="log"):
     texts, labels = _topic_rows(60, seed=1)
+    # texts that repeat their n-grams, so the term frequency matters
+    texts = [t + " " + t.split(",")[0] if i % 2 else t for i, t in enumerate(texts)]
     encoder = build_encoder("subword", texts, 300)
-    data = encode_texts(encoder, texts, labels, 48, use_cache=False)
+    data = encode_texts(encoder, texts, labels, 64, use_cache=False)
     train, val = np.arange(0, 120), np.arange(120, 180)
     logits = (np.zeros((len(val), 3)) if network_val_logits is None else network_val_logits(labels[val]))
     fit = fit_linear_path(data.ids[train], data.lengths[train], labels[train], data.ids[val], data.lengths[val],
-                          labels[val], logits, 3, orders_for("subword"), 4096, selection_score("accuracy"))
+                          labels[val], logits, 3, orders_for("subword"), 4096, selection_score("accuracy"), tf=tf)
     return fit, data, labels, val
 
 
-def test_fitted_path_is_added_where_it_helps_and_computes_what_the_model_computes():
+@pytest.mark.parametrize("tf", ["log", "count"])
+def test_fitted_path_is_added_where_it_helps_and_computes_what_the_model_computes(tf):
     """A network that knows nothing (equal logits) gains from the path on validation: it is kept,
-    and ``LinearNgrams`` loaded with it gives the logits the fit reports, row for row."""
-    fit, data, labels, val = _fit()
-    assert fit.kept and fit.report["weight"] > 0
+    and ``LinearNgrams`` loaded with it gives the logits the fit reports, row for row, with either
+    term frequency (``count``: runs saved before sublinear tf)."""
+    fit, data, labels, val = _fit(tf=tf)
+    assert fit.kept and fit.report["weight"] > 0 and fit.tf == tf
     assert fit.report["val_network"] < 0.5 < fit.report["val_linear"] == pytest.approx(fit.report["val_together"])
-    module = LinearNgrams(fit.buckets, fit.orders, 3)
+    counts = hashed_counts(data.ids[val], data.lengths[val], fit.orders, fit.buckets)
+    assert counts.max() > 1  # n-grams repeat within texts
+    module = LinearNgrams(fit.buckets, fit.orders, 3, tf)
     with torch.no_grad():
         module.weight.weight.copy_(torch.from_numpy(fit.weight))
         module.bias.copy_(torch.from_numpy(fit.bias))

@@ -4,10 +4,10 @@ after training and weighted against the network on validation.
 On a few thousand short texts a bag of n-grams with a well-chosen penalty (TF-IDF + logistic
 regression) is hard to beat, and a network trained by SGD on the same rows overfits before it
 gets there. So a run under the automatic recipe fits that model too, on the same ids the network
-reads and inside it (``vdcnn.ngrams.LinearNgrams``): features are the counts of each hashed
-n-gram bucket of the encoder's ids (the n-gram path's hash) weighted by inverse document
-frequency and divided by the root of the text's summed squared idf (TF-IDF's l2 norm when no
-n-gram repeats), which is exactly what the model computes, so the fitted weights load into the network and export with it (ONNX, TorchScript).
+reads and inside it (``vdcnn.ngrams.LinearNgrams``): features are TF-IDF vectors of the hashed
+n-gram buckets of the encoder's ids (the n-gram path's hash), with TF-IDF's sublinear term
+frequency (1 + log count) and l2 norm, which is exactly what the model computes, so the fitted
+weights load into the network and export with it (ONNX, TorchScript).
 The penalty ``C`` and the path's weight against the network are chosen on the validation split,
 by the run's own selection metric; a weight of 0 (no linear path) is kept unless the sum beats
 the network alone there.
@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["LinearFit", "hashed_counts", "fit_linear_path", "orders_for", "selection_score", "BLEND_WEIGHTS",
+__all__ = ["LinearFit", "hashed_counts", "term_frequencies", "fit_linear_path", "orders_for", "selection_score", "BLEND_WEIGHTS",
            "BUCKETS", "PENALTIES", "PENALTY_RANGE"]
 
 PENALTIES = (4.0, 16.0, 64.0, 256.0)  # inverse regularisation strengths tried on validation first
@@ -65,6 +65,7 @@ class LinearFit:
     orders: tuple[int, ...]
     buckets: int
     report: dict[str, Any] = field(default_factory=dict)
+    tf: str = "log"
 
     @property
     def kept(self) -> bool:
@@ -73,8 +74,8 @@ class LinearFit:
     def logits(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """The path's logits as the model computes them (numpy), for checks and reports."""
         assert self.weight is not None and self.idf is not None and self.bias is not None
-        counts = hashed_counts(ids, lengths, self.orders, self.buckets)
-        return (np.asarray(counts @ self.weight.astype(np.float64)) / _norms(counts, self.idf)[:, None]
+        tf = term_frequencies(hashed_counts(ids, lengths, self.orders, self.buckets), self.tf)
+        return (np.asarray(tf @ self.weight.astype(np.float64)) / _norms(tf, self.idf, self.tf)[:, None]
                 + self.bias[None, :])
 
 
@@ -96,17 +97,29 @@ def hashed_counts(ids: np.ndarray, lengths: np.ndarray, orders: Sequence[int], b
     return counts
 
 
-def _norms(counts: Any, idf: np.ndarray) -> np.ndarray:
-    """Root of the summed squared idf of every n-gram occurrence of each text (``LinearNgrams``' divisor)."""
-    return np.sqrt(np.maximum(np.asarray(counts @ (np.asarray(idf, dtype=np.float64) ** 2)).ravel(), 1e-12))
+def term_frequencies(counts: Any, tf: str) -> Any:
+    """Each text's term frequency per bucket: 1 + log(count) for ``"log"`` (TF-IDF's sublinear tf),
+    the counts themselves for ``"count"``."""
+    if tf == "count":
+        return counts
+    out = counts.copy()
+    out.data = 1.0 + np.log(out.data)
+    return out
 
 
-def _features(counts: Any, idf: np.ndarray) -> Any:
-    """What ``LinearNgrams`` sums: idf-weighted counts over the root of the sum of the squared idf of
-    every n-gram occurrence (the l2 norm of TF-IDF when no n-gram repeats; computable per position)."""
+def _norms(tf: Any, idf: np.ndarray, kind: str) -> np.ndarray:
+    """``LinearNgrams``' divisor: the l2 norm of the TF-IDF vector (``"log"``), or the root of the summed
+    squared idf of every n-gram occurrence (``"count"``, computable per position)."""
+    idf = np.asarray(idf, dtype=np.float64)
+    squares = tf.multiply(tf) @ idf ** 2 if kind == "log" else tf @ idf ** 2
+    return np.sqrt(np.maximum(np.asarray(squares).ravel(), 1e-12))
+
+
+def _features(tf: Any, idf: np.ndarray, kind: str) -> Any:
+    """What ``LinearNgrams`` sums: idf-weighted term frequencies over ``_norms``."""
     import scipy.sparse as sp
 
-    return sp.diags(1.0 / _norms(counts, idf)) @ counts @ sp.diags(idf)
+    return sp.diags(1.0 / _norms(tf, idf, kind)) @ tf @ sp.diags(idf)
 
 
 @dataclass
@@ -165,7 +178,7 @@ def _regression(x: Any, xt: Any, labels: np.ndarray, C: float, start: _Regressio
 def fit_linear_path(train_ids: np.ndarray, train_lengths: np.ndarray, train_labels: np.ndarray,
                     val_ids: np.ndarray, val_lengths: np.ndarray, val_labels: np.ndarray,
                     val_logits: np.ndarray, n_classes: int, orders: Sequence[int], buckets: int,
-                    score: Callable[[np.ndarray, np.ndarray], float], seed: int = 0) -> LinearFit:
+                    score: Callable[[np.ndarray, np.ndarray], float], seed: int = 0, tf: str = "log") -> LinearFit:
     """Fit the logistic regression on the training rows and choose its penalty and its weight against
     the network (whose validation logits are ``val_logits``) by ``score(labels, logits)`` on
     validation (``selection_score``). The penalty is searched on up to ``SEARCH_ENTRIES`` n-gram entries of training rows
@@ -177,8 +190,9 @@ def fit_linear_path(train_ids: np.ndarray, train_lengths: np.ndarray, train_labe
     df = np.bincount(train_counts.indices, minlength=buckets)
     idf = np.log((1 + len(train_ids)) / (1 + df)) + 1.0  # scikit-learn's smoothed idf
     used = np.flatnonzero(df)  # the regression sees only the buckets the training texts fill
-    x_train = _features(train_counts, idf)[:, used].tocsr()
-    x_val = _features(hashed_counts(val_ids, val_lengths, orders, buckets), idf)[:, used].tocsr()
+    x_train = _features(term_frequencies(train_counts, tf), idf, tf)[:, used].tocsr()
+    val_tf = term_frequencies(hashed_counts(val_ids, val_lengths, orders, buckets), tf)
+    x_val = _features(val_tf, idf, tf)[:, used].tocsr()
     train_labels = np.asarray(train_labels)
     val_labels = np.asarray(val_labels)
     net_score = score(val_labels, val_logits)
@@ -220,16 +234,16 @@ def fit_linear_path(train_ids: np.ndarray, train_lengths: np.ndarray, train_labe
     blends = {w: score(val_labels, val_logits + w * logits) for w in BLEND_WEIGHTS}
     weight = max(blends, key=lambda w: (blends[w], -w))
     seconds = time.perf_counter() - started
-    report = {"orders": list(orders), "buckets": buckets, "C": C, "weight": weight, "val_network": round(net_score, 5),
+    report = {"orders": list(orders), "buckets": buckets, "tf": tf, "C": C, "weight": weight, "val_network": round(net_score, 5),
               "val_linear": round(alone, 5), "val_together": round(blends[weight], 5), "tried": tried,
               "blends": {f"{w:g}": round(v, 5) for w, v in blends.items()},
               "search_rows": int(len(search_rows)), "fit_seconds": round(seconds, 1)}
     if blends[weight] <= net_score:
         report["weight"] = 0.0
-        return LinearFit(None, None, None, orders, buckets, report)
+        return LinearFit(None, None, None, orders, buckets, report, tf)
     table = np.zeros((buckets, n_classes))
     table[np.ix_(used, model.classes)] = model.coef * idf[used, None] * weight  # idf and blend weight folded in
     bias = np.full(n_classes, -1e4)  # a class no training row has is never predicted by this path
     bias[model.classes] = model.bias
     return LinearFit(table.astype(np.float32), (bias * weight).astype(np.float32), idf.astype(np.float32), orders,
-                     buckets, report)
+                     buckets, report, tf)

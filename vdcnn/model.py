@@ -52,7 +52,7 @@ class VDCNN(nn.Module):
             self.head = nn.Sequential(*layers)
         self.ngrams = (NgramBag(c.ngram_buckets, c.ngram_dim, c.ngram_orders, c.num_classes)
                        if c.ngram_buckets else None)
-        self.linear = (LinearNgrams(c.linear_buckets, c.linear_orders, c.num_classes)
+        self.linear = (LinearNgrams(c.linear_buckets, c.linear_orders, c.num_classes, c.linear_tf)
                        if c.linear_buckets else None)
         self.reset_parameters()
 

@@ -16,6 +16,7 @@ DOWNSAMPLE_NAMES: tuple[str, ...] = ("max", "kmax", "conv", "none")
 SHORTCUT_KINDS: tuple[str, ...] = ("projection", "zero_pad")
 
 # Blocks per stage for the paper's depths (2 conv layers per block, plus the first conv).
+LINEAR_TF = ("count", "log")
 DEPTHS: dict[int, tuple[int, ...]] = {9: (1, 1, 1, 1), 17: (2, 2, 2, 2), 29: (5, 5, 2, 2), 49: (8, 8, 5, 3)}
 CHANNELS: tuple[int, ...] = (64, 128, 256, 512)
 
@@ -52,6 +53,9 @@ class ModelConfig:
     # its logits are added to the rest. 0 buckets = off.
     linear_buckets: int = 0
     linear_orders: tuple[int, ...] = (1, 2, 3)
+    # Term frequency of the linear path: "log" = 1 + log(count) of each n-gram in the text with the
+    # TF-IDF vector's l2 norm (TF-IDF's sublinear tf); "count" = raw counts (the runs saved before it).
+    linear_tf: str = "count"
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
@@ -105,6 +109,8 @@ class ModelConfig:
             raise ConfigError(f"linear_buckets must be a non-negative integer (0 = no linear path), got {self.linear_buckets!r}")
         if not self.linear_orders or any(not isinstance(n, int) or not 1 <= n <= 8 for n in self.linear_orders):
             raise ConfigError(f"linear_orders must be n-gram sizes between 1 and 8, got {list(self.linear_orders)!r}")
+        if self.linear_tf not in LINEAR_TF:
+            raise ConfigError(f"linear_tf must be one of {', '.join(LINEAR_TF)}, got {self.linear_tf!r}")
         if not isinstance(self.ngram_dim, int) or self.ngram_dim < 1:
             raise ConfigError(f"ngram_dim must be a positive integer, got {self.ngram_dim!r}")
         for name in ("dropout", "drop_path"):

@@ -42,6 +42,24 @@ def hash_ngrams(ids: Tensor, lengths: Tensor, orders: tuple[int, ...], buckets: 
     return torch.cat(hashed, 1), torch.cat(masks, 1).to(torch.float32)
 
 
+def occurrences(hashed: Tensor, mask: Tensor, buckets: int) -> Tensor:
+    """How many of the text's real n-grams share each position's bucket (float; padding counts 1).
+
+    Sorting each row puts equal buckets side by side; the length of each run of equal values is
+    the count. Padded positions get distinct values past every bucket, so they form runs of one.
+    Sort, cumsum, scatter and gather only: it traces and exports (ONNX opset 16+) for any length.
+    """
+    positions = torch.arange(hashed.size(1), device=hashed.device, dtype=torch.long).unsqueeze(0)
+    keyed = torch.where(mask > 0, hashed, positions + buckets)
+    ordered, order = torch.sort(keyed, dim=1)
+    starts = torch.ones_like(ordered, dtype=torch.long)
+    starts[:, 1:] = (ordered[:, 1:] != ordered[:, :-1]).long()
+    run = starts.cumsum(1) - 1
+    ones = torch.ones_like(mask)
+    sizes = torch.zeros_like(mask).scatter_add(1, run, ones).gather(1, run)
+    return torch.zeros_like(mask).scatter(1, order, sizes)
+
+
 class NgramBag(nn.Module):
     """Hashed n-gram embeddings, averaged over the text, to logits (an EmbeddingBag in mean mode)."""
 
@@ -71,16 +89,18 @@ class NgramBag(nn.Module):
 
 
 class LinearNgrams(nn.Module):
-    """A linear classifier over the same hashed n-grams: one row of class scores per bucket, summed
-    over the text's real n-grams and divided by the root of the summed squared inverse document
-    frequencies of those n-grams (TF-IDF's l2 norm when no n-gram repeats), plus a bias. Its
+    """A linear classifier over the same hashed n-grams: the TF-IDF vector of the text's buckets
+    times one row of class scores per bucket, plus a bias. ``tf="log"``: 1 + log(count) of each
+    bucket, l2-normalised (TF-IDF's sublinear tf); ``tf="count"``: every occurrence counts 1,
+    divided by the root of the summed squared idf of the occurrences (runs saved before it). Its
     weights are not learned by the training loop but fitted afterwards as a regularised logistic
-    regression on TF-IDF-weighted n-grams (``vdcnn.linear_path``), with the idf folded into them."""
+    regression on the same features (``vdcnn.linear_path``), with the idf folded into them."""
 
-    def __init__(self, buckets: int, orders: tuple[int, ...], num_classes: int) -> None:
+    def __init__(self, buckets: int, orders: tuple[int, ...], num_classes: int, tf: str = "count") -> None:
         super().__init__()
         self.buckets = buckets
         self.orders = tuple(orders)
+        self.tf = tf
         self.weight = nn.Embedding(buckets, num_classes)
         self.bias = nn.Parameter(torch.zeros(num_classes))
         self.register_buffer("idf", torch.ones(buckets, 1))
@@ -88,10 +108,17 @@ class LinearNgrams(nn.Module):
 
     def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
         buckets, mask = hash_ngrams(ids, lengths, self.orders, self.buckets)
-        idf = F.embedding(buckets, self.idf).squeeze(-1).float() * mask
-        norm = torch.sqrt((idf * idf).sum(1, keepdim=True)).clamp(min=1e-6)
-        scores = (self.weight(buckets).float() * mask.unsqueeze(-1)).sum(1)
+        share = mask  # each occurrence's part of its bucket's term frequency
+        square = mask  # and of the bucket's squared term frequency, for the norm
+        if self.tf == "log":
+            count = occurrences(buckets, mask, self.buckets)
+            tf = 1.0 + torch.log(count)
+            share = mask * tf / count
+            square = share * tf
+        idf = F.embedding(buckets, self.idf).squeeze(-1).float()
+        norm = torch.sqrt((idf * idf * square).sum(1, keepdim=True)).clamp(min=1e-6)
+        scores = (self.weight(buckets).float() * share.unsqueeze(-1)).sum(1)
         return scores / norm + self.bias
 
     def extra_repr(self) -> str:
-        return f"orders={list(self.orders)}, buckets={self.buckets}"
+        return f"orders={list(self.orders)}, buckets={self.buckets}, tf={self.tf}"

@@ -850,7 +850,7 @@ def _fit_linear_path(run: _Run, model: VDCNN) -> tuple[VDCNN, bool]:
             + ("added to the model" if fit.kept else "not added (the network alone is as good on validation)"))
     if not fit.kept:
         return model, False
-    config = dataclasses.replace(model.config, linear_buckets=fit.buckets, linear_orders=fit.orders)
+    config = dataclasses.replace(model.config, linear_buckets=fit.buckets, linear_orders=fit.orders, linear_tf=fit.tf)
     combined = VDCNN(config)
     missing, unexpected = combined.load_state_dict(model.state_dict(), strict=False)
     assert not unexpected and all(k.startswith("linear.") for k in missing), (missing, unexpected)
