@@ -207,9 +207,11 @@ def fit_linear_path(train_ids: np.ndarray, train_lengths: np.ndarray, train_labe
     fits: dict[float, _Regression] = {}
 
     def attempt(C: float, start: _Regression | None) -> _Regression:
-        fits[C] = _regression(x_search, xt_search, y_search, C, start)
-        tried.append({"C": C, "alone": round(score(val_labels, fits[C].logits(x_val, n_classes)), 5)})
-        return fits[C]
+        fit = fits[C] = _regression(x_search, xt_search, y_search, C, start)
+        tried.append({"C": C, "alone": round(score(val_labels, fit.logits(x_val, n_classes)), 5)})
+        for other in set(fits) - {best(), min(fits), max(fits)}:  # only these are needed again (the result, warm starts)
+            del fits[other]
+        return fit
 
     def best() -> float:
         return max(tried, key=lambda r: (r["alone"], -r["C"]))["C"]
