@@ -93,6 +93,21 @@ def test_fitted_path_is_added_where_it_helps_and_computes_what_the_model_compute
     assert (got.argmax(1) == labels[val]).mean() == pytest.approx(fit.report["val_linear"])
 
 
+def test_term_frequency_is_chosen_on_validation_where_ngrams_repeat():
+    """Texts that repeat their n-grams: both term frequencies are scored at the chosen penalty and the
+    better one is kept (ties: sublinear); texts that never repeat one read the same either way: one fit."""
+    fit, *_ = _fit(tf=None)
+    tried = fit.report["tf_tried"]
+    assert set(tried) == {"log", "count"} and fit.tf == fit.report["tf"]
+    assert tried[fit.tf] == max(tried.values()) and (fit.tf == "log" or tried["count"] > tried["log"])
+    assert fit.report["val_linear"] == pytest.approx(tried[fit.tf])
+    ids = np.arange(1, 1 + 40 * 6).reshape(40, 6)  # every id once: no n-gram repeats anywhere
+    labels = np.arange(40) % 2
+    once = fit_linear_path(ids[:30], np.full(30, 6), labels[:30], ids[30:], np.full(10, 6), labels[30:],
+                           np.zeros((10, 2)), 2, (1, 2), 4096, selection_score("accuracy"))
+    assert list(once.report["tf_tried"]) == ["log"]
+
+
 def test_path_is_left_out_when_the_network_is_already_right():
     """A network already right on every validation text cannot be beaten there: weight 0, nothing added."""
     fit, *_ = _fit(lambda y: np.eye(3)[y] * 20.0)

@@ -6,8 +6,9 @@ regression) is hard to beat, and a network trained by SGD on the same rows overf
 gets there. So a run under the automatic recipe fits that model too, on the same ids the network
 reads and inside it (``vdcnn.ngrams.LinearNgrams``): features are TF-IDF vectors of the hashed
 n-gram buckets of the encoder's ids (the n-gram path's hash), with TF-IDF's sublinear term
-frequency (1 + log count) and l2 norm, which is exactly what the model computes, so the fitted
-weights load into the network and export with it (ONNX, TorchScript).
+frequency (1 + log count) or raw counts, whichever validation prefers, and the l2 norm, which is
+exactly what the model computes, so the fitted weights load into the network and export with it
+(ONNX, TorchScript).
 The penalty ``C`` and the path's weight against the network are chosen on the validation split,
 by the run's own selection metric; a weight of 0 (no linear path) is kept unless the sum beats
 the network alone there.
@@ -22,12 +23,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 __all__ = ["LinearFit", "hashed_counts", "term_frequencies", "fit_linear_path", "orders_for", "selection_score", "BLEND_WEIGHTS",
-           "BUCKETS", "PENALTIES", "PENALTY_RANGE"]
+           "BUCKETS", "TERM_FREQUENCIES", "PENALTIES", "PENALTY_RANGE"]
 
 PENALTIES = (4.0, 16.0, 64.0, 256.0)  # inverse regularisation strengths tried on validation first
 PENALTY_RANGE = (0.25, 4096.0)  # past the grid's ends the search goes on (x4, /4) while an end wins, within these
 BLEND_WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # the linear path's logits, times this, added to the network's
 BUCKETS = 2 ** 18
+TERM_FREQUENCIES = ("log", "count")  # tried in this order on validation; ties keep the first
 SEARCH_ENTRIES = 2_000_000  # n-gram entries of training rows the penalty search fits on (time ~ entries)
 
 
@@ -178,21 +180,31 @@ def _regression(x: Any, xt: Any, labels: np.ndarray, C: float, start: _Regressio
 def fit_linear_path(train_ids: np.ndarray, train_lengths: np.ndarray, train_labels: np.ndarray,
                     val_ids: np.ndarray, val_lengths: np.ndarray, val_labels: np.ndarray,
                     val_logits: np.ndarray, n_classes: int, orders: Sequence[int], buckets: int,
-                    score: Callable[[np.ndarray, np.ndarray], float], seed: int = 0, tf: str = "log") -> LinearFit:
+                    score: Callable[[np.ndarray, np.ndarray], float], seed: int = 0,
+                    tf: str | None = None) -> LinearFit:
     """Fit the logistic regression on the training rows and choose its penalty and its weight against
     the network (whose validation logits are ``val_logits``) by ``score(labels, logits)`` on
     validation (``selection_score``). The penalty is searched on up to ``SEARCH_ENTRIES`` n-gram entries of training rows
-    (all of them on small data), then the chosen one is fitted on every row. Returns the fit to load
-    (``kept``) or one whose report says why there is none."""
+    (all of them on small data), then the chosen one is fitted on every row. The term frequency
+    (``TERM_FREQUENCIES``) is chosen on validation too, at the chosen penalty, unless ``tf`` fixes it
+    (or no n-gram repeats within a training text, where they all read the same). Returns the fit
+    to load (``kept``) or one whose report says why there is none."""
     started = time.perf_counter()
     orders = tuple(int(n) for n in orders)
     train_counts = hashed_counts(train_ids, train_lengths, orders, buckets)
+    val_counts = hashed_counts(val_ids, val_lengths, orders, buckets)
     df = np.bincount(train_counts.indices, minlength=buckets)
     idf = np.log((1 + len(train_ids)) / (1 + df)) + 1.0  # scikit-learn's smoothed idf
     used = np.flatnonzero(df)  # the regression sees only the buckets the training texts fill
-    x_train = _features(term_frequencies(train_counts, tf), idf, tf)[:, used].tocsr()
-    val_tf = term_frequencies(hashed_counts(val_ids, val_lengths, orders, buckets), tf)
-    x_val = _features(val_tf, idf, tf)[:, used].tocsr()
+    kinds = (tf,) if tf else TERM_FREQUENCIES
+    if train_counts.data.max(initial=0) <= 1:
+        kinds = kinds[:1]
+
+    def design(kind: str) -> tuple[Any, Any]:
+        return tuple(_features(term_frequencies(c, kind), idf, kind)[:, used].tocsr()  # type: ignore[return-value]
+                     for c in (train_counts, val_counts))
+
+    x_train, x_val = design(kinds[0])
     train_labels = np.asarray(train_labels)
     val_labels = np.asarray(val_labels)
     net_score = score(val_labels, val_logits)
@@ -228,7 +240,15 @@ def fit_linear_path(train_ids: np.ndarray, train_lengths: np.ndarray, train_labe
         else:
             break
     tried.sort(key=lambda r: r["C"])
-    model = fits[C]
+    model, chosen = fits[C], kinds[0]
+    tf_scores = {chosen: max(r["alone"] for r in tried)}
+    for kind in kinds[1:]:  # the other term frequencies, at the chosen penalty
+        other_train, other_val = design(kind)
+        other_search = other_train[search_rows]
+        other = _regression(other_search, other_search.T.tocsr(), y_search, C, model)
+        tf_scores[kind] = round(score(val_labels, other.logits(other_val, n_classes)), 5)
+        if tf_scores[kind] > tf_scores[chosen]:
+            model, chosen, x_train, x_val = other, kind, other_train, other_val
     if len(search_rows) < len(train_labels):
         model = _regression(x_train, x_train.T.tocsr(), train_labels, C, model)
     logits = model.logits(x_val, n_classes)
@@ -236,16 +256,16 @@ def fit_linear_path(train_ids: np.ndarray, train_lengths: np.ndarray, train_labe
     blends = {w: score(val_labels, val_logits + w * logits) for w in BLEND_WEIGHTS}
     weight = max(blends, key=lambda w: (blends[w], -w))
     seconds = time.perf_counter() - started
-    report = {"orders": list(orders), "buckets": buckets, "tf": tf, "C": C, "weight": weight, "val_network": round(net_score, 5),
+    report = {"orders": list(orders), "buckets": buckets, "tf": chosen, "tf_tried": tf_scores, "C": C, "weight": weight, "val_network": round(net_score, 5),
               "val_linear": round(alone, 5), "val_together": round(blends[weight], 5), "tried": tried,
               "blends": {f"{w:g}": round(v, 5) for w, v in blends.items()},
               "search_rows": int(len(search_rows)), "fit_seconds": round(seconds, 1)}
     if blends[weight] <= net_score:
         report["weight"] = 0.0
-        return LinearFit(None, None, None, orders, buckets, report, tf)
+        return LinearFit(None, None, None, orders, buckets, report, chosen)
     table = np.zeros((buckets, n_classes))
     table[np.ix_(used, model.classes)] = model.coef * idf[used, None] * weight  # idf and blend weight folded in
     bias = np.full(n_classes, -1e4)  # a class no training row has is never predicted by this path
     bias[model.classes] = model.bias
     return LinearFit(table.astype(np.float32), (bias * weight).astype(np.float32), idf.astype(np.float32), orders,
-                     buckets, report, tf)
+                     buckets, report, chosen)
