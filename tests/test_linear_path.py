@@ -150,6 +150,9 @@ def test_training_fits_the_path_into_the_saved_model_and_exports_it(tmp_path, ru
     for fmt in ("onnx", "torchscript"):
         got = Classifier.load(export_run(out, fmt), device="cpu").predict_proba(texts)
         assert_parity(got, expected, allowed_fraction=0.0, what=fmt)
+    # int8: the convolutions are quantized, the path's hashing, counting and lookups stay as they are
+    int8 = Classifier.load(export_run(out, "onnx", tmp_path / "int8", quantize="int8"), device="cpu")
+    assert int8.predict_proba(texts).argmax(1).tolist() == expected.argmax(1).tolist()
 
 
 def test_linear_path_is_off_for_the_paper_recipes_and_on_for_the_automatic_one():
