@@ -22,14 +22,15 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .model_config import LINEAR_TF
+
 __all__ = ["LinearFit", "hashed_counts", "term_frequencies", "fit_linear_path", "orders_for", "selection_score", "BLEND_WEIGHTS",
-           "BUCKETS", "TERM_FREQUENCIES", "PENALTIES", "PENALTY_RANGE"]
+           "BUCKETS", "PENALTIES", "PENALTY_RANGE"]
 
 PENALTIES = (4.0, 16.0, 64.0, 256.0)  # inverse regularisation strengths tried on validation first
 PENALTY_RANGE = (0.25, 4096.0)  # past the grid's ends the search goes on (x4, /4) while an end wins, within these
 BLEND_WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # the linear path's logits, times this, added to the network's
 BUCKETS = 2 ** 18
-TERM_FREQUENCIES = ("log", "count")  # tried in this order on validation; ties keep the first
 SEARCH_ENTRIES = 2_000_000  # n-gram entries of training rows the penalty search fits on (time ~ entries)
 
 
@@ -186,7 +187,7 @@ def fit_linear_path(train_ids: np.ndarray, train_lengths: np.ndarray, train_labe
     the network (whose validation logits are ``val_logits``) by ``score(labels, logits)`` on
     validation (``selection_score``). The penalty is searched on up to ``SEARCH_ENTRIES`` n-gram entries of training rows
     (all of them on small data), then the chosen one is fitted on every row. The term frequency
-    (``TERM_FREQUENCIES``) is chosen on validation too, at the chosen penalty, unless ``tf`` fixes it
+    (``model_config.LINEAR_TF``) is chosen on validation too, at the chosen penalty, unless ``tf`` fixes it
     (or no n-gram repeats within a training text, where they all read the same). Returns the fit
     to load (``kept``) or one whose report says why there is none."""
     started = time.perf_counter()
@@ -196,7 +197,7 @@ def fit_linear_path(train_ids: np.ndarray, train_lengths: np.ndarray, train_labe
     df = np.bincount(train_counts.indices, minlength=buckets)
     idf = np.log((1 + len(train_ids)) / (1 + df)) + 1.0  # scikit-learn's smoothed idf
     used = np.flatnonzero(df)  # the regression sees only the buckets the training texts fill
-    kinds = (tf,) if tf else TERM_FREQUENCIES
+    kinds = (tf,) if tf else LINEAR_TF
     if train_counts.data.max(initial=0) <= 1:
         kinds = kinds[:1]
 

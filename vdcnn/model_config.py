@@ -14,9 +14,10 @@ from .errors import ConfigError
 # Downsampling between stages, by name (``vdcnn.layers.DOWNSAMPLERS`` maps each to its module).
 DOWNSAMPLE_NAMES: tuple[str, ...] = ("max", "kmax", "conv", "none")
 SHORTCUT_KINDS: tuple[str, ...] = ("projection", "zero_pad")
+# Term frequencies of the linear path, in the order its fit tries them on validation (ties keep the first).
+LINEAR_TF: tuple[str, ...] = ("log", "count")
 
 # Blocks per stage for the paper's depths (2 conv layers per block, plus the first conv).
-LINEAR_TF = ("count", "log")
 DEPTHS: dict[int, tuple[int, ...]] = {9: (1, 1, 1, 1), 17: (2, 2, 2, 2), 29: (5, 5, 2, 2), 49: (8, 8, 5, 3)}
 CHANNELS: tuple[int, ...] = (64, 128, 256, 512)
 
