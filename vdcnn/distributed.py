@@ -123,7 +123,16 @@ def from_main(work: Callable[[], T], ctx: DistContext) -> T:
 
 
 def teardown(ctx: DistContext) -> None:
+    """Leave the group together: the other ranks wait here while rank 0 scores and writes the run.
+
+    A rank that destroyed the group and exited while rank 0 still held it made gloo abort rank 0
+    now and then (exit -6 under torchrun) at the end of an otherwise finished run.
+    """
     if ctx.enabled and dist.is_initialized():
+        try:
+            dist.barrier()
+        except RuntimeError:  # a peer already gone (its failure is what torchrun reports)
+            pass
         dist.destroy_process_group()
 
 
