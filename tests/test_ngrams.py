@@ -138,6 +138,32 @@ def test_autotune_candidates_and_when_it_runs():
     assert not should_autotune(fixed)  # the user fixed the length of the run
     assert all("encoder.name" not in c.settings for c in candidates(fixed, 0.99))
     assert not should_autotune(build_config("vdcnn9", {}))
+    assert "subword + n-grams, shallow: 2 stages, max over time" in names
+    layout_fixed = build_config(None, {}, ["model.stages=[2,2,2,2]"])
+    assert all("model.stages" not in c.settings for c in candidates(layout_fixed, 0.99))
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_every_autotune_candidate_builds_a_model_that_reads_short_and_long_texts(index):
+    """Each candidate's settings, with whatever downsampling the recipe chose from the lengths, give a
+    model whose logits are finite for a 3-id text and a 300-id one in one padded batch."""
+    import torch
+
+    from vdcnn.autotune import _trial_config, candidates
+    from vdcnn.model import VDCNN
+
+    cfg = build_config(None, {})
+    options = candidates(cfg, coverage=0.99)
+    assert len(options) == 5
+    trial = _trial_config(cfg, options[index], 30.0)
+    trial.set("model.downsamples", 3, source="test")  # the most the recipe chooses (long texts)
+    model = VDCNN(trial.model_config(vocab_size=300, num_classes=3, pad_id=0)).eval()
+    ids = torch.zeros(2, 300, dtype=torch.long)
+    ids[0, :3] = torch.tensor([5, 6, 7])
+    ids[1] = torch.randint(1, 300, (300,))
+    with torch.no_grad():
+        logits = model(ids, torch.tensor([3, 300]))
+    assert logits.shape == (2, 3) and torch.isfinite(logits).all()
 
 
 def test_autotune_tries_candidates_on_validation_and_records_the_choice(tmp_path, monkeypatch):
@@ -248,7 +274,7 @@ def test_autotune_keeps_the_recipe_unless_a_candidate_clearly_beats_it():
 
 
 def test_autotune_stops_trying_when_one_trial_overruns_the_search(tmp_path, monkeypatch):
-    """A trial cannot stop before one epoch: on long documents the first one took four shares of the
+    """A trial cannot stop before one epoch: on long documents the first one took several shares of the
     search. The candidates after it are skipped (and say why), so the real run keeps its time."""
     import time as clock
 
@@ -262,17 +288,17 @@ def test_autotune_stops_trying_when_one_trial_overruns_the_search(tmp_path, monk
     cfg = build_config(None, {}, [f"data.dataset={data}", "train.threads=1"])
     splits = load_run_splits(cfg)
     plan = plan_run(cfg, splits)
-    assert len(plan.search) == 4
-    budget = 1.0 / search.SEARCH_SHARE  # one second of search: a quarter of a second a trial
+    assert len(plan.search) == 5
+    budget = 1.0 / search.SEARCH_SHARE  # one second of search: a fifth of a second a trial
     calls: list[float] = []
 
     def slow_trial(trial_cfg, out, progress, log, on_epoch, data):
         calls.append(trial_cfg.train.time_budget)
         assert trial_cfg.train.linear_path is False  # trials compare networks: no regression fitted in each
-        clock.sleep(1.0)  # one epoch: four times the trial's share
+        clock.sleep(1.2)  # one epoch: six times the trial's share
         on_epoch({"epoch": 1, "val_acc": 0.5, "train_loss": 1.0})
 
     logs: list[str] = []
     summary = search.autotune(cfg, plan, splits, budget, logs.append, slow_trial)
     assert len(calls) == 1 and summary["chosen"] == plan.search[0].name
-    assert sum("skipped (the search has taken" in line for line in logs) == 3, logs
+    assert sum("skipped (the search has taken" in line for line in logs) == 4, logs

@@ -4,7 +4,7 @@ What fastText's ``-autotune-validation`` gives its users, for VDCNN. ``autotune(
 budget_s, log, train_fn)`` runs inside the recipe's planning stage of a run under the automatic
 recipe (``train`` calls it with the run's loaded splits, before anything is encoded): the candidate
 recipes of ``plan.search`` (the encoder, with the paper's characters or UTF-8 bytes beside learned subwords; the
-n-gram path on or off; a deeper net with shortcuts) are trained one after the other on the
+n-gram path on or off; a deeper net with shortcuts; a shallow one pooled over time) are trained one after the other on the
 run's own training rows for the same time each, and scored on its validation rows after every
 epoch. Optuna's successive-halving pruner stops a trial whose validation score at an epoch is in
 the lower half of the trials that reached that epoch; the time it leaves goes to the real run,
@@ -44,6 +44,12 @@ _MIN_TRIAL_S = 20.0
 OVERRUN = 1.25  # a trial starts only while the search would end within this multiple of its time
 
 
+# Two stages of one block (128 and 256 channels) and max-over-time pooling: close to Kim's (2014)
+# one-layer sentence CNN. On TREC-6 (15 epochs, no linear path) it peaked at 87.4 % validation
+# against 84.8 % for the paper's four stages, at a third of the time per epoch; SST-2 79.5 against 79.4.
+SHALLOW: dict[str, Any] = {"model.stages": [1, 1], "model.channels": [128, 256], "model.kmax": 1}
+
+
 @dataclass
 class Candidate:
     """One recipe to try: a name for the log and the settings it changes."""
@@ -74,6 +80,8 @@ def candidates(cfg: RunConfig, coverage: float) -> list[Candidate]:
     if not {"model.depth", "model.stages", "model.shortcut"} & fixed:
         out.append(Candidate("subword + n-grams, depth 17, shortcuts",
                              {"model.depth": 17, "model.shortcut": True}))
+    if not {"model.depth", "model.stages", "model.channels", "model.kmax"} & fixed:
+        out.append(Candidate("subword + n-grams, shallow: 2 stages, max over time", SHALLOW))
     return out
 
 

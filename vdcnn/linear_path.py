@@ -9,8 +9,9 @@ n-gram buckets of the encoder's ids (the n-gram path's hash), with TF-IDF's subl
 frequency (1 + log count) or raw counts, whichever validation prefers, and the l2 norm, which is
 exactly what the model computes, so the fitted weights load into the network and export with it
 (ONNX, TorchScript).
-The penalty ``C`` and the path's weight against the network are chosen on the validation split,
-by the run's own selection metric; a weight of 0 (no linear path) is kept unless the sum beats
+The penalty ``C`` is chosen on the validation split by the run's own selection metric; the path's
+weight against the network by the validation NLL of the sum (at its fitted temperature; multi-label
+runs: by the selection metric), and a weight of 0 (no linear path) is kept unless the sum beats
 the network alone there.
 """
 
@@ -178,6 +179,28 @@ def _regression(x: Any, xt: Any, labels: np.ndarray, C: float, start: _Regressio
     return _Regression(result.x[:d * k].reshape(d, k), result.x[d * k:], classes)
 
 
+def _blend_weight(blends: dict[float, float], net_score: float, val_logits: np.ndarray, logits: np.ndarray,
+                  val_labels: np.ndarray, classes: np.ndarray) -> tuple[float, bool, dict[float, float]]:
+    """The path's weight against the network, whether to add it at all, and the validation losses.
+
+    Single-label: by the validation NLL of ``network + weight * path`` at its own fitted temperature
+    (``calibration.calibrated_nll``; rows whose class no training row has are left out, the path
+    never predicts them). On a few hundred validation rows the argmax score of one weight against
+    another is a coin flip that usually drops the path (TREC-6: the network alone 86.95 % macro-F1,
+    the best sum 86.69 %) though the sum is far more likely (NLL 0.386 alone, 0.351 at weight 0.5)
+    and better on test (87.2 % alone, 89.2 %). Multi-label: by ``score`` (F1 at tuned cuts)."""
+    if val_labels.ndim == 2:
+        weight = max(blends, key=lambda w: (blends[w], -w))
+        return weight, blends[weight] > net_score, {}
+    from .calibration import calibrated_nll
+
+    rows = np.isin(val_labels, classes)
+    y = val_labels[rows]
+    losses = {w: calibrated_nll(val_logits[rows] + w * logits[rows], y) for w in (0.0, *BLEND_WEIGHTS)}
+    weight = min(BLEND_WEIGHTS, key=lambda w: (losses[w], w))
+    return weight, losses[weight] < losses[0.0], losses
+
+
 def fit_linear_path(train_ids: np.ndarray, train_lengths: np.ndarray, train_labels: np.ndarray,
                     val_ids: np.ndarray, val_lengths: np.ndarray, val_labels: np.ndarray,
                     val_logits: np.ndarray, n_classes: int, orders: Sequence[int], buckets: int,
@@ -255,13 +278,16 @@ def fit_linear_path(train_ids: np.ndarray, train_lengths: np.ndarray, train_labe
     logits = model.logits(x_val, n_classes)
     alone = score(val_labels, logits)
     blends = {w: score(val_labels, val_logits + w * logits) for w in BLEND_WEIGHTS}
-    weight = max(blends, key=lambda w: (blends[w], -w))
+    weight, kept, losses = _blend_weight(blends, net_score, val_logits, logits, val_labels, model.classes)
     seconds = time.perf_counter() - started
-    report = {"orders": list(orders), "buckets": buckets, "tf": chosen, "tf_tried": tf_scores, "C": C, "weight": weight, "val_network": round(net_score, 5),
+    report = {"orders": list(orders), "buckets": buckets, "tf": chosen, "tf_tried": tf_scores, "C": C, "weight": weight,
+              "best_weight": weight, "blend_by": "nll" if losses else "score", "val_network": round(net_score, 5),
               "val_linear": round(alone, 5), "val_together": round(blends[weight], 5), "tried": tried,
               "blends": {f"{w:g}": round(v, 5) for w, v in blends.items()},
               "search_rows": int(len(search_rows)), "fit_seconds": round(seconds, 1)}
-    if blends[weight] <= net_score:
+    if losses:
+        report["blend_nll"] = {("network" if w == 0 else f"{w:g}"): round(v, 5) for w, v in losses.items()}
+    if not kept:
         report["weight"] = 0.0
         return LinearFit(None, None, None, orders, buckets, report, chosen)
     table = np.zeros((buckets, n_classes))

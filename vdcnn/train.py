@@ -843,10 +843,13 @@ def _fit_linear_path(run: _Run, model: VDCNN) -> tuple[VDCNN, bool]:
                                       {name: round(selection_score(name)(test.labels, on_test), 5)
                                        for name in ("accuracy", "macro_f1")})
     run.meta["linear_path"] = report
+    nll = report.get("blend_nll")
     run.log(f"linear path (logistic regression on hashed n-grams of orders {', '.join(map(str, fit.orders))}, "
             f"C {report['C']:g}, {report['fit_seconds']:.0f} s): validation {metric} alone "
             f"{report['val_linear'] * 100:.2f} %, network {report['val_network'] * 100:.2f} %, together "
-            f"{report['val_together'] * 100:.2f} % at best (weight {max(report['blends'], key=report['blends'].get)}) -> "
+            f"{report['val_together'] * 100:.2f} % at weight {report['best_weight']:g}"
+            + (f" (validation NLL {nll[format(report['best_weight'], 'g')]:.4f}, network alone {nll['network']:.4f})"
+               if nll else "") + " -> "
             + ("added to the model" if fit.kept else "not added (the network alone is as good on validation)"))
     if not fit.kept:
         return model, False
