@@ -240,3 +240,33 @@ def test_penalty_search_goes_past_the_grid_while_an_end_wins(direction):
     end = PENALTY_RANGE[1] if direction == "up" else PENALTY_RANGE[0]
     assert fit.report["C"] == end and end in tried
     assert (max(tried) == PENALTIES[-1]) if direction == "down" else (min(tried) == PENALTIES[0])
+
+
+def test_blend_weight_is_the_validation_nll_minimum_and_a_noise_path_is_left_out():
+    """Single-label: the weight minimises the NLL of network + weight * path at its own temperature,
+    and the path is added only if that beats the network's NLL; a path of pure noise never is.
+    Multi-label keeps the selection score."""
+    from vdcnn.calibration import calibrated_nll
+    from vdcnn.linear_path import BLEND_WEIGHTS, _blend_weight
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 600)
+    network, path, noise = (rng.normal(size=(600, 3)) for _ in range(3))
+    network[np.arange(600), y] += 1.0
+    path[np.arange(600), y] += 2.0  # a better, independent view: the sum is more likely than either
+    score = selection_score("accuracy")
+    blends = {w: score(y, network + w * path) for w in BLEND_WEIGHTS}
+    weight, kept, losses = _blend_weight(blends, score(y, network), network, path, y, np.arange(3))
+    expected = {w: calibrated_nll(network + w * path, y) for w in BLEND_WEIGHTS}
+    assert kept and weight == min(expected, key=expected.get)
+    assert losses[weight] == pytest.approx(expected[weight])
+    assert losses[0.0] == pytest.approx(calibrated_nll(network, y)) and losses[weight] < losses[0.0]
+    assert 0.5 < weight < 16  # neither end: the network still counts
+
+    noise_blends = {w: score(y, network + w * noise) for w in BLEND_WEIGHTS}
+    _, kept, losses = _blend_weight(noise_blends, score(y, network), network, noise, y, np.arange(3))
+    assert not kept and min(losses[w] for w in BLEND_WEIGHTS) > losses[0.0]
+
+    multi = (rng.random((600, 3)) < 0.3).astype(np.int64)
+    weight, kept, losses = _blend_weight({0.25: 0.4, 1.0: 0.6, 4.0: 0.5}, 0.5, network, path, multi, np.arange(3))
+    assert (weight, kept, losses) == (1.0, True, {})

@@ -302,3 +302,44 @@ def test_autotune_stops_trying_when_one_trial_overruns_the_search(tmp_path, monk
     summary = search.autotune(cfg, plan, splits, budget, logs.append, slow_trial)
     assert len(calls) == 1 and summary["chosen"] == plan.search[0].name
     assert sum("skipped (the search has taken" in line for line in logs) == 4, logs
+
+
+def test_autotune_compares_trials_at_equal_time_not_at_equal_epochs(tmp_path, monkeypatch):
+    """A candidate three times faster per epoch is behind the others after its first epoch (a third of
+    their time) and ahead at half time: it is not pruned; one behind at half time is."""
+    import vdcnn.autotune as search
+    from tests.conftest import write_topic_csv
+    from vdcnn.data import load_run_splits
+    from vdcnn.recipe import plan_run
+
+    now = [0.0]
+    monkeypatch.setattr(search.time, "perf_counter", lambda: now[0])
+    data = write_topic_csv(tmp_path / "topics.csv", rows_per_class=10)
+    cfg = build_config(None, {}, [f"data.dataset={data}", "train.threads=1"])
+    splits = load_run_splits(cfg)
+    plan = plan_run(cfg, splits)
+    # (share of the trial's time, validation score) at the end of each epoch, per candidate
+    curves = [[(0.3, 0.60), (0.6, 0.62), (0.9, 0.63)],  # the recipe's own
+              [(0.3, 0.55), (0.6, 0.56), (0.9, 0.57)],
+              [(0.1, 0.30), (0.2, 0.50), (0.3, 0.60), (0.4, 0.66), (0.5, 0.70), (0.6, 0.72), (0.9, 0.80)],  # fast
+              [(0.1, 0.20), (0.2, 0.25), (0.55, 0.30), (0.9, 0.31)],  # fast and poor
+              [(0.3, 0.58), (0.6, 0.59), (0.9, 0.60)]]
+    seen: list[int] = []
+
+    def fake_trial(trial_cfg, out, progress, log, on_epoch, data):
+        index = len(seen)
+        seen.append(0)
+        start, seconds = now[0], trial_cfg.train.time_budget
+        for epoch, (share, score) in enumerate(curves[index], 1):
+            now[0] = start + share * seconds
+            seen[index] = epoch
+            if on_epoch({"epoch": epoch, "val_acc": score, "val_macro_f1": score, "train_loss": 1.0}):
+                return
+        now[0] = start + seconds
+
+    summary = search.autotune(cfg, plan, splits, 100.0 / search.SEARCH_SHARE, lambda s: None, fake_trial)
+    pruned = {t["candidate"]: (t["pruned"], t["epochs"]) for t in summary["trials"]}
+    names = [c.name for c in plan.search]
+    assert pruned[names[2]] == (False, 7)  # behind after its first epoch (0.30 < 0.60), ahead at half time
+    assert pruned[names[3]] == (True, 3)  # behind at half time: stopped there
+    assert search._time_step(10.0, 20.0) == 50 and search._time_step(0.0, 20.0) == 1
