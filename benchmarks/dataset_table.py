@@ -43,6 +43,16 @@ METRIC = {"sms_spam": "macro_f1"}
 ABLATIONS = {"ngram": ["--set", "model.conv=false", "--no-autotune"], "conv": ["--set", "model.ngram_buckets=0", "--no-autotune"]}
 
 
+def layout_of(meta: dict) -> str:
+    """What the recipe and autotune chose for one run: encoder, depth (stages), pooling, downsamplings, n-gram path."""
+    model = meta["model"]
+    layout = (f"{meta['encoder']['type']}, depth {1 + 2 * sum(model.get('stages') or [])}"
+              if model.get("stages") else meta["encoder"]["type"])
+    if model.get("kmax") == 1:
+        layout += ", max over time"
+    return layout + f", {model.get('downsamples', 'all')} down" + (", n-grams" if model.get("ngram_buckets") else "")
+
+
 def train_one(data: Path, run: Path, seed: int, extra: list[str]) -> dict:
     """`vdcnn train --dataset DATA --out RUN` (plus the seed); returns the run's config.json."""
     meta_path = run / "config.json"
@@ -112,11 +122,8 @@ def dataset_rows(name: str, seeds: list[int], out: Path, ablation: bool, autotun
     best = max((r for r in rivals if r["pred"] is not None), key=lambda r: r[metric])
     tests = [peers.mcnemar(y, o["pred"], best["pred"]) for o in ours]
     values = np.array([o[metric] for o in ours]) * 100
-    m = metas[0]
-    model = m["model"]
-    layout = (f"{m['encoder']['type']}, depth {1 + 2 * sum(model.get('stages') or [])}"
-              if model.get("stages") else m["encoder"]["type"])
-    layout += f", {model.get('downsamples', 'all')} down" + (", n-grams" if model.get("ngram_buckets") else "")
+    layouts = [layout_of(m) for m in metas]
+    layout = layouts[0] if len(set(layouts)) == 1 else " / ".join(layouts)  # each seed's, where they differ
     parts = {}  # the linear path's ablation, from each run's own report (test, never used to choose)
     for part in ("network", "linear"):
         got = [mm.get("linear_path", {}).get(f"test_{part}", {}).get(metric) for mm in metas]

@@ -196,7 +196,8 @@ def _blend_weight(blends: dict[float, float], net_score: float, val_logits: np.n
 
     rows = np.isin(val_labels, classes)
     y = val_labels[rows]
-    losses = {w: calibrated_nll(val_logits[rows] + w * logits[rows], y) for w in (0.0, *BLEND_WEIGHTS)}
+    # Divided by 1 + w: the same NLL at the fitted temperature, with that temperature kept inside its bounds.
+    losses = {w: calibrated_nll((val_logits[rows] + w * logits[rows]) / (1 + w), y) for w in (0.0, *BLEND_WEIGHTS)}
     weight = min(BLEND_WEIGHTS, key=lambda w: (losses[w], w))
     return weight, losses[weight] < losses[0.0], losses
 
