@@ -30,7 +30,8 @@ __all__ = ["LinearFit", "hashed_counts", "term_frequencies", "fit_linear_path", 
 
 PENALTIES = (4.0, 16.0, 64.0, 256.0)  # inverse regularisation strengths tried on validation first
 PENALTY_RANGE = (0.25, 4096.0)  # past the grid's ends the search goes on (x4, /4) while an end wins, within these
-BLEND_WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # the linear path's logits, times this, added to the network's
+BLEND_WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)  # the linear path's logits, times this, added to the network's;
+# 64 is the path all but alone (SST-2's validation NLL still fell at 16: 0.4646 network alone, 0.4246 at 16)
 BUCKETS = 2 ** 18
 SEARCH_ENTRIES = 2_000_000  # n-gram entries of training rows the penalty search fits on (time ~ entries)
 
