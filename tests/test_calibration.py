@@ -43,6 +43,14 @@ def test_fit_temperature_recovers_a_known_temperature(true_t):
         assert entry["ece_after"] < entry["ece_before"] and entry["ece_after"] < 0.02
 
 
+def test_logits_scaled_by_a_linear_path_at_its_top_weight_are_still_calibrated():
+    """A linear path blended in at weight 64 scales the logits by about 65: T must follow them there."""
+    logits, labels = _sample(1.0)
+    scaled = logits * 65
+    assert fit_temperature(scaled, labels) == pytest.approx(65, rel=0.05)
+    assert calibrate(scaled, labels)["ece_after"] < 0.02
+
+
 def test_a_separable_validation_split_does_not_send_the_temperature_to_zero():
     logits = np.array([[5.0, 0.0], [0.0, 5.0]] * 100, dtype=np.float32)
     labels = np.array([0, 1] * 100)

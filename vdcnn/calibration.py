@@ -19,8 +19,9 @@ from .errors import ConfigError
 
 ECE_BINS = 15
 # The search range of 1/T. A validation split the model gets all right pulls T towards 0 without
-# end; the bound keeps such a fit from making every probability 0 or 1.
-MIN_INVERSE_T, MAX_INVERSE_T = 0.05, 20.0
+# end; the upper bound keeps such a fit from making every probability 0 or 1. T goes up to 500:
+# a linear path blended in at weight 64 (``linear_path.BLEND_WEIGHTS``) scales the logits by ~65.
+MIN_INVERSE_T, MAX_INVERSE_T = 0.002, 20.0
 # Fewer validation texts than this fit a temperature to noise: the run keeps T = 1.
 MIN_CALIBRATION_TEXTS = 100
 
@@ -60,7 +61,7 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """The temperature that minimises the NLL of ``softmax(logits / T)`` on ``labels``.
 
     The NLL is convex in ``1/T``, so a bounded Brent search on ``1/T`` finds the global minimum
-    within ``T`` in [0.05, 20].
+    within ``T`` in [0.05, 500].
     """
     from scipy.optimize import minimize_scalar
 

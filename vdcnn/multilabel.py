@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from .calibration import MAX_INVERSE_T, MIN_INVERSE_T
 from .errors import CheckpointError
 
 if TYPE_CHECKING:  # torch only where a model trains or is explained: an ONNX bundle predicts without it
@@ -181,7 +182,7 @@ def fit_platt(logits: np.ndarray, labels: np.ndarray, min_positives: int = MIN_P
     from scipy.optimize import minimize, minimize_scalar
 
     z, y = np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=np.float64)
-    shared = minimize_scalar(lambda s: _bce(z * s, y), bounds=(0.05, 20.0), method="bounded").x
+    shared = minimize_scalar(lambda s: _bce(z * s, y), bounds=(MIN_INVERSE_T, MAX_INVERSE_T), method="bounded").x
     a, b = np.full(z.shape[1], shared), np.zeros(z.shape[1])
     own = 0
     for j in range(z.shape[1]):
@@ -196,7 +197,7 @@ def fit_platt(logits: np.ndarray, labels: np.ndarray, min_positives: int = MIN_P
             return _bce(s, y[:, j]), np.array([np.mean(g * z[:, j]), np.mean(g)])
 
         res = minimize(objective, np.array([shared, 0.0]), jac=True, method="L-BFGS-B",
-                       bounds=[(0.01, 20.0), (-20.0, 20.0)])
+                       bounds=[(MIN_INVERSE_T, MAX_INVERSE_T), (-20.0, 20.0)])
         a[j], b[j] = res.x
         own += 1
     return a, b, float(1.0 / shared), own
