@@ -10,7 +10,6 @@ row's logits, so predicted labels never change. A run without the key has ``T = 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
