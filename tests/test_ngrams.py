@@ -217,16 +217,19 @@ def test_ngram_model_exports_with_parity(tmp_path, monkeypatch):
         assert_parity(got, expected, allowed_fraction=0.2, what=fmt)
 
 
-def test_long_documents_get_the_large_budget():
-    """11k long posts take longer per pass than 57k snippets: the budget follows the characters."""
+def test_the_budget_follows_the_characters_and_stays_inside_the_goals():
+    """11k long posts take longer per pass than 57k snippets: the budget follows the characters, and it
+    covers the whole run, so it stays under 10 minutes below 20k rows and under 20 from there on."""
     from vdcnn.recipe import apply_recipe
+    from vdcnn.time_budget import parse_duration
 
-    labels = np.arange(2000) % 4
-    short = build_config(None, {})
-    apply_recipe(short, ["a short news line about markets"] * 2000, labels, 4)
-    long = build_config(None, {})
-    apply_recipe(long, ["a long post " * 500] * 2000, labels, 4)  # 12M characters
-    assert short.train.time_budget == "5m" and long.train.time_budget == "12m"
+    budgets = {}
+    for name, text, rows in [("short", "a short news line about markets", 2000), ("long", "a long post " * 500, 2000),
+                             ("large", "a short news line about markets", 20_000)]:  # long: 12M characters
+        cfg = build_config(None, {})
+        apply_recipe(cfg, [text] * rows, np.arange(rows) % 4, 4)
+        budgets[name] = parse_duration(cfg.train.time_budget)
+    assert budgets["short"] < budgets["long"] < 10 * 60 and budgets["long"] < budgets["large"] < 20 * 60
 
 
 def test_cpu_training_is_fp32_unless_bf16_is_asked_for(tmp_path):
@@ -267,10 +270,32 @@ def test_autotune_keeps_the_recipe_unless_a_candidate_clearly_beats_it():
 
     rows = [{"candidate": "own", "best_val": 0.0513, "settings": {}},
             {"candidate": "conv", "best_val": 0.0522, "settings": {"model.ngram_buckets": 0}}]
-    chosen, why = choose(rows, "own", 1130)
+    chosen, why = choose(rows, "own", 1130, chance=0.05)
     assert chosen["candidate"] == "own" and "kept" in why
     rows[1]["best_val"] = 0.20
-    assert choose(rows, "own", 1130)[0]["candidate"] == "conv"
+    assert choose(rows, "own", 1130, chance=0.05)[0]["candidate"] == "conv"
+
+
+def test_autotune_trusts_no_trial_that_has_not_left_chance():
+    """TNEWS (15 imbalanced classes, selection by macro-F1): five one-epoch trials scored 1.6 to 6.1 %
+    macro-F1, and the "winner" by 4.5 points over the recipe's own was at chance: it must not be chosen."""
+    from vdcnn.autotune import chance_score, choose
+
+    rng = np.random.default_rng(0)
+    shares = np.array([5955, 4000, 3000] + [2500] * 11 + [257], dtype=float)
+    labels = rng.choice(len(shares), size=5338, p=shares / shares.sum())
+    chance = chance_score(labels, "val_macro_f1")
+    assert 0.05 < chance < 0.08  # about 1/15
+    assert chance_score(labels, "val_acc") == pytest.approx(np.bincount(labels).max() / len(labels))
+    rows = [{"candidate": "own", "best_val": 0.0162, "settings": {}},
+            {"candidate": "byte", "best_val": 0.0608, "settings": {"encoder.name": "byte"}}]
+    chosen, why = choose(rows, "own", len(labels), chance)
+    assert chosen["candidate"] == "own" and "no trial left chance" in why
+    rows[1]["best_val"] = 0.1535  # the shallow trial of the same search: clear of chance and of the recipe's own
+    assert choose(rows, "own", len(labels), chance)[0]["candidate"] == "byte"
+    multi = np.zeros((100, 4), dtype=np.int64)
+    multi[:, 0] = 1
+    assert chance_score(multi, "val_micro_f1") == pytest.approx(2 * 0.25 / 1.25)
 
 
 def test_autotune_stops_trying_when_one_trial_overruns_the_search(tmp_path, monkeypatch):

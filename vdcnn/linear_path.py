@@ -25,7 +25,7 @@ import numpy as np
 
 from .model_config import LINEAR_TF
 
-__all__ = ["LinearFit", "hashed_counts", "term_frequencies", "fit_linear_path", "orders_for", "selection_score", "BLEND_WEIGHTS",
+__all__ = ["LinearFit", "Regression", "hashed_counts", "term_frequencies", "fit_linear_path", "fit_regression", "blend", "orders_for", "selection_score", "BLEND_WEIGHTS",
            "BUCKETS", "PENALTIES", "PENALTY_RANGE"]
 
 PENALTIES = (4.0, 16.0, 64.0, 256.0)  # inverse regularisation strengths tried on validation first
@@ -203,18 +203,32 @@ def _blend_weight(blends: dict[float, float], net_score: float, val_logits: np.n
     return weight, losses[weight] < losses[0.0], losses
 
 
-def fit_linear_path(train_ids: np.ndarray, train_lengths: np.ndarray, train_labels: np.ndarray,
-                    val_ids: np.ndarray, val_lengths: np.ndarray, val_labels: np.ndarray,
-                    val_logits: np.ndarray, n_classes: int, orders: Sequence[int], buckets: int,
-                    score: Callable[[np.ndarray, np.ndarray], float], seed: int = 0,
-                    tf: str | None = None) -> LinearFit:
-    """Fit the logistic regression on the training rows and choose its penalty and its weight against
-    the network (whose validation logits are ``val_logits``) by ``score(labels, logits)`` on
-    validation (``selection_score``). The penalty is searched on up to ``SEARCH_ENTRIES`` n-gram entries of training rows
-    (all of them on small data), then the chosen one is fitted on every row. The term frequency
-    (``model_config.LINEAR_TF``) is chosen on validation too, at the chosen penalty, unless ``tf`` fixes it
-    (or no n-gram repeats within a training text, where they all read the same). Returns the fit
-    to load (``kept``) or one whose report says why there is none."""
+@dataclass
+class Regression:
+    """The path's regression fitted on the training rows, its penalty and term frequency chosen on
+    validation (``fit_regression``); ``blend`` then weighs it against a network."""
+
+    model: _Regression
+    idf: np.ndarray
+    used: np.ndarray  # the buckets the training texts fill (the regression's features)
+    val_logits: np.ndarray  # the path's logits on the validation rows
+    n_classes: int
+    orders: tuple[int, ...]
+    buckets: int
+    report: dict[str, Any]
+    tf: str
+
+
+def fit_regression(train_ids: np.ndarray, train_lengths: np.ndarray, train_labels: np.ndarray,
+                   val_ids: np.ndarray, val_lengths: np.ndarray, val_labels: np.ndarray, n_classes: int,
+                   orders: Sequence[int], buckets: int, score: Callable[[np.ndarray, np.ndarray], float],
+                   seed: int = 0, tf: str | None = None) -> Regression:
+    """The logistic regression on the training rows, its penalty and term frequency chosen by
+    ``score(labels, logits)`` on validation (``selection_score``). It needs no network, so a run fits
+    it before training one, inside its time budget. The penalty is searched on up to
+    ``SEARCH_ENTRIES`` n-gram entries of training rows (all of them on small data), then the chosen
+    one is fitted on every row. The term frequency (``model_config.LINEAR_TF``) is chosen at the chosen
+    penalty, unless ``tf`` fixes it (or no n-gram repeats within a training text, where they all read the same)."""
     started = time.perf_counter()
     orders = tuple(int(n) for n in orders)
     train_counts = hashed_counts(train_ids, train_lengths, orders, buckets)
@@ -233,7 +247,6 @@ def fit_linear_path(train_ids: np.ndarray, train_lengths: np.ndarray, train_labe
     x_train, x_val = design(kinds[0])
     train_labels = np.asarray(train_labels)
     val_labels = np.asarray(val_labels)
-    net_score = score(val_labels, val_logits)
 
     search_rows = np.arange(len(train_labels))
     if x_train.nnz > SEARCH_ENTRIES:
@@ -278,23 +291,46 @@ def fit_linear_path(train_ids: np.ndarray, train_lengths: np.ndarray, train_labe
     if len(search_rows) < len(train_labels):
         model = _regression(x_train, x_train.T.tocsr(), train_labels, C, model)
     logits = model.logits(x_val, n_classes)
-    alone = score(val_labels, logits)
+    report = {"orders": list(orders), "buckets": buckets, "tf": chosen, "tf_tried": tf_scores, "C": C,
+              "val_linear": round(score(val_labels, logits), 5), "tried": tried,
+              "search_rows": int(len(search_rows)), "fit_seconds": round(time.perf_counter() - started, 1)}
+    return Regression(model, idf, used, logits, n_classes, orders, buckets, report, chosen)
+
+
+def blend(regression: Regression, val_logits: np.ndarray, val_labels: np.ndarray,
+          score: Callable[[np.ndarray, np.ndarray], float]) -> LinearFit:
+    """The path's weight against the network whose validation logits are ``val_logits`` (chosen on
+    validation, ``_blend_weight``): the fit to load (``kept``), or one whose report says why there is none."""
+    started = time.perf_counter()
+    val_labels = np.asarray(val_labels)
+    model, logits, n_classes = regression.model, regression.val_logits, regression.n_classes
+    net_score = score(val_labels, val_logits)
     blends = {w: score(val_labels, val_logits + w * logits) for w in BLEND_WEIGHTS}
     weight, kept, losses = _blend_weight(blends, net_score, val_logits, logits, val_labels, model.classes)
-    seconds = time.perf_counter() - started
-    report = {"orders": list(orders), "buckets": buckets, "tf": chosen, "tf_tried": tf_scores, "C": C, "weight": weight,
-              "best_weight": weight, "blend_by": "nll" if losses else "score", "val_network": round(net_score, 5),
-              "val_linear": round(alone, 5), "val_together": round(blends[weight], 5), "tried": tried,
+    report = {**regression.report, "weight": weight, "best_weight": weight, "blend_by": "nll" if losses else "score",
+              "val_network": round(net_score, 5), "val_together": round(blends[weight], 5),
               "blends": {f"{w:g}": round(v, 5) for w, v in blends.items()},
-              "search_rows": int(len(search_rows)), "fit_seconds": round(seconds, 1)}
+              "fit_seconds": round(regression.report["fit_seconds"] + time.perf_counter() - started, 1)}
     if losses:
         report["blend_nll"] = {("network" if w == 0 else f"{w:g}"): round(v, 5) for w, v in losses.items()}
+    orders, buckets, idf, used = regression.orders, regression.buckets, regression.idf, regression.used
     if not kept:
         report["weight"] = 0.0
-        return LinearFit(None, None, None, orders, buckets, report, chosen)
+        return LinearFit(None, None, None, orders, buckets, report, regression.tf)
     table = np.zeros((buckets, n_classes))
     table[np.ix_(used, model.classes)] = model.coef * idf[used, None] * weight  # idf and blend weight folded in
     bias = np.full(n_classes, -1e4)  # a class no training row has is never predicted by this path
     bias[model.classes] = model.bias
     return LinearFit(table.astype(np.float32), (bias * weight).astype(np.float32), idf.astype(np.float32), orders,
-                     buckets, report, chosen)
+                     buckets, report, regression.tf)
+
+
+def fit_linear_path(train_ids: np.ndarray, train_lengths: np.ndarray, train_labels: np.ndarray,
+                    val_ids: np.ndarray, val_lengths: np.ndarray, val_labels: np.ndarray,
+                    val_logits: np.ndarray, n_classes: int, orders: Sequence[int], buckets: int,
+                    score: Callable[[np.ndarray, np.ndarray], float], seed: int = 0,
+                    tf: str | None = None) -> LinearFit:
+    """``fit_regression`` then ``blend`` against the network whose validation logits are ``val_logits``."""
+    regression = fit_regression(train_ids, train_lengths, train_labels, val_ids, val_lengths, val_labels, n_classes,
+                                orders, buckets, score, seed, tf)
+    return blend(regression, val_logits, val_labels, score)

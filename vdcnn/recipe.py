@@ -59,7 +59,7 @@ def _subword_vocab(n_rows: int) -> int:
     return int(np.clip(round(n_rows / 5000) * 1000, 2000, 8000))
 
 
-LONG_CORPUS_CHARS = 10_000_000  # from here on a corpus of few, long documents gets the large budget
+LONG_CORPUS_CHARS = 10_000_000  # from here on a corpus of few, long documents gets a longer budget
 
 
 def _settings(n_rows: int, imbalance: float, spaced: bool, chars: int = 0) -> dict[str, Any]:
@@ -70,8 +70,10 @@ def _settings(n_rows: int, imbalance: float, spaced: bool, chars: int = 0) -> di
     """
     small = n_rows < 20_000
     # The time a pass takes grows with the text, not the row count: 11k long posts (22M
-    # characters) take longer per epoch than 57k news snippets.
-    short_corpus = small and chars < LONG_CORPUS_CHARS
+    # characters) take longer per epoch than 57k news snippets. The budget covers the whole run
+    # (autotune, the linear path's regression, the network, the final scoring): under 10 minutes
+    # below 20k rows, under 20 from there on.
+    budget = "5m" if small and chars < LONG_CORPUS_CHARS else "9m" if small else "15m"
     settings: dict[str, Any] = {
         "encoder.name": "subword",
         "encoder.vocab_size": _subword_vocab(n_rows),
@@ -92,7 +94,7 @@ def _settings(n_rows: int, imbalance: float, spaced: bool, chars: int = 0) -> di
         "model.ngram_dim": 64,
         "model.ngram_buckets": 2 ** 16,  # refined from the encoded lengths (fit_to_lengths)
         "train.epochs": 30 if small else 20,
-        "train.time_budget": "5m" if short_corpus else "12m",
+        "train.time_budget": budget,
         "train.linear_path": True,
     }
     if imbalance >= 4:

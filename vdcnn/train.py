@@ -235,6 +235,7 @@ class _Run:
     history: list[dict[str, Any]] = field(default_factory=list)
     save_s: float = 0.0  # time one state save took (for the time budget)
     best_val: dict[str, Any] | None = None  # validation report of the best epoch of this session
+    regression: Any = None  # the linear path's regression, fitted before the network (``linear_path.Regression``)
 
     @property
     def main(self) -> bool:
@@ -295,6 +296,8 @@ def _train_locked(cfg: RunConfig, out_dir: Path, saved: dict[str, Any] | None, l
                   started: float, on_epoch: Callable[[dict[str, Any]], bool] | None = None,
                   data: Splits | None = None) -> TrainResult:
     run = _setup(cfg, out_dir, saved, log, progress, ctx, profile, started, data)
+    if run.cfg.train.linear_path and len(run.val_set) and not ctx.enabled and run.state.epoch < run.epochs_to_run:
+        run.regression = _fit_regression(run, first=True)  # before the network: the time budget then covers it
     with _StopFlag() as stop, cudnn_autotune(run.device, run.cfg.train.bucket):
         while run.state.epoch < run.epochs_to_run:
             _train_epoch(run, stop, max_steps)
@@ -816,10 +819,28 @@ def _finish(run: _Run) -> TrainResult:
     return TrainResult(out_dir, best_acc, s.best_epoch, len(run.history), test, wall, run.history)
 
 
+def _fit_regression(run: _Run, first: bool = False) -> Any:
+    """The linear path's regression (``vdcnn.linear_path.fit_regression``): it needs no network, so it
+    is fitted before one is trained and its time comes out of the run's time budget."""
+    from .linear_path import BUCKETS, fit_regression, orders_for, selection_score
+
+    t, val = run.cfg.train, run.val_set
+    with run.timer.phase("linear path"):
+        regression = fit_regression(run.train_set.ids, run.train_set.lengths, run.train_set.labels, val.ids,
+                                    val.lengths, val.labels, len(run.labels), orders_for(run.encoder.name), BUCKETS,
+                                    selection_score(t.select_by, val.labels.ndim == 2))
+    run.log(f"linear path: logistic regression on hashed n-grams fitted (C {regression.report['C']:g}, "
+            f"{regression.report['fit_seconds']:.0f} s)" + ("; the network trains in the rest of the run's time"
+                                                           if first else ""))
+    return regression
+
+
 def _fit_linear_path(run: _Run, model: VDCNN) -> tuple[VDCNN, bool]:
-    """Fit the linear path (``vdcnn.linear_path``) and, where validation says the sum is better than
-    the network alone, load it into the best model and save that as the run's weights."""
-    from .linear_path import BUCKETS, fit_linear_path, orders_for, selection_score
+    """Weigh the linear path (``vdcnn.linear_path``) against the trained network and, where validation
+    says the sum is better than the network alone, load it into the best model and save that as the
+    run's weights. The regression is the one fitted before training (fitted here when there is none:
+    a resumed or multi-process run)."""
+    from .linear_path import blend, selection_score
 
     t = run.cfg.train
     batch = max(t.batch_size, 256)
@@ -827,9 +848,9 @@ def _fit_linear_path(run: _Run, model: VDCNN) -> tuple[VDCNN, bool]:
     net_val = predict_logits(model, val.ids, val.lengths, batch, run.device, run.trim)
     multi = val.labels.ndim == 2
     score = selection_score(t.select_by, multi)
+    regression = run.regression if run.regression is not None else _fit_regression(run)
     with run.timer.phase("linear path"):
-        fit = fit_linear_path(run.train_set.ids, run.train_set.lengths, run.train_set.labels, val.ids, val.lengths,
-                              val.labels, net_val, len(run.labels), orders_for(run.encoder.name), BUCKETS, score)
+        fit = blend(regression, net_val, val.labels, score)
     report = fit.report
     metric = ("macro-F1" if t.select_by == "macro_f1" else "micro-F1" if multi else "accuracy")
     if test is not None and len(test):  # the ablation, reported: never used to choose anything
