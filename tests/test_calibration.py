@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from tests.conftest import TINY, write_topic_csv
 from vdcnn.calibration import (
-    MAX_INVERSE_T, calibrate, ece_noise_floor, expected_calibration_error, fit_temperature, reliability,
-    temperature_of,
+    MAX_INVERSE_T, apply_top_label, calibrate, ece_noise_floor, expected_calibration_error, fit_temperature,
+    reliability, temperature_of, top_label_of, torch_top_label,
 )
 from vdcnn.cli.main import app
 from vdcnn.classifier import EnsembleClassifier
@@ -87,6 +87,61 @@ def test_ece_noise_floor_is_what_a_calibrated_model_shows_on_that_many_texts():
     assert floors[500] > 4 * floors[20_000]
 
 
+def _sure_and_unsure(n: int = 6000, k: int = 15, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Logits of a model that is underconfident where it is unsure and overconfident where it is sure (as
+    TNEWS's network + linear path): the label is drawn from softmax(logits * s) with s < 1 for large
+    logit spreads and s > 1 for small ones, so no single temperature calibrates them."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 1, (n, k)) * rng.uniform(0.3, 3.0, (n, 1))
+    spread = logits.std(1, keepdims=True)
+    p = softmax(logits * (1.5 / spread) ** 0.6)
+    labels = np.minimum((rng.random((n, 1)) > np.cumsum(p, axis=1)).sum(axis=1), k - 1)
+    return logits, labels
+
+
+def test_the_top_label_map_fixes_what_one_temperature_cannot_and_changes_no_label():
+    logits, labels = _sure_and_unsure()
+    entry = calibrate(logits[:3000], labels[:3000])
+    assert entry["method"] == "temperature+top_label" and entry["top_label_check"]["kept"]
+    assert entry["ece_after"] < entry["ece_temperature"]
+    params = top_label_of({"calibration": entry})
+    scaled = softmax(logits[3000:], entry["temperature"])
+    mapped = apply_top_label(scaled, params)
+    held = labels[3000:]
+    assert expected_calibration_error(mapped, held) < 0.7 * expected_calibration_error(scaled, held)  # on rows not fitted on
+    np.testing.assert_array_equal(mapped.argmax(1), scaled.argmax(1))
+    np.testing.assert_allclose(mapped.sum(1), 1.0, atol=1e-12)
+    import torch
+
+    got = torch_top_label(torch.from_numpy(scaled), params).numpy()
+    np.testing.assert_allclose(got, mapped, atol=1e-9)
+
+
+def test_the_top_label_map_keeps_the_top_label_on_top_whatever_its_parameters():
+    """A map that would push the top probability under the second one is held just above it."""
+    rng = np.random.default_rng(1)
+    probs = softmax(rng.normal(0, 2, (500, 4)))
+    probs[:10, 1] = probs[:10, 0]  # ties: the first of them stays the label
+    probs /= probs.sum(1, keepdims=True)
+    for params in [(0.0, 0.0, -20.0), (5.0, 0.0, 0.0), (0.0, 5.0, 3.0), (1.0, 1.0, 0.0)]:
+        mapped = apply_top_label(probs, params)
+        np.testing.assert_array_equal(mapped.argmax(1), probs.argmax(1))
+        np.testing.assert_allclose(mapped.sum(1), 1.0, atol=1e-12)
+        assert (mapped >= 0).all()
+    np.testing.assert_allclose(apply_top_label(probs, (1.0, 1.0, 0.0)), probs, atol=1e-12)  # the identity
+
+
+def test_a_temperature_that_calibrates_keeps_no_top_label_map_it_does_not_need():
+    """Labels drawn from softmax(logits / 2.5): the temperature alone is right, and the map may only be
+    kept where it does not hurt rows it was not fitted on."""
+    logits, labels = _sample(2.5, n=6000)
+    entry = calibrate(logits, labels)
+    check = entry["top_label_check"]
+    assert check["heldout_nll_top_label"] >= check["heldout_nll_temperature"] - 0.002
+    assert entry["ece_after"] < 0.02
+    assert "top_label_check" not in calibrate(logits[:400], labels[:400])  # too few texts: temperature only
+
+
 def test_bad_stored_temperatures_are_refused():
     assert temperature_of({}) == 1.0 and temperature_of({"calibration": {"method": "none"}}) == 1.0
     for bad in (0, -1, "x", float("nan")):
@@ -159,6 +214,34 @@ def test_exported_bundles_apply_the_temperature(hand_run, tmp_path, fmt):
     (bundle / "bundle.json").write_text(json.dumps(info))
     with pytest.raises(CheckpointError, match="positive number"):
         Classifier.load(bundle)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_every_backend_applies_the_top_label_map(hand_run, tmp_path, fmt):
+    pytest.importorskip("onnxruntime")
+    from tests.test_export import assert_parity
+    from vdcnn.export import export_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for f in hand_run.iterdir():
+        if f.is_file():
+            (run / f.name).write_bytes(f.read_bytes())
+    meta = json.loads((run / "config.json").read_text())
+    meta["calibration"]["top_label"] = {"a": 0.8, "b": 0.4, "m": 0.3}
+    (run / "config.json").write_text(json.dumps(meta))
+    clf = Classifier.load(run, device="cpu")
+    assert clf.top_label == (0.8, 0.4, 0.3)
+    expected = apply_top_label(softmax(clf.predict_logits(TEXTS) / 2.5), clf.top_label)
+    np.testing.assert_allclose(clf.predict_proba(TEXTS), expected, atol=1e-12)
+    bundle = export_run(run, fmt, tmp_path / fmt)
+    assert_parity(Classifier.load(bundle).predict_proba(TEXTS), expected, what=fmt)
+    explained = clf.explain(TEXTS[:2], method="integrated_gradients")
+    np.testing.assert_allclose([e.probability for e in explained], expected[:2].max(1), atol=1e-6)
+    meta["calibration"]["top_label"] = {"a": -1, "b": 0.4, "m": 0.3}
+    (run / "config.json").write_text(json.dumps(meta))
+    with pytest.raises((ConfigError, CheckpointError), match="top_label"):
+        Classifier.load(run, device="cpu")
 
 
 def test_an_ensemble_averages_calibrated_member_probabilities(hand_run):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from .batching import iterate_arrays
-from .calibration import softmax, temperature_of
+from .calibration import calibrated_softmax, softmax, temperature_of, top_label_of
 from .encoders import Encoder, encoder_from_dict
 from .errors import CheckpointError, ConfigError
 from .fileio import first_line, read_versioned_json
@@ -52,6 +52,7 @@ class TextClassifier:
 
     labels: list[str]
     temperature: float = 1.0
+    top_label: tuple[float, float, float] | None = None  # the top-label map after the temperature (vdcnn.calibration)
     long_text: str = "truncate"
     # A multi-label model (vdcnn.multilabel.attach): sigmoid probabilities, per-label Platt scaling and thresholds.
     multi_label: bool = False
@@ -74,7 +75,9 @@ class TextClassifier:
             from .multilabel import sigmoid_proba
 
             return sigmoid_proba(logits, self.platt if calibrated else None)
-        return softmax(logits, self.temperature if calibrated else 1.0)
+        if not calibrated:
+            return softmax(logits)
+        return calibrated_softmax(logits, self.temperature, self.top_label)
 
     def predict_proba_raw_and_calibrated(self, texts: Sequence[str], long_text: str | None = None
                                          ) -> tuple[np.ndarray, np.ndarray]:
@@ -163,8 +166,10 @@ class Classifier(TextClassifier):
         model, encoder, labels, meta = load_run(path)
         if fold_bn:
             fold_batchnorm(model)
-        return attach(cls(model, encoder, labels, run_max_length(meta), resolve_device(device), batch_size, bf16,
-                          temperature_of(meta), long_text or default_mode(meta)), meta)
+        classifier = cls(model, encoder, labels, run_max_length(meta), resolve_device(device), batch_size, bf16,
+                         temperature_of(meta), long_text or default_mode(meta))
+        classifier.top_label = top_label_of(meta)
+        return attach(classifier, meta)
 
     def predict_logits(self, texts: Sequence[str], long_text: str | None = None) -> np.ndarray:
         """Logits ``(N, classes)`` in input order (a long text's: the mean of its windows' with ``windows``)."""
@@ -316,6 +321,7 @@ class BundleClassifier(TextClassifier):
         self.info = info or {}
         self.precision = str(self.info.get("precision", "fp32"))  # int8 for a quantized ONNX bundle
         self.temperature = temperature_of(self.info)
+        self.top_label = top_label_of(self.info)
         self.long_text = check_mode(long_text or default_mode(self.info))
         from .multilabel import attach
 

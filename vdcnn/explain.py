@@ -317,6 +317,11 @@ def explain_texts(classifier: Any, texts: Sequence[str], target: str | None = No
         from .multilabel import torch_proba
 
         torch_probs = lambda z: torch_proba(z, classifier.platt)  # noqa: E731
+    elif getattr(classifier, "top_label", None) is not None:  # the calibrated probability, as predict gives it
+        from .calibration import torch_top_label
+
+        torch_probs = lambda z: torch_top_label(torch.softmax(z.double() / temperature, -1),  # noqa: E731
+                                                classifier.top_label).float()
 
     def trimmed(x: np.ndarray, n_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if mask_padding:  # masking makes the trimmed batch exact; unmasked models read max_length

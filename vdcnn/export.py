@@ -5,14 +5,14 @@ BUNDLE/                 (default RUN/export-onnx or RUN/export-torchscript)
   model.onnx | model.pt   inputs ids int64 [batch, time], lengths int64 [batch];
                           output logits float32 [batch, classes]; batch and time are dynamic
   bundle.json             format, format_version, precision (fp32 or int8), encoder, labels, max_length,
-                          model config; the run's calibration (temperature) and long_text default when
+                          model config; the run's calibration (temperature, top-label map) and long_text default when
                           it has them; for int8, how it was quantized and calibrated (``quantization``)
 ```
 ``quantize="int8"`` (ONNX only) writes the model statically quantized by ONNX Runtime
 (``vdcnn.quantize``), its activation ranges calibrated on training texts of the run's dataset (or
 the texts given); inputs and outputs are the same, so a service runs it as it runs fp32.
 The graph outputs raw logits; the loader divides them by ``calibration.temperature`` before
-the softmax and reads long texts as windows where ``long_text.default`` says so, as a run folder does.
+the softmax (then applies ``calibration.top_label`` when the run has one) and reads long texts as windows where ``long_text.default`` says so, as a run folder does.
 BatchNorm is folded into the convolutions before export. Every file is written
 atomically and ``bundle.json`` last, so a bundle folder with a ``bundle.json``
 is complete. ``vdcnn.classifier.load_bundle`` (and ``Classifier.load``, which
