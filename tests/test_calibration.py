@@ -102,7 +102,8 @@ def _sure_and_unsure(n: int = 6000, k: int = 15, seed: int = 0) -> tuple[np.ndar
 def test_the_top_label_map_fixes_what_one_temperature_cannot_and_changes_no_label():
     logits, labels = _sure_and_unsure()
     entry = calibrate(logits[:3000], labels[:3000])
-    assert entry["method"] == "temperature+top_label" and entry["top_label_check"]["kept"]
+    assert entry["method"] == "temperature+top_label" and entry["top_label_check"]["kept"] is True
+    json.dumps(entry)  # stored in config.json as it is
     assert entry["ece_after"] < entry["ece_temperature"]
     params = top_label_of({"calibration": entry})
     scaled = softmax(logits[3000:], entry["temperature"])

@@ -229,7 +229,7 @@ def _top_label_pays(probs: np.ndarray, labels: np.ndarray) -> tuple[bool, float,
         before += _probs_nll(probs[held], labels[held]) * held.sum()
         after += _probs_nll(apply_top_label(probs[held], params), labels[held]) * held.sum()
     n = max(len(labels), 1)
-    return after < before, before / n, after / n
+    return bool(after < before), float(before / n), float(after / n)
 
 
 def calibrate(logits: np.ndarray, labels: np.ndarray, fitted_on: str = "validation") -> dict[str, Any]:
