@@ -245,5 +245,6 @@ def _trial_config(cfg: RunConfig, option: Candidate, seconds: float) -> RunConfi
         trial.set(key, value, source="autotune")
     trial.set("train.autotune", False, source="autotune")
     trial.set("train.linear_path", False, source="autotune")  # trials compare networks; the run fits the path once
+    trial.set("train.calibrate", False, source="autotune")  # and calibrates its own model once
     trial.set("train.time_budget", round(seconds, 1), source="autotune")
     return trial

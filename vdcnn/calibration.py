@@ -148,13 +148,14 @@ def fit_top_label(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float, 
     """Beta calibration ``(a, b, m)`` of the top probability on whether the top label is right
     (logistic loss; ``a, b >= 0`` keep the map monotone; ``(1, 1, 0)`` is the identity)."""
     from scipy.optimize import minimize
+    from scipy.special import expit
 
     log_c, log_rest = _top_features(probs)
     right = (np.asarray(probs).argmax(axis=1) == np.asarray(labels)).astype(np.float64)
 
     def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
         z = w[0] * log_c + w[1] * log_rest + w[2]
-        g = 1.0 / (1.0 + np.exp(-z)) - right
+        g = expit(z) - right
         return float(np.mean(np.logaddexp(0.0, z) - right * z)), np.array(
             [np.mean(g * log_c), np.mean(g * log_rest), np.mean(g)])
 
@@ -171,7 +172,9 @@ def apply_top_label(probs: np.ndarray, params: Sequence[float] | None) -> np.nda
         return probs
     a, b, m = params
     log_c, log_rest = _top_features(probs)
-    g = 1.0 / (1.0 + np.exp(-(a * log_c + b * log_rest + m)))
+    from scipy.special import expit
+
+    g = expit(a * log_c + b * log_rest + m)
     ordered = np.sort(probs, axis=1)
     top, second = ordered[:, -1], (ordered[:, -2] if probs.shape[1] > 1 else np.zeros(len(probs)))
     rest = 1.0 - top
