@@ -1,8 +1,9 @@
 """Fitting a run into a wall-clock budget: ``--time-budget 15m``.
 
 The budget covers everything ``train`` does: loading and encoding the data,
-the training steps, validation and checkpoints after each epoch, BatchNorm
-recalibration of EMA weights and the final scoring. After a short warm-up the
+the linear path's regression (fitted before the first step), the training steps,
+validation and checkpoints after each epoch, BatchNorm recalibration of EMA weights
+and the final scoring (under the automatic recipe, autotune's search too). After a short warm-up the
 loop measures its step time and the model's inference rate, and
 ``fit_total_steps`` picks the largest number of optimiser steps (possibly ending
 inside an epoch) whose estimated cost fits; the learning-rate schedule is then
