@@ -139,6 +139,11 @@ def ece_noise_floor(probs: np.ndarray, bins: int = ECE_BINS, draws: int = 200, s
     return float(eces.mean()), float(np.quantile(eces, 0.95))
 
 
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    """The logistic function without overflow (and without importing scipy on the predict path)."""
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
 def _top_features(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     top = np.clip(np.asarray(probs, dtype=np.float64).max(axis=1), 1e-12, 1 - 1e-12)
     return np.log(top), -np.log1p(-top)
@@ -148,14 +153,13 @@ def fit_top_label(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float, 
     """Beta calibration ``(a, b, m)`` of the top probability on whether the top label is right
     (logistic loss; ``a, b >= 0`` keep the map monotone; ``(1, 1, 0)`` is the identity)."""
     from scipy.optimize import minimize
-    from scipy.special import expit
 
     log_c, log_rest = _top_features(probs)
     right = (np.asarray(probs).argmax(axis=1) == np.asarray(labels)).astype(np.float64)
 
     def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
         z = w[0] * log_c + w[1] * log_rest + w[2]
-        g = expit(z) - right
+        g = _sigmoid(z) - right
         return float(np.mean(np.logaddexp(0.0, z) - right * z)), np.array(
             [np.mean(g * log_c), np.mean(g * log_rest), np.mean(g)])
 
@@ -172,9 +176,7 @@ def apply_top_label(probs: np.ndarray, params: Sequence[float] | None) -> np.nda
         return probs
     a, b, m = params
     log_c, log_rest = _top_features(probs)
-    from scipy.special import expit
-
-    g = expit(a * log_c + b * log_rest + m)
+    g = _sigmoid(a * log_c + b * log_rest + m)
     ordered = np.sort(probs, axis=1)
     top, second = ordered[:, -1], (ordered[:, -2] if probs.shape[1] > 1 else np.zeros(len(probs)))
     rest = 1.0 - top
