@@ -165,6 +165,15 @@ def hand_run(tmp_path_factory) -> Path:
     return run
 
 
+def _copy_run(run: Path, to: Path) -> Path:
+    """A copy of a run folder's files, to edit its config.json without touching the shared fixture."""
+    to.mkdir()
+    for f in run.iterdir():
+        if f.is_file():
+            (to / f.name).write_bytes(f.read_bytes())
+    return to
+
+
 TEXTS = ["Stocks rallied after the central bank held rates.", "The striker scored twice in the final.",
          "A new chip doubles battery life.", "Talks between the two governments broke down.", "ok", ""]
 
@@ -183,11 +192,7 @@ def test_temperature_applied_by_the_run_classifier_labels_unchanged(hand_run):
 
 
 def test_a_run_without_calibration_behaves_as_before(hand_run, tmp_path):
-    old = tmp_path / "old"
-    old.mkdir()
-    for f in hand_run.iterdir():
-        if f.is_file():
-            (old / f.name).write_bytes(f.read_bytes())
+    old = _copy_run(hand_run, tmp_path / "old")
     meta = json.loads((old / "config.json").read_text())
     del meta["calibration"]
     (old / "config.json").write_text(json.dumps(meta))
@@ -223,11 +228,7 @@ def test_every_backend_applies_the_top_label_map(hand_run, tmp_path, fmt):
     from tests.test_export import assert_parity
     from vdcnn.export import export_run
 
-    run = tmp_path / "run"
-    run.mkdir()
-    for f in hand_run.iterdir():
-        if f.is_file():
-            (run / f.name).write_bytes(f.read_bytes())
+    run = _copy_run(hand_run, tmp_path / "run")
     meta = json.loads((run / "config.json").read_text())
     meta["calibration"]["top_label"] = {"a": 0.8, "b": 0.4, "m": 0.3}
     (run / "config.json").write_text(json.dumps(meta))
