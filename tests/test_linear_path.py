@@ -270,3 +270,33 @@ def test_blend_weight_is_the_validation_nll_minimum_and_a_noise_path_is_left_out
     multi = (rng.random((600, 3)) < 0.3).astype(np.int64)
     weight, kept, losses = _blend_weight({0.25: 0.4, 1.0: 0.6, 4.0: 0.5}, 0.5, network, path, multi, np.arange(3))
     assert (weight, kept, losses) == (1.0, True, {})
+
+
+@pytest.mark.parametrize("multi", [False, True])
+def test_row_space_fit_is_the_feature_space_fit(multi):
+    """The penalty search's fits in the row space (fewer texts than buckets) give the weights, logits
+    and labels of the same regression solved over the buckets, warm starts included, for softmax and
+    one-sigmoid-per-label fits alike; texts that repeat each other exactly still factor."""
+    from vdcnn.linear_path import _features, _regression, row_factor, term_frequencies
+
+    texts, labels = _topic_rows(50, seed=5)
+    texts += texts[:20]  # exact duplicates, as real corpora have (SMS Spam: hundreds)
+    labels = np.concatenate([labels, labels[:20]])
+    encoder = build_encoder("subword", texts, 300)
+    data = encode_texts(encoder, texts, labels, 64, use_cache=False)
+    counts = hashed_counts(data.ids, data.lengths, orders_for("subword"), 4096)
+    df = np.bincount(counts.indices, minlength=4096)
+    idf = np.log((1 + len(texts)) / (1 + df)) + 1.0
+    x = _features(term_frequencies(counts, "log"), idf, "log")[:, np.flatnonzero(df)].tocsr()
+    xt = x.T.tocsr()
+    y = np.eye(3, dtype=np.int64)[labels] if multi else labels
+    factor = row_factor(x)
+    assert x.shape[0] < x.shape[1] and np.allclose(factor @ factor.T, (x @ x.T).toarray(), atol=1e-5)
+    for C, start in ((4.0, None), (64.0, "previous")):
+        rows = _regression(x, xt, y, C, rows if start else None, factor=factor)
+        space = _regression(x, xt, y, C, space if start else None)
+        assert rows.rows is not None and space.rows is None
+        np.testing.assert_allclose(rows.coef, space.coef, atol=2e-3)
+        z_rows, z_space = np.asarray(x @ rows.coef) + rows.bias, np.asarray(x @ space.coef) + space.bias
+        np.testing.assert_allclose(z_rows, z_space, atol=1e-2)
+        assert np.array_equal(z_rows.argmax(1), z_space.argmax(1))
