@@ -277,7 +277,9 @@ def test_row_space_fit_is_the_feature_space_fit(multi):
     """The penalty search's fits in the row space (fewer texts than buckets) give the weights, logits
     and labels of the same regression solved over the buckets, warm starts included, for softmax and
     one-sigmoid-per-label fits alike; texts that repeat each other exactly still factor."""
-    from vdcnn.linear_path import _features, _regression, row_factor, term_frequencies
+    import scipy.sparse as sp
+
+    from vdcnn.linear_path import _features, _in_row_space, _regression, row_factor, term_frequencies
 
     texts, labels = _topic_rows(50, seed=5)
     texts += texts[:20]  # exact duplicates, as real corpora have (SMS Spam: hundreds)
@@ -290,6 +292,9 @@ def test_row_space_fit_is_the_feature_space_fit(multi):
     x = _features(term_frequencies(counts, "log"), idf, "log")[:, np.flatnonzero(df)].tocsr()
     xt = x.T.tocsr()
     y = np.eye(3, dtype=np.int64)[labels] if multi else labels
+    assert _in_row_space(sp.csr_matrix((1822, 261931)), 20)  # 20 Newsgroups' search: the row space
+    assert not _in_row_space(sp.csr_matrix((4906, 70612)), 6)  # TREC-6's questions: a pass over L would cost more
+    assert not _in_row_space(sp.csr_matrix((9000, 10 ** 7)), 20)  # too many rows for a dense factor
     factor = row_factor(x)
     assert x.shape[0] < x.shape[1] and np.allclose(factor @ factor.T, (x @ x.T).toarray(), atol=1e-5)
     for C, start in ((4.0, None), (64.0, "previous")):
