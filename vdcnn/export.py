@@ -204,7 +204,7 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", out_dir: str | Path | Non
 def _quantize(data: bytes, feeds: list[dict[str, np.ndarray]], rows: int) -> tuple[bytes, dict[str, Any]]:
     """The int8 model of fp32 ONNX ``data`` and its ``quantization`` entry: method, calibration rows,
     and the share of the ``rows`` calibration texts whose label it keeps (the fp32 model's)."""
-    from .quantize import QUANTIZED_OPS, quantize_onnx
+    from .quantize import QUANTIZED_OPS, cpu_has_vnni, quantize_onnx
 
     quantized, method = quantize_onnx(data, feeds)
     fp32, int8 = onnx_session(data), onnx_session(quantized)
@@ -213,7 +213,8 @@ def _quantize(data: bytes, feeds: list[dict[str, np.ndarray]], rows: int) -> tup
     same = np.concatenate(agree)[:rows]
     return quantized, {
         "method": "onnxruntime static, QDQ",
-        "weights": "int8, per output channel",
+        "weights": "int8, per output channel" + ("" if cpu_has_vnni() else
+                                                 " (7-bit range: exported on a CPU without VNNI)"),
         "activations": "uint8, per tensor",
         "ops": list(QUANTIZED_OPS),
         "calibration": {"method": method, "rows": int(len(same))},
