@@ -204,17 +204,17 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", out_dir: str | Path | Non
 def _quantize(data: bytes, feeds: list[dict[str, np.ndarray]], rows: int) -> tuple[bytes, dict[str, Any]]:
     """The int8 model of fp32 ONNX ``data`` and its ``quantization`` entry: method, calibration rows,
     and the share of the ``rows`` calibration texts whose label it keeps (the fp32 model's)."""
-    from .quantize import QUANTIZED_OPS, cpu_has_vnni, quantize_onnx
+    from .quantize import QUANTIZED_OPS, quantize_onnx
 
-    quantized, method = quantize_onnx(data, feeds)
+    quantized, method, reduce_range = quantize_onnx(data, feeds)
     fp32, int8 = onnx_session(data), onnx_session(quantized)
     agree = [run_onnx(int8, f["ids"], f["lengths"]).argmax(1) == run_onnx(fp32, f["ids"], f["lengths"]).argmax(1)
              for f in feeds]
     same = np.concatenate(agree)[:rows]
     return quantized, {
         "method": "onnxruntime static, QDQ",
-        "weights": "int8, per output channel" + ("" if cpu_has_vnni() else
-                                                 " (7-bit range: exported on a CPU without VNNI)"),
+        "weights": "int8, per output channel" + (" (7-bit range: exported on a CPU without VNNI)"
+                                                 if reduce_range else ""),
         "activations": "uint8, per tensor",
         "ops": list(QUANTIZED_OPS),
         "calibration": {"method": method, "rows": int(len(same))},

@@ -22,6 +22,7 @@ import numpy as np
 
 from .encoders import Encoder
 from .errors import ConfigError
+from .runtime import cpu_has_vnni
 
 PRECISIONS = ("int8",)
 # Calibration: how many texts, and how an activation's range is chosen: the 99.999th percentile of
@@ -36,19 +37,6 @@ CALIBRATION_BATCH = 64
 CALIBRATION_IDS = 131_072
 MIN_CALIBRATION_ROWS = 64
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
-
-
-def cpu_has_vnni() -> bool:
-    """Whether this CPU has VNNI (AVX512-VNNI or AVX-VNNI). Without it, ONNX Runtime's U8S8 kernels add
-    pairs of uint8 x int8 products in int16 and saturate, so weights are quantized to 7 bits there
-    (``reduce_range``, ONNX Runtime's advice for such CPUs): on an AVX2-only EPYC the 8-bit bundle of
-    the tests' tiny run kept fp32's label on 91.9 % of 210 texts."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        return True  # not Linux: the default quantization
-    return bool({"avx512_vnni", "avx_vnni"} & set(flags.split()))
 
 
 def check_precision(precision: str) -> str:
@@ -99,9 +87,10 @@ def _quiet_root_logger() -> Iterator[None]:
 
 
 def quantize_onnx(model: bytes, feeds: list[dict[str, np.ndarray]], exclude_prefixes: Sequence[str] = ("/ngrams",)
-                  ) -> tuple[bytes, str]:
-    """The int8 (QDQ) version of an fp32 ONNX model, its activation ranges calibrated on ``feeds``, and
-    the calibration method that gave it (the first of ``CALIBRATION_METHODS`` that works).
+                  ) -> tuple[bytes, str, bool]:
+    """The int8 (QDQ) version of an fp32 ONNX model, its activation ranges calibrated on ``feeds``, the
+    calibration method that gave it (the first of ``CALIBRATION_METHODS`` that works), and whether its
+    weights use the 7-bit range (``runtime.cpu_has_vnni``: this CPU has no VNNI).
 
     Nodes whose names start with ``exclude_prefixes`` stay in float (the n-gram path's linear layer
     takes its bias from a computed tensor, which the quantizer cannot fold)."""
@@ -125,6 +114,7 @@ def quantize_onnx(model: bytes, feeds: list[dict[str, np.ndarray]], exclude_pref
     if "lengths" not in inputs:  # a model that ignores lengths (mask_padding off) has no such input
         feeds = [{k: v for k, v in f.items() if k in inputs} for f in feeds]
     excluded = [n.name for n in graph.graph.node if n.name.startswith(tuple(exclude_prefixes))]
+    reduce_range = not cpu_has_vnni()
     with tempfile.TemporaryDirectory(prefix="vdcnn-int8-") as tmp, _quiet_root_logger():
         source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         source.write_bytes(model)
@@ -134,9 +124,9 @@ def quantize_onnx(model: bytes, feeds: list[dict[str, np.ndarray]], exclude_pref
                     str(source), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=excluded,
-                    calibrate_method=getattr(CalibrationMethod, method), reduce_range=not cpu_has_vnni(),
+                    calibrate_method=getattr(CalibrationMethod, method), reduce_range=reduce_range,
                 )
-                return target.read_bytes(), method.lower()
+                return target.read_bytes(), method.lower(), reduce_range
             except ValueError as exc:
                 failure = exc
         raise ConfigError(f"int8 calibration failed: {str(failure).splitlines()[0]}")
