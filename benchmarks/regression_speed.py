@@ -44,18 +44,12 @@ def main() -> None:
                   for part in (splits.train, splits.val))
     orders = lp.orders_for("subword")
     counts = lp.hashed_counts(train.ids, train.lengths, orders, lp.BUCKETS)
-    df = np.bincount(counts.indices, minlength=lp.BUCKETS)
-    idf = np.log((1 + len(train.ids)) / (1 + df)) + 1.0
-    used = np.flatnonzero(df)
+    idf, used = lp.inverse_frequencies(counts)
     x = lp._features(lp.term_frequencies(counts, "log"), idf, "log")[:, used].tocsr()
     x_val = lp._features(lp.term_frequencies(lp.hashed_counts(val.ids, val.lengths, orders, lp.BUCKETS), "log"),
                          idf, "log")[:, used].tocsr()
-    y = np.asarray(splits.train.labels)
-    rows = np.arange(len(y))
-    if x.nnz > lp.SEARCH_ENTRIES:
-        keep = lp.SEARCH_ENTRIES / x.nnz
-        rows = np.sort(np.random.default_rng(0).permutation(len(y))[:max(1, int(keep * len(y)))])
-    x, y = x[rows], y[rows]
+    rows = lp.penalty_search_rows(x, seed=0)
+    x, y = x[rows], np.asarray(splits.train.labels)[rows]
     xt = x.T.tocsr()
     k = y.shape[1] if y.ndim == 2 else len(np.unique(y))
 

@@ -279,7 +279,7 @@ def test_row_space_fit_is_the_feature_space_fit(multi):
     one-sigmoid-per-label fits alike; texts that repeat each other exactly still factor."""
     import scipy.sparse as sp
 
-    from vdcnn.linear_path import _features, _in_row_space, _regression, row_factor, term_frequencies
+    from vdcnn.linear_path import _features, _in_row_space, _regression, inverse_frequencies, row_factor, term_frequencies
 
     texts, labels = _topic_rows(50, seed=5)
     texts += texts[:20]  # exact duplicates, as real corpora have (SMS Spam: hundreds)
@@ -287,9 +287,8 @@ def test_row_space_fit_is_the_feature_space_fit(multi):
     encoder = build_encoder("subword", texts, 300)
     data = encode_texts(encoder, texts, labels, 64, use_cache=False)
     counts = hashed_counts(data.ids, data.lengths, orders_for("subword"), 4096)
-    df = np.bincount(counts.indices, minlength=4096)
-    idf = np.log((1 + len(texts)) / (1 + df)) + 1.0
-    x = _features(term_frequencies(counts, "log"), idf, "log")[:, np.flatnonzero(df)].tocsr()
+    idf, used = inverse_frequencies(counts)
+    x = _features(term_frequencies(counts, "log"), idf, "log")[:, used].tocsr()
     xt = x.T.tocsr()
     y = np.eye(3, dtype=np.int64)[labels] if multi else labels
     assert _in_row_space(sp.csr_matrix((1822, 261931)), 20)  # 20 Newsgroups' search: the row space
@@ -297,9 +296,10 @@ def test_row_space_fit_is_the_feature_space_fit(multi):
     assert not _in_row_space(sp.csr_matrix((9000, 10 ** 7)), 20)  # too many rows for a dense factor
     factor = row_factor(x)
     assert x.shape[0] < x.shape[1] and np.allclose(factor @ factor.T, (x @ x.T).toarray(), atol=1e-5)
-    for C, start in ((4.0, None), (64.0, "previous")):
-        rows = _regression(x, xt, y, C, rows if start else None, factor=factor)
-        space = _regression(x, xt, y, C, space if start else None)
+    rows = space = None
+    for C in (4.0, 64.0):  # the second warm-started from the first, as along the penalty path
+        rows = _regression(x, xt, y, C, rows, factor=factor)
+        space = _regression(x, xt, y, C, space)
         assert rows.rows is not None and space.rows is None
         np.testing.assert_allclose(rows.coef, space.coef, atol=2e-3)
         z_rows, z_space = np.asarray(x @ rows.coef) + rows.bias, np.asarray(x @ space.coef) + space.bias

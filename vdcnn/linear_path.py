@@ -26,7 +26,7 @@ import numpy as np
 from .model_config import LINEAR_TF
 
 __all__ = ["LinearFit", "Regression", "hashed_counts", "term_frequencies", "fit_linear_path", "fit_regression", "blend", "orders_for", "selection_score", "BLEND_WEIGHTS",
-           "BUCKETS", "PENALTIES", "PENALTY_RANGE"]
+           "inverse_frequencies", "penalty_search_rows", "BUCKETS", "PENALTIES", "PENALTY_RANGE"]
 
 PENALTIES = (4.0, 16.0, 64.0, 256.0)  # inverse regularisation strengths tried on validation first
 PENALTY_RANGE = (0.25, 4096.0)  # past the grid's ends the search goes on (x4, /4) while an end wins, within these
@@ -252,6 +252,23 @@ def _blend_weight(blends: dict[float, float], net_score: float, val_logits: np.n
     return weight, losses[weight] < losses[0.0], losses
 
 
+def inverse_frequencies(train_counts: Any) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's smoothed idf of every bucket over the training texts' counts, and the buckets those
+    texts fill (the only ones the regression sees)."""
+    df = np.bincount(train_counts.indices, minlength=train_counts.shape[1])
+    return np.log((1 + train_counts.shape[0]) / (1 + df)) + 1.0, np.flatnonzero(df)
+
+
+def penalty_search_rows(x_train: Any, seed: int) -> np.ndarray:
+    """The training rows the penalty search fits on: all of them, or a seeded draw of about
+    ``SEARCH_ENTRIES`` n-gram entries' worth."""
+    n = x_train.shape[0]
+    if x_train.nnz <= SEARCH_ENTRIES:
+        return np.arange(n)
+    keep = SEARCH_ENTRIES / x_train.nnz
+    return np.sort(np.random.default_rng(seed).permutation(n)[:max(1, int(keep * n))])
+
+
 @dataclass
 class Regression:
     """The path's regression fitted on the training rows, its penalty and term frequency chosen on
@@ -282,9 +299,7 @@ def fit_regression(train_ids: np.ndarray, train_lengths: np.ndarray, train_label
     orders = tuple(int(n) for n in orders)
     train_counts = hashed_counts(train_ids, train_lengths, orders, buckets)
     val_counts = hashed_counts(val_ids, val_lengths, orders, buckets)
-    df = np.bincount(train_counts.indices, minlength=buckets)
-    idf = np.log((1 + len(train_ids)) / (1 + df)) + 1.0  # scikit-learn's smoothed idf
-    used = np.flatnonzero(df)  # the regression sees only the buckets the training texts fill
+    idf, used = inverse_frequencies(train_counts)
     kinds = (tf,) if tf else LINEAR_TF
     if train_counts.data.max(initial=0) <= 1:
         kinds = kinds[:1]
@@ -297,10 +312,7 @@ def fit_regression(train_ids: np.ndarray, train_lengths: np.ndarray, train_label
     train_labels = np.asarray(train_labels)
     val_labels = np.asarray(val_labels)
 
-    search_rows = np.arange(len(train_labels))
-    if x_train.nnz > SEARCH_ENTRIES:
-        keep = SEARCH_ENTRIES / x_train.nnz
-        search_rows = np.sort(np.random.default_rng(seed).permutation(len(train_labels))[:max(1, int(keep * len(train_labels)))])
+    search_rows = penalty_search_rows(x_train, seed)
     x_search, y_search = x_train[search_rows], train_labels[search_rows]
     xt_search = x_search.T.tocsr()
     classes = y_search.shape[1] if y_search.ndim == 2 else len(np.unique(y_search))
