@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import warnings
 
 import pytest
 import torch
@@ -76,25 +77,95 @@ def test_kmax_keeps_top_values_in_original_order(k):
     assert torch.equal(kmax_pool(z, 8), brute_force_kmax(z, 8))
 
 
-def test_kmax_fast_path_matches_the_stable_sort_on_ties_and_signs():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_kmax_fast_path_matches_the_stable_sort_on_ties_and_signs(dtype):
     torch.manual_seed(2)
     x = torch.relu(torch.randn(4, 6, 64)) - 0.3 * (torch.rand(4, 6, 64) < 0.2)  # ties at 0 and -0.3, signs
+    x = x.to(dtype)  # 16-bit floats take int32 keys, float32 int64 ones
     x[0, 0, :5] = -0.0
-    assert torch.equal(kmax_pool(x, 8), brute_force_kmax(x, 8))
+    x[1, 2, 10:20] = 2.5  # a tie across the k-th place
+    assert torch.equal(kmax_pool(x, 8), brute_force_kmax(x.float(), 8).to(dtype))
     lengths = torch.tensor([64, 40, 9, 3])
     masked = x.clone()
     for b, n in enumerate(lengths):
         masked[b, :, n:] = float("-inf")
-    expected = brute_force_kmax(masked, 8).nan_to_num(neginf=0.0)
+    expected = brute_force_kmax(masked.float(), 8).nan_to_num(neginf=0.0).to(dtype)
     assert torch.equal(kmax_pool(x, 8, lengths), expected)
 
 
-def test_kmax_respects_lengths_and_short_texts():
-    x = torch.tensor([[[5.0, 1.0, 9.0, 7.0, 100.0, 100.0]]])
-    # Only the first 4 positions are real: the padded 100s must never be chosen.
-    assert kmax_pool(x, 2, torch.tensor([4])).tolist() == [[[9.0, 7.0]]]
-    # A text shorter than k fills the remaining slots with zeros.
-    assert kmax_pool(x, 8, torch.tensor([3])).tolist() == [[[5.0, 1.0, 9.0, 0, 0, 0, 0, 0]]]
+@pytest.mark.parametrize("stride,kernel,padding", [(1, 3, 1), (2, 3, 1), (1, 1, 0), (2, 1, 0)])
+def test_cpu_conv_is_the_plain_conv1d_in_channels_last_layout(stride, kernel, padding):
+    from vdcnn.layers import Conv1d
+
+    torch.manual_seed(3)
+    conv = Conv1d(16, 32, kernel, stride=stride, padding=padding)
+    x = torch.randn(5, 16, 37, requires_grad=True)
+    plain = F.conv1d(x, conv.weight, conv.bias, stride=stride, padding=padding)
+    y = conv(x)
+    assert y.shape == plain.shape and torch.allclose(y, plain, atol=1e-5, rtol=1e-5)
+    assert y.stride(1) == 1  # channels innermost, as oneDNN convolves fastest
+    grad = torch.randn_like(plain)
+    want = torch.autograd.grad(plain, (x, conv.weight), grad)
+    got = torch.autograd.grad(y, (x, conv.weight), grad)
+    assert all(torch.allclose(a, b, atol=1e-4, rtol=1e-4) for a, b in zip(got, want))
+    with torch.no_grad(), warnings.catch_warnings():  # traced for export it is the plain Conv1d
+        warnings.simplefilter("ignore", DeprecationWarning)
+        traced = torch.jit.trace(conv, (x,), check_trace=False)(x)
+    assert traced.is_contiguous() and torch.allclose(traced, plain, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("variant", PAIRWISE_VARIANTS, ids=lambda v: v.id)
+def test_channels_last_layout_keeps_outputs_and_gradients(variant, monkeypatch):
+    """The CPU layout (channels-last convolutions, 2-D pooling, where-masking) against the plain
+    Conv1d path it replaces: the same logits and gradients (BatchNorm at its running statistics:
+    in training mode an untrained deep net amplifies float32 rounding to 1e-2 on either path), and
+    the same logits without autograd, folded or not."""
+    import vdcnn.layers as layers
+
+    torch.manual_seed(0)
+    model = VDCNN(variant.model_config())
+    ids, lengths = make_encoder(variant.encoder).encode_batch(TEXTS * 3, 160)
+    ids, lengths = torch.from_numpy(ids).long(), torch.from_numpy(lengths).long()
+    model.train()
+    for _ in range(2):  # non-trivial running statistics
+        model(ids, lengths)
+    model.eval()
+
+    def run(grad: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        if not grad:
+            with torch.inference_mode():
+                return model(ids, lengths).clone(), []
+        logits = model(ids, lengths)
+        (logits * torch.linspace(-1, 1, logits.numel()).reshape(logits.shape)).sum().backward()
+        return logits.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    def plain(grad: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        with monkeypatch.context() as m:
+            m.setattr(layers, "_eager_cpu", lambda x: False)
+            return run(grad)
+
+    (fast, fast_grads), (want, want_grads) = run(True), plain(True)
+    assert torch.allclose(fast, want, atol=1e-4, rtol=1e-4)
+    assert len(fast_grads) == len(want_grads)
+    for a, b in zip(fast_grads, want_grads):  # gradients reach 1e2 in a d49 net: relative to each one's size
+        assert (a - b).norm() <= 1e-4 * b.norm() + 1e-6
+    for fold in (False, True):
+        if fold:
+            fold_batchnorm(model)
+        (fast, _), (want, _) = run(False), plain(False)
+        assert torch.allclose(fast, want, atol=1e-4, rtol=1e-4), (fold, (fast - want).abs().max())
+
+
+def test_masked_batchnorm_statistics_do_not_depend_on_the_layout():
+    from vdcnn.layers import MaskedBatchNorm1d, channels_last
+
+    torch.manual_seed(0)
+    x, lengths = torch.randn(6, 32, 40), torch.tensor([40, 33, 20, 7, 1, 40])
+    plain, fast = MaskedBatchNorm1d(32).train(), MaskedBatchNorm1d(32).train()
+    y = fast(channels_last(x), lengths)
+    assert y.stride(1) == 1 and torch.allclose(y, plain(x, lengths), atol=1e-5)
+    assert torch.allclose(fast.running_var, plain.running_var, atol=1e-6)
 
 
 @pytest.mark.parametrize("kind", SHORTCUT_KINDS)

@@ -109,3 +109,24 @@ def test_inference_imports_neither_training_nor_the_cli_and_leaves_the_process_a
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["[]", "False", "0o27"]  # no train/cli modules, malloc untouched, umask kept
+
+
+def test_bf16_classifier_predicts_as_autocast_without_casting_weights_per_batch(tiny_run):
+    """``bf16=True`` keeps a bf16 copy of the conv path (no weight cast per batch) whose logits are
+    autocast's over the float32 model; the classifier's own model stays float32 (explain uses it)."""
+    import pytest
+
+    from vdcnn.runtime import bf16_supported
+
+    if not bf16_supported("cpu"):
+        pytest.skip("this CPU has no native bf16 (AVX512-BF16 or AMX)")
+    texts = ["The striker scored a late goal.", "Shares fell after the bank cut its forecast.", "",
+             "A new chip doubles the speed of phones " * 8]
+    clf = Classifier.load(tiny_run, bf16=True, long_text="truncate")
+    assert all(p.dtype == torch.float32 for p in clf.model.parameters())
+    ids, lengths = clf.encoder.encode_batch(texts, clf.max_length)
+    autocast = predict_logits(clf.model, ids, lengths, autocast_dtype=torch.bfloat16)
+    np.testing.assert_allclose(clf.predict_logits(texts), autocast, atol=1e-6)
+    fp32 = Classifier.load(tiny_run, long_text="truncate").predict_logits(texts)
+    assert np.abs(clf.predict_logits(texts) - fp32).max() < 0.1  # bf16 rounding, not another model
+    assert (clf.predict_logits(texts) != fp32).any()  # and it did run in bf16

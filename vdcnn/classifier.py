@@ -142,6 +142,11 @@ class Classifier(TextClassifier):
         if bf16 and not bf16_supported(self.device.type):
             raise ConfigError(f"bf16 was asked for but {self.device.type} here has no native bf16 support")
         self.autocast = torch.bfloat16 if bf16 else None
+        self._predict_model = self.model  # bf16: a copy holding bf16 weights; explain keeps the float32 model
+        if bf16:
+            from .model import cast_network
+
+            self._predict_model = cast_network(self.model, torch.bfloat16)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", batch_size: int = 256, fold_bn: bool = True,
@@ -177,7 +182,7 @@ class Classifier(TextClassifier):
 
         ids, lengths, owners = encode_documents(self.encoder, texts, self.max_length, long_text or self.long_text)
         trim = self.model.config.mask_padding
-        return document_logits(lambda x, n: predict_logits(self.model, x, n, self.batch_size, self.device, trim,
+        return document_logits(lambda x, n: predict_logits(self._predict_model, x, n, self.batch_size, self.device, trim,
                                                             self.autocast), ids, lengths, owners)
 
 
