@@ -43,16 +43,15 @@ def fill_padding(x: Tensor, lengths: Lengths, value: float) -> Tensor:
     if lengths is None:
         return x
     if _may_overwrite(x):  # without autograd (inference) the fresh activation can be overwritten in place
-        if _eager_cpu(x):
-            # Only positions past the batch's shortest text can be padding: with length-bucketed
-            # batches that tail is short, and the rest of the activation is not touched at all.
-            # (On a CPU, reading the shortest length costs no device synchronisation.)
-            start, time = int(lengths.min()), x.size(-1)
-            if start < time:
-                tail = torch.arange(start, time, device=x.device)[None, :] >= lengths[:, None]
-                x[:, :, start:].masked_fill_(tail.unsqueeze(1), value)
-            return x
-        return x.masked_fill_(~length_mask(lengths, x.size(-1)), value)
+        if not _eager_cpu(x):
+            return x.masked_fill_(~length_mask(lengths, x.size(-1)), value)
+        # Only positions past the batch's shortest text can be padding: with length-bucketed batches
+        # that tail is short, and the rest of the activation is not touched at all. (On a CPU,
+        # reading the shortest length costs no device synchronisation.)
+        start = int(lengths.min())
+        if start < x.size(-1):
+            x[:, :, start:].masked_fill_(~length_mask(lengths - start, x.size(-1) - start), value)
+        return x
     real = length_mask(lengths, x.size(-1))
     # where, not masked_fill: its output and gradient keep channels-last strides (Conv1d), which
     # masked_fill's would turn contiguous, and every layer below would then mix the two layouts.
@@ -244,9 +243,8 @@ def kmax_pool(x: Tensor, k: Tensor | int, lengths: Lengths = None, out_size: int
     x = contiguous(x)  # selection along time: time innermost
     out_size = out_size if out_size is not None else int(k if isinstance(k, int) else k.max())
     # Inference on a CPU overwrites the padding of the fresh activation with -inf (only its tail: see
-    # fill_padding) instead of copying it: a padded position is never gathered below.
-    in_place = lengths is not None and _may_overwrite(x) and _eager_cpu(x)
-    if in_place:
+    # fill_padding) instead of copying it.
+    if lengths is not None and _may_overwrite(x) and _eager_cpu(x):
         real = fill_padding(x, lengths, float("-inf"))
     else:
         real = x if lengths is None else x.masked_fill(~length_mask(lengths, time), float("-inf"))
@@ -272,8 +270,9 @@ def kmax_pool(x: Tensor, k: Tensor | int, lengths: Lengths = None, out_size: int
     sentinel = real.size(-1)  # index of an extra zero column
     order = torch.where(slots < keep, order, sentinel)
     positions = torch.sort(order, dim=2).values
-    values = x if in_place else zero_padding(x, lengths)
-    padded = torch.cat([values, x.new_zeros(batch, channels, sentinel + 1 - time)], dim=2)
+    # No padded position is gathered: slots < keep <= length hold real positions, the others the
+    # zero column. So x needs no zeroing (in inference its padding may be -inf, from above).
+    padded = torch.cat([x, x.new_zeros(batch, channels, sentinel + 1 - time)], dim=2)
     return padded.gather(2, positions)
 
 
