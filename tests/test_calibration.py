@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from tests.conftest import TINY, write_topic_csv
 from vdcnn.calibration import (
-    MAX_INVERSE_T, apply_top_label, calibrate, ece_noise_floor, expected_calibration_error, fit_temperature,
-    reliability, temperature_of, top_label_of, torch_top_label,
+    MAX_INVERSE_T, SplineMap, apply_top_label, calibrate, ece_noise_floor, expected_calibration_error,
+    fit_temperature, fit_top_label, reliability, temperature_of, top_label_of, torch_top_label,
 )
 from vdcnn.cli.main import app
 from vdcnn.classifier import EnsembleClassifier
@@ -132,6 +132,58 @@ def test_the_top_label_map_keeps_the_top_label_on_top_whatever_its_parameters():
     np.testing.assert_allclose(apply_top_label(probs, (1.0, 1.0, 0.0)), probs, atol=1e-12)  # the identity
 
 
+def _kinked(n: int = 8000, k: int = 15, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Logits whose top label is right with a probability that bends twice along the top probability's
+    logit x (slope 1, then 0.15 from x = -0.5, then 1.5 from x = 1.5): a shape beta calibration's two
+    logarithms cannot follow, and a piecewise-linear map of x can."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 1, (n, k)) * rng.uniform(0.3, 4.0, (n, 1))
+    probs = softmax(logits)
+    top = probs.max(1)
+    x = np.log(top) - np.log1p(-top)
+    s = np.where(x < -0.5, x, -0.5 + 0.15 * (x + 0.5))
+    s = np.where(x > 1.5, -0.5 + 0.3 + 1.5 * (x - 1.5), s)
+    right = rng.random(n) < 1 / (1 + np.exp(-s))
+    rest = probs.copy()
+    rest[np.arange(n), probs.argmax(1)] = 0
+    rest /= rest.sum(1, keepdims=True)
+    wrong = np.minimum((rng.random((n, 1)) > np.cumsum(rest, axis=1)).sum(axis=1), k - 1)
+    return logits, np.where(right, probs.argmax(1), wrong)
+
+
+def test_a_spline_map_follows_a_miscalibration_that_beta_calibration_cannot():
+    logits, labels = _kinked()
+    fit, held = slice(0, 4000), slice(4000, None)
+    entry = calibrate(logits[fit], labels[fit])
+    check = entry["top_label_check"]
+    assert check["chosen"].startswith("spline") and check["heldout_nll"]["beta"] > check["heldout_nll_top_label"]
+    assert entry["top_label"]["kind"] == "spline"
+    json.dumps(entry)
+    params = top_label_of({"calibration": entry})
+    assert isinstance(params, SplineMap) and (np.cumsum(params.weights) >= 0).all()
+    scaled = softmax(logits[held], entry["temperature"])
+    spline = apply_top_label(scaled, params)
+    beta = apply_top_label(scaled, fit_top_label(softmax(logits[fit], entry["temperature"]), labels[fit]))
+    assert expected_calibration_error(spline, labels[held]) < 0.75 * expected_calibration_error(beta, labels[held])
+    np.testing.assert_array_equal(spline.argmax(1), scaled.argmax(1))
+    np.testing.assert_allclose(spline.sum(1), 1.0, atol=1e-12)
+    import torch
+
+    np.testing.assert_allclose(torch_top_label(torch.from_numpy(scaled), params).numpy(), spline, atol=1e-9)
+
+
+@pytest.mark.parametrize("entry", [
+    {"kind": "spline", "knots": [1.0, 0.5], "weights": [1.0, 0.0, 0.0], "m": 0.0},  # knots out of order
+    {"kind": "spline", "knots": [0.0], "weights": [0.5, -1.0], "m": 0.0},  # decreasing past the knot
+    {"kind": "spline", "knots": [0.0], "weights": [1.0], "m": 0.0},  # a weight short
+    {"kind": "spline", "knots": [0.0], "weights": [1.0, float("nan")], "m": 0.0},
+    {"kind": "spline", "knots": "0", "weights": [1.0, 0.0], "m": 0.0},
+])
+def test_bad_stored_spline_maps_are_refused(entry):
+    with pytest.raises(ConfigError, match="spline"):
+        top_label_of({"calibration": {"top_label": entry}})
+
+
 def test_a_temperature_that_calibrates_keeps_no_top_label_map_it_does_not_need():
     """Labels drawn from softmax(logits / 2.5): the temperature alone is right, and the map may only be
     kept where it does not hurt rows it was not fitted on."""
@@ -223,17 +275,20 @@ def test_exported_bundles_apply_the_temperature(hand_run, tmp_path, fmt):
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_every_backend_applies_the_top_label_map(hand_run, tmp_path, fmt):
+@pytest.mark.parametrize("stored", [{"a": 0.8, "b": 0.4, "m": 0.3},
+                                    {"kind": "spline", "knots": [-0.5, 1.0], "weights": [1.2, -0.9, 0.5], "m": 0.2}],
+                         ids=["beta", "spline"])
+def test_every_backend_applies_the_top_label_map(hand_run, tmp_path, fmt, stored):
     pytest.importorskip("onnxruntime")
     from tests.test_export import assert_parity
     from vdcnn.export import export_run
 
     run = _copy_run(hand_run, tmp_path / "run")
     meta = json.loads((run / "config.json").read_text())
-    meta["calibration"]["top_label"] = {"a": 0.8, "b": 0.4, "m": 0.3}
+    meta["calibration"]["top_label"] = stored
     (run / "config.json").write_text(json.dumps(meta))
     clf = Classifier.load(run, device="cpu")
-    assert clf.top_label == (0.8, 0.4, 0.3)
+    assert clf.top_label == top_label_of({"calibration": {"top_label": stored}}) is not None
     expected = apply_top_label(softmax(clf.predict_logits(TEXTS) / 2.5), clf.top_label)
     np.testing.assert_allclose(clf.predict_proba(TEXTS), expected, rtol=1e-6, atol=1e-12)  # float32 logits
     bundle = export_run(run, fmt, tmp_path / fmt)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from .batching import iterate_arrays
-from .calibration import calibrated_softmax, softmax, temperature_of, top_label_of
+from .calibration import TopLabelMap, calibrated_softmax, softmax, temperature_of, top_label_of
 from .encoders import Encoder, encoder_from_dict
 from .errors import CheckpointError, ConfigError
 from .fileio import first_line, read_versioned_json
@@ -52,7 +52,7 @@ class TextClassifier:
 
     labels: list[str]
     temperature: float = 1.0
-    top_label: tuple[float, float, float] | None = None  # the top-label map after the temperature (vdcnn.calibration)
+    top_label: "TopLabelMap | None" = None  # the top-label map after the temperature (vdcnn.calibration)
     long_text: str = "truncate"
     # A multi-label model (vdcnn.multilabel.attach): sigmoid probabilities, per-label Platt scaling and thresholds.
     multi_label: bool = False
