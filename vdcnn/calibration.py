@@ -9,12 +9,13 @@ monotone map of the top probability ``c`` follows, fitted on whether the top lab
 calibration (Kull et al., 2017), ``logit g = a ln c - b ln(1 - c) + m`` with ``a, b >= 0``, or a
 monotone piecewise-linear function of ``logit c`` with one to three knots at quantiles of the
 fitting rows (``SplineMap``: on TNEWS beta calibration fitted on the test split itself still left
-an ECE of 0.019, the spline fitted on validation 0.015), whichever gives the lowest NLL on
+an ECE of 0.019, the spline fitted on validation 0.016), whichever gives the lowest NLL on
 validation rows it was not fitted on (two folds). The top class gets ``g`` and the others share
 ``1 - g`` in their proportions. The map is kept only when it beats the temperature alone on
 those held-out rows, and ``g`` is held above every other class's share, so predicted labels
-never change (neither does dividing by ``T``, in float64). Both are stored in ``config.json`` under ``calibration`` (``temperature``,
-``top_label``) and every backend applies them after its logits. A run without the key has ``T = 1``.
+never change (neither does dividing by ``T``, in float64). Both are stored in ``config.json``
+under ``calibration`` (``temperature``, ``top_label``) and every backend applies them after its
+logits. A run without the key has ``T = 1``.
 """
 
 from __future__ import annotations
