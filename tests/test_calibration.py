@@ -23,13 +23,17 @@ from vdcnn.model import ModelConfig
 from vdcnn.predict import Classifier
 
 
+def _draw(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
+    """One class per row of ``probs``, drawn with those probabilities."""
+    return np.minimum((rng.random((len(probs), 1)) > np.cumsum(probs, axis=1)).sum(axis=1), probs.shape[1] - 1)
+
+
 def _sample(true_t: float, n: int = 20_000, k: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Logits and labels drawn from softmax(logits / true_t): true_t is the temperature that calibrates them."""
     rng = np.random.default_rng(seed)
     logits = rng.normal(0, 3, (n, k)).astype(np.float32)
     p = softmax(logits, true_t)
-    labels = (rng.random((n, 1)) > np.cumsum(p, axis=1)).sum(axis=1)
-    return logits, np.minimum(labels, k - 1)
+    return logits, _draw(rng, p)
 
 
 @pytest.mark.parametrize("true_t", [0.5, 1.0, 2.5])
@@ -95,8 +99,7 @@ def _sure_and_unsure(n: int = 6000, k: int = 15, seed: int = 0) -> tuple[np.ndar
     logits = rng.normal(0, 1, (n, k)) * rng.uniform(0.3, 3.0, (n, 1))
     spread = logits.std(1, keepdims=True)
     p = softmax(logits * (1.5 / spread) ** 0.6)
-    labels = np.minimum((rng.random((n, 1)) > np.cumsum(p, axis=1)).sum(axis=1), k - 1)
-    return logits, labels
+    return logits, _draw(rng, p)
 
 
 def test_the_top_label_map_fixes_what_one_temperature_cannot_and_changes_no_label():
@@ -147,8 +150,7 @@ def _kinked(n: int = 8000, k: int = 15, seed: int = 0) -> tuple[np.ndarray, np.n
     rest = probs.copy()
     rest[np.arange(n), probs.argmax(1)] = 0
     rest /= rest.sum(1, keepdims=True)
-    wrong = np.minimum((rng.random((n, 1)) > np.cumsum(rest, axis=1)).sum(axis=1), k - 1)
-    return logits, np.where(right, probs.argmax(1), wrong)
+    return logits, np.where(right, probs.argmax(1), _draw(rng, rest))
 
 
 def test_a_spline_map_follows_a_miscalibration_that_beta_calibration_cannot():
