@@ -96,6 +96,33 @@ def test_kmax_fast_path_matches_the_stable_sort_on_ties_and_signs(dtype):
         assert torch.equal(kmax_pool(x.clone().transpose(1, 2).contiguous().transpose(1, 2), 8, lengths), expected)
 
 
+@pytest.mark.parametrize("k", [1, 8, 16])
+def test_kmax_on_channels_last_activations_matches_the_stable_sort_with_gradients(k):
+    """Channels-last float32 rows (the CPU's layout) are selected by repeated max, the others by
+    top-k of integer keys: the same values and the same gradients, with and without lengths, and
+    with fewer positions than k (the missing slots read zero)."""
+    torch.manual_seed(3)
+    base = torch.relu(torch.randn(5, 12, 7)) - 0.5 * (torch.rand(5, 12, 7) < 0.2)  # ties at 0 and -0.5
+    base[0, 0, :4] = -0.0
+    lengths = torch.tensor([7, 5, 2, 1, 7])
+    for lens in (None, lengths):
+        grads = []
+        for layout in ("contiguous", "channels_last"):
+            x = base.clone() if layout == "contiguous" else base.transpose(1, 2).contiguous().transpose(1, 2)
+            x.requires_grad_(True)
+            out = kmax_pool(x, k, lens)
+            masked = base.clone()
+            if lens is not None:
+                for b, n in enumerate(lens):
+                    masked[b, :, n:] = float("-inf")
+            expected = brute_force_kmax(masked, min(k, 7))
+            expected = torch.cat([expected, torch.zeros(5, 12, k - expected.size(-1))], -1).nan_to_num(neginf=0.0)
+            assert torch.equal(out.detach(), expected), (layout, lens)
+            out.backward(torch.arange(out.numel(), dtype=torch.float32).reshape(out.shape))
+            grads.append(x.grad)
+        assert torch.equal(grads[0], grads[1])
+
+
 @pytest.mark.parametrize("stride,kernel,padding", [(1, 3, 1), (2, 3, 1), (1, 1, 0), (2, 1, 0)])
 def test_cpu_conv_is_the_plain_conv1d_in_channels_last_layout(stride, kernel, padding):
     from vdcnn.layers import Conv1d

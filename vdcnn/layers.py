@@ -229,6 +229,27 @@ def _topk_earliest(x: Tensor, k: int) -> Tensor:
 
 
 _TOPK_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+MAX_PASSES = 16  # up to this many kept positions, float32 channels-last rows are selected by repeated max
+
+
+def _max_earliest(x: Tensor, k: int) -> Tensor:
+    """``_topk_earliest``'s choice, in the same order, for a float32 ``x`` whose channels are innermost
+    (channels-last): ``k`` passes of ``max`` over time, each taking the earliest of the tied maxima
+    (as ``torch.max`` documents) and striking it out; a slot left with only -inf gets the index
+    ``x.size(-1)``. Each pass reduces across time with the channels vectorised and builds no
+    integer keys: for the head's k = 8 on a CPU, 1.5-2x faster than the top-k of integer keys
+    (and no copy of a channels-last activation to time-innermost)."""
+    work = x.transpose(1, 2).contiguous()  # (batch, time, channels)
+    if work.data_ptr() == x.data_ptr():
+        work = work.clone()
+    order = []
+    for _ in range(k):
+        value, index = work.max(1, keepdim=True)
+        work.scatter_(1, index, float("-inf"))
+        # Once a row holds only -inf (padding, or struck out), the earliest index would come again:
+        # such slots point past the end instead, where kmax_pool reads zero.
+        order.append(index.masked_fill_(value == float("-inf"), x.size(-1)))
+    return torch.cat(order, 1).transpose(1, 2)
 
 
 def kmax_pool(x: Tensor, k: Tensor | int, lengths: Lengths = None, out_size: int | None = None) -> Tensor:
@@ -240,12 +261,17 @@ def kmax_pool(x: Tensor, k: Tensor | int, lengths: Lengths = None, out_size: int
     choice never depends on padding. ``out_size`` is the output length.
     """
     batch, channels, time = x.shape
-    x = contiguous(x)  # selection along time: time innermost
+    by_max = (x.dtype == torch.float32 and x.stride(1) == 1 and _eager_cpu(x) and
+              (out_size if out_size is not None else (k if isinstance(k, int) else MAX_PASSES + 1)) <= MAX_PASSES)
+    if not by_max:
+        x = contiguous(x)  # selection along time: time innermost
     out_size = out_size if out_size is not None else int(k if isinstance(k, int) else k.max())
     # Inference on a CPU overwrites the padding of the fresh activation with -inf (only its tail: see
     # fill_padding) instead of copying it.
     if lengths is not None and _may_overwrite(x) and _eager_cpu(x):
         real = fill_padding(x, lengths, float("-inf"))
+    elif by_max:
+        real = fill_padding(x, lengths, float("-inf"))  # where: keeps channels-last strides
     else:
         real = x if lengths is None else x.masked_fill(~length_mask(lengths, time), float("-inf"))
     if torch.jit.is_tracing():
@@ -258,6 +284,8 @@ def kmax_pool(x: Tensor, k: Tensor | int, lengths: Lengths = None, out_size: int
         # ONNX TopK breaks ties by the lower index, as the stable sort does (and the
         # exporter cannot translate a stable sort).
         order = torch.topk(real, out_size, dim=2, largest=True, sorted=True).indices
+    elif by_max:
+        order = _max_earliest(real, out_size)
     elif real.dtype in _TOPK_DTYPES and not torch.jit.is_tracing() and 4 * out_size <= real.size(-1):
         order = _topk_earliest(real, out_size)
     else:
