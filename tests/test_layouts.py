@@ -118,6 +118,27 @@ def test_split_word_inside_the_name(tmp_path, sep):
     assert all("\t" not in t and not t.startswith(("pos", "neg")) for t in s.train.texts)
 
 
+def test_split_words_are_those_of_the_installed_datasets_release(tmp_path):
+    """The split keywords are written out (importing `datasets` is slow): they must be the release's, digits
+    included among the separators (``train1.csv`` is a training file for `datasets` too)."""
+    import re
+
+    from datasets.data_files import NON_WORDS_CHARS, SPLIT_KEYWORDS
+
+    from vdcnn.data.layout import SPLIT_SEPARATORS, SPLIT_WORDS
+
+    assert SPLIT_WORDS == {str(k): tuple(v) for k, v in SPLIT_KEYWORDS.items()}
+    assert SPLIT_SEPARATORS == f"[{NON_WORDS_CHARS}]+"
+    assert re.split(SPLIT_SEPARATORS, "reviews_train1") == ["reviews", "train", ""]
+    d = tmp_path / "numbered"
+    d.mkdir()
+    for split, n in (("train1", 8), ("test2", 3)):
+        rows = sentences(SENTIMENT, n, seed=n)
+        (d / f"{split}.tsv").write_text("label\ttext\n" + "".join(f"{c}\t{t}\n" for t, c in rows))
+    s = load_splits(str(d), val_fraction=0.25)
+    assert len(s.test) == 6 and s.rows_read == 16 and s.test.source.endswith("test2.tsv")
+
+
 # --------------------------------------------------------------------------------------------
 # One folder per class, one document per file
 # --------------------------------------------------------------------------------------------

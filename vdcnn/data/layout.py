@@ -20,7 +20,6 @@ Archives (``.tar.gz``, ``.tgz``, ``.tar``, ``.zip``...) are unpacked once into t
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import re
@@ -35,21 +34,17 @@ from vdcnn.errors import DataError
 
 from .files import split_ext, split_files
 
-_FALLBACK_KEYWORDS = {"train": ("train", "training"), "validation": ("validation", "valid", "dev", "val"),
-                      "test": ("test", "testing", "eval", "evaluation")}
+# The split keywords of `datasets` (datasets.data_files.SPLIT_KEYWORDS, the same in its 2.x-5.x releases) by
+# canonical split name, and its word separators (NON_WORDS_CHARS, "-._ 0-9", a regex class with the digit
+# range): written out, since importing `datasets` costs 0.7 s that reading a local file need not pay
+# (tests/test_layouts.py checks them against the installed release).
+SPLIT_WORDS = {"train": ("train", "training"), "validation": ("validation", "valid", "dev", "val"),
+               "test": ("test", "testing", "eval", "evaluation")}
+SPLIT_SEPARATORS = r"[-._ 0-9]+"
 
 
-@functools.lru_cache(maxsize=1)
 def _split_words() -> tuple[dict[str, tuple[str, ...]], str]:
-    """The split keywords of `datasets` (datasets.data_files.SPLIT_KEYWORDS) by canonical split name,
-    and its word separators as a regex; imported on first use (`datasets` is slow to import)."""
-    try:
-        from datasets.data_files import NON_WORDS_CHARS, SPLIT_KEYWORDS
-
-        return ({str(k): tuple(v) for k, v in SPLIT_KEYWORDS.items()},
-                "[" + re.escape(NON_WORDS_CHARS) + "]+")
-    except ImportError:  # pragma: no cover - datasets is a dependency; the same words as its 2.x-5.x releases
-        return _FALLBACK_KEYWORDS, r"[-._ 0-9]+"
+    return SPLIT_WORDS, SPLIT_SEPARATORS
 
 
 ARCHIVES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar", ".zip")
