@@ -262,6 +262,15 @@ def fold_batchnorm(model: VDCNN) -> VDCNN:
     return model
 
 
+def inference_copy(model: nn.Module) -> nn.Module:
+    """``model`` for scoring only: a copy with BatchNorm folded (``fold_batchnorm``), as ``vdcnn eval`` and
+    ``predict`` run it, while the model itself stays trainable and savable; ``model`` itself when it
+    has no BatchNorm to fold."""
+    if not any(isinstance(m, nn.BatchNorm1d) for m in model.modules()):
+        return model
+    return fold_batchnorm(deepcopy(model))  # type: ignore[arg-type]
+
+
 def cast_network(model: VDCNN, dtype: torch.dtype) -> VDCNN:
     """A copy of ``model`` whose conv path (embedding, convolutions, head) holds its weights in
     ``dtype``, for bf16 inference: under autocast each batch would otherwise cast every weight again

@@ -38,7 +38,7 @@ from .errors import CheckpointError, ConfigError, DataError, VdcnnError
 from .evaluate import classification_report, predict_logits
 from .layers import MaskedBatchNorm1d
 from .long_text import choose_on_validation
-from .model import VDCNN, count_parameters, forward_flops, recalibrate_batchnorm
+from .model import VDCNN, count_parameters, forward_flops, inference_copy, recalibrate_batchnorm
 from .optim import class_weights, lr_multiplier, make_optimizer, stage_grad_norms
 from .profiling import PhaseTimer, format_phases
 from .recipe import char_coverage, plan_run
@@ -678,8 +678,8 @@ def _inference_rate(run: _Run) -> float:
     sample = run.val_set if len(run.val_set) else run.train_set
     n = min(len(sample), 512)
     begun = time.perf_counter()
-    predict_logits(run.model, sample.ids[:n], sample.lengths[:n], max(run.cfg.train.batch_size, 256), run.device,
-                   run.trim)
+    predict_logits(inference_copy(run.model), sample.ids[:n], sample.lengths[:n], max(run.cfg.train.batch_size, 256),
+                   run.device, run.trim)
     run.model.train()
     return n / max(1e-6, time.perf_counter() - begun)
 
@@ -779,6 +779,7 @@ def _finish(run: _Run) -> TrainResult:
     combined = False
     if t.linear_path and len(run.val_set) and s.best_epoch > 0:
         best_model, combined = _fit_linear_path(run, best_model)
+    best_model = inference_copy(best_model)  # saved by now: from here on it is only scored
     fitted = _fit_multilabel(run, best_model) if run.val_set.labels.ndim == 2 else None
     val = None if combined else run.best_val  # scored when it was the best epoch; a resumed run may not have seen it
     if (val is None and s.best_epoch > 0) or fitted is not None:
@@ -845,7 +846,8 @@ def _fit_linear_path(run: _Run, model: VDCNN) -> tuple[VDCNN, bool]:
     t = run.cfg.train
     batch = max(t.batch_size, 256)
     val, test = run.val_set, run.test_set
-    net_val = predict_logits(model, val.ids, val.lengths, batch, run.device, run.trim)
+    scorer = inference_copy(model)
+    net_val = predict_logits(scorer, val.ids, val.lengths, batch, run.device, run.trim)
     multi = val.labels.ndim == 2
     score = selection_score(t.select_by, multi)
     regression = run.regression if run.regression is not None else _fit_regression(run)
@@ -854,7 +856,7 @@ def _fit_linear_path(run: _Run, model: VDCNN) -> tuple[VDCNN, bool]:
     report = fit.report
     metric = ("macro-F1" if t.select_by == "macro_f1" else "micro-F1" if multi else "accuracy")
     if test is not None and len(test):  # the ablation, reported: never used to choose anything
-        parts = {"network": (net_val, predict_logits(model, test.ids, test.lengths, batch, run.device, run.trim))}
+        parts = {"network": (net_val, predict_logits(scorer, test.ids, test.lengths, batch, run.device, run.trim))}
         if fit.kept:
             parts["linear"] = (fit.logits(val.ids, val.lengths), fit.logits(test.ids, test.lengths))
         for part, (on_val, on_test) in parts.items():
@@ -916,7 +918,7 @@ def _score(model: torch.nn.Module, data: Encoded, labels: list[str], batch_size:
     report at the ``fitted`` calibration and thresholds (None: thresholds tuned on ``data`` itself)."""
     if len(data) == 0:
         return None
-    logits = predict_logits(model, data.ids, data.lengths, max(batch_size, 256), device, trim)
+    logits = predict_logits(inference_copy(model), data.ids, data.lengths, max(batch_size, 256), device, trim)
     if data.labels.ndim == 2:
         return ml.score_logits(logits, data.labels, labels, fitted)
     return classification_report(data.labels, logits.argmax(1), labels, logits)
