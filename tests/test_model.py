@@ -14,7 +14,7 @@ from vdcnn.encoders import CharEncoder
 from vdcnn.layers import DOWNSAMPLERS, SHORTCUT_KINDS, ConvBlock, kmax_pool
 from vdcnn.errors import ConfigError
 from vdcnn.model import (DEPTHS, VDCNN, ModelConfig, count_parameters, create_model, fold_batchnorm, forward_flops,
-                         list_models)
+                         inference_copy, list_models)
 import vdcnn.model as model_module
 from tests.variants import CORPUS, PAIRWISE_VARIANTS, make_encoder
 
@@ -343,6 +343,25 @@ def test_batchnorm_folding_keeps_outputs(variant):
     assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules())
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv1d)][1:]  # after the first conv
     assert convs and all(c.bias is not None for c in convs)  # every conv took its BatchNorm in
+
+
+def test_inference_copy_scores_folded_and_leaves_the_model_as_it_was():
+    torch.manual_seed(0)
+    model = VDCNN(ModelConfig(depth=9, vocab_size=make_encoder("char").vocab_size, num_classes=3, mask_padding=True))
+    ids, lengths = make_encoder("char").encode_batch(TEXTS * 3, 160)
+    ids, lengths = torch.from_numpy(ids).long(), torch.from_numpy(lengths).long()
+    model.train()
+    for _ in range(3):
+        model(ids, lengths)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    copy = inference_copy(model)
+    assert copy is not model and model.training  # the trained model keeps its mode, BatchNorm and weights
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in copy.modules())
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(model(ids, lengths), copy(ids, lengths), atol=1e-4, rtol=1e-4)
+    assert inference_copy(copy) is copy  # nothing left to fold
 
 
 @pytest.mark.parametrize("bad", [dict(depth=7), dict(downsample="avg"), dict(shortcut_kind="dense"),
