@@ -373,3 +373,54 @@ def test_headerless_text_label_id_reads_no_id_and_multi_label_ids(tmp_path):
     assert s.train.multi_label and s.train.labels[3].tolist() == [1, 0, 1]
     with pytest.raises(DataError, match=r"label column \(column 2\) holds several classes in one row \('0,2'\)"):
         load_splits(str(f), multi_label=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Tables as their authors publish them: which column is the label, which the text
+# --------------------------------------------------------------------------------------------
+
+def test_urls_and_dates_are_never_read_as_text(tmp_path):
+    """KLUE-YNAT's JSON: the headline is the text; its url and its date (Korean AM/PM words) are not."""
+    import json
+
+    rng = random.Random(0)
+    d = tmp_path / "ynat"
+    d.mkdir()
+    for split, n in (("train", 40), ("dev", 10)):
+        rows = sentences(TOPICS, n, seed=n)
+        (d / f"ynat-v1.1_{split}.json").write_text(json.dumps([
+            {"guid": f"ynat-v1_{split}_{i:05d}", "title": t, "label": c, "url": f"https://news.example.kr/a/{rng.randrange(10**9)}",
+             "date": f"2016.{rng.randint(1, 12):02d}.{rng.randint(1, 28):02d}. {rng.choice(['오전', '오후'])} "
+                     f"{rng.randint(1, 12)}:{rng.randint(0, 59):02d}"}
+            for i, (t, c) in enumerate(rows)], ensure_ascii=False), encoding="utf-8")
+    s = load_splits(str(d))
+    assert not any("http" in t or "2016." in t for t in s.train.texts + s.val.texts)
+    assert "text 'title'; label 'label'" in notes(s) and "'url'" in notes(s) and "'date'" in notes(s)
+
+
+def test_a_sub_task_label_with_null_rows_gives_way_to_the_label_of_every_row(tmp_path):
+    """OLID (OffensEval): subtask_b and subtask_c are NULL where subtask_a says NOT; subtask_a is the task."""
+    d = tmp_path / "olid"
+    d.mkdir()
+    rows = sentences(SENTIMENT, 30, seed=1)
+    sub = {"neg": ("OFF", "TIN", "IND"), "pos": ("NOT", "NULL", "NULL")}
+    (d / "olid-training-v1.0.tsv").write_text("id\ttweet\tsubtask_a\tsubtask_b\tsubtask_c\n" + "".join(
+        f"{86426 + i}\t@USER {t}\t" + "\t".join(sub[c]) + "\n" for i, (t, c) in enumerate(rows)))
+    s = load_splits(str(d))
+    assert s.label_names == ["NOT", "OFF"]
+    assert "label 'subtask_a'" in notes(s) and "also could be a label" in notes(s)
+
+
+def test_star_ratings_are_the_label_beside_a_category_column(tmp_path):
+    """amazon_reviews_multi's JSON lines: ``stars`` is the label, ``product_category`` an annotation."""
+    import json
+
+    d = tmp_path / "amazon"
+    d.mkdir()
+    for split, n in (("train", 30), ("test", 8)):
+        rows = sentences(SENTIMENT, n, seed=n)
+        (d / f"dataset_de_{split}.json").write_text("".join(json.dumps(
+            {"review_id": f"de_{i:07d}", "stars": "5" if c == "pos" else "1", "review_body": t, "review_title": t[:12],
+             "language": "de", "product_category": ["home", "toy", "book"][i % 3]}) + "\n" for i, (t, c) in enumerate(rows)))
+    s = load_splits(str(d))
+    assert s.label_names == ["1", "5"] and "label 'stars'" in notes(s)

@@ -57,9 +57,14 @@ def _join_texts(columns: Sequence[list[Any]], clean=None, sep: str = " ") -> lis
     return out
 
 
+_URL_RE = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|www\.)\S+$", re.IGNORECASE)
+_MISSING = frozenset({"", "null", "nan", "n/a"})  # "none" and "other" are classes of their own in real data
+
+
 def is_annotation(values: Sequence[Any]) -> bool:
     """Whether a column is an annotation rather than text: numbers or booleans, a few repeated values
-    (categories), or, over 20 rows or more, short single words (ids)."""
+    (categories), or, over 20 rows or more, short single words (ids), addresses (URLs) or dates and
+    times (``2016.06.30. 오전 10:36``, ``Jun 30, 2016``)."""
     sample = [t for t in (as_text(v).strip() for v in values[:5000]) if t]
     if not sample:
         return True  # empty: nothing to read
@@ -68,9 +73,31 @@ def is_annotation(values: Sequence[Any]) -> bool:
     distinct = len(set(sample))
     if distinct <= 20 and distinct <= 0.5 * len(sample):
         return True
-    if len(sample) >= 20 and not any(" " in t for t in sample) and all(t.isascii() for t in sample):
-        return sum(map(len, sample)) / len(sample) < 24
-    return False
+    if len(sample) < 20:
+        return False
+    if not any(" " in t for t in sample) and all(t.isascii() for t in sample):
+        if sum(map(len, sample)) / len(sample) < 24:
+            return True
+    if sum(bool(_URL_RE.match(t)) for t in sample) >= 0.9 * len(sample):
+        return True
+    return _is_timestamp(sample)
+
+
+def _is_timestamp(sample: Sequence[str]) -> bool:
+    """Dates and times: a few tokens each, most of them with digits, and the rest from a closed set of
+    words (month names, AM/PM in any language) where text keeps finding new ones."""
+    tokens = [t.split() for t in sample]
+    if max(map(len, tokens)) > 6:
+        return False
+    flat = [w for ws in tokens for w in ws]
+    words = {w for w in flat if not any(ch.isdigit() for ch in w)}
+    return len(flat) - sum(w in words for w in flat) >= 0.5 * len(flat) and len(words) <= 40
+
+
+def _missing_share(values: Sequence[Any]) -> float:
+    """The share of rows whose value is empty or a placeholder (``NULL``, ``NaN``, ``N/A``)."""
+    sample = [as_text(v).strip().lower() for v in values[:5000]]
+    return sum(v in _MISSING for v in sample) / max(1, len(sample))
 
 
 def _by_number(name: str, available: Sequence[str]) -> str:
@@ -132,10 +159,15 @@ def _is_categorical(values: Sequence[Any]) -> bool:
 
 def _content_label(table: Table, candidates: Sequence[str]) -> str | None:
     """A header file's label column when none has a label name: the last (else the first) column that
-    is not free text, else the one with the fewest distinct values."""
+    is not free text, else the one with the fewest distinct values. Columns that leave rows without a
+    value (``NULL``, empty: a sub-task's label, OLID's ``subtask_b``/``subtask_c``) give way to one that
+    labels every row."""
     cat = [c for c in candidates if is_annotation(table.columns[c])]
     if not cat:
         return None
+    full = [c for c in cat if _missing_share(table.columns[c]) == 0.0 and _is_categorical(table.columns[c])]
+    if full and len(full) < len([c for c in cat if _is_categorical(table.columns[c])]):
+        return full[-1]
     for c in (candidates[-1], candidates[0]):
         if c in cat:
             return c

@@ -35,7 +35,7 @@ TEXT_COLUMNS = ("text", "sentence", "content", "review", "document", "text_a", "
                 "comments", "comment", "tweet")
 # Sentence pairs (GLUE / CLUE names): both columns are the input, read as one text "first | second".
 PAIR_COLUMNS = (("text_a", "text_b"), ("sentence1", "sentence2"), ("premise", "hypothesis"))
-LABEL_COLUMNS = ("label", "labels", "class", "category", "target")
+LABEL_COLUMNS = ("label", "labels", "class", "category", "target", "sentiment", "polarity", "stars", "rating")
 _KNOWN_COLUMN_NAMES = frozenset(
     TEXT_COLUMNS + LABEL_COLUMNS + tuple(c for pair in PAIR_COLUMNS for c in pair)
     + ("title", "description", "question_title", "question_content", "best_answer", "topic", "id", "sentiment", "stars")
