@@ -424,3 +424,23 @@ def test_star_ratings_are_the_label_beside_a_category_column(tmp_path):
              "language": "de", "product_category": ["home", "toy", "book"][i % 3]}) + "\n" for i, (t, c) in enumerate(rows)))
     s = load_splits(str(d))
     assert s.label_names == ["1", "5"] and "label 'stars'" in notes(s)
+
+
+def test_a_label_named_by_its_last_word_beside_constant_and_empty_columns(tmp_path):
+    """Kaggle's Twitter US Airline Sentiment: the label is ``airline_sentiment``; ``retweet_count`` (all 0
+    here) and ``airline_sentiment_confidence`` (all 1.0) are no one-column-per-label layout, and the
+    mostly empty ``airline_sentiment_gold`` is no label."""
+    d = tmp_path / "airline"
+    d.mkdir()
+    rows = sentences(SENTIMENT, 30, seed=2)
+    lines = ["tweet_id,airline_sentiment,airline_sentiment_confidence,airline,airline_sentiment_gold,retweet_count,text"]
+    for i, (t, c) in enumerate(rows):
+        s = "positive" if c == "pos" else "negative"
+        gold = s if i == 7 else ""
+        lines.append(f"{570306133677760513 + i},{s},1.0,{['United', 'Delta'][i % 2]},{gold},0,\"@united {t}\"")
+    (d / "Tweets.csv").write_text("\n".join(lines) + "\n")
+    s = load_splits(str(d), val_fraction=0.0)
+    assert s.label_names == ["negative", "positive"] and s.train.labels.ndim == 1
+    assert "text 'text'; label 'airline_sentiment'" in notes(s)
+    with pytest.raises(DataError, match="only one class \\(label column 'retweet_count'\\)"):
+        load_splits(str(d), label_column="retweet_count", val_fraction=0.0)

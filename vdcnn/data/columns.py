@@ -157,17 +157,30 @@ def _is_categorical(values: Sequence[Any]) -> bool:
     return len(sample) >= 4 and len(set(sample)) <= 0.5 * len(sample)
 
 
+def _suffix_label(table: Table, candidates: Sequence[str]) -> str | None:
+    """A column whose name ends in a label name (``airline_sentiment``, ``condition_label``) and that labels
+    most rows with a few repeated values; the first such column."""
+    for c in candidates:
+        last = re.split(r"[-_ .]+", c.strip().lower())[-1]
+        if (last in LABEL_COLUMNS and _is_categorical(table.columns[c]) and
+                _missing_share(table.columns[c]) < 0.5):
+            return c
+    return None
+
+
 def _content_label(table: Table, candidates: Sequence[str]) -> str | None:
     """A header file's label column when none has a label name: the last (else the first) column that
     is not free text, else the one with the fewest distinct values. Columns that leave rows without a
     value (``NULL``, empty: a sub-task's label, OLID's ``subtask_b``/``subtask_c``) give way to one that
     labels every row."""
     cat = [c for c in candidates if is_annotation(table.columns[c])]
+    labelish = [c for c in cat if _is_categorical(table.columns[c])]
+    full = [c for c in labelish if _missing_share(table.columns[c]) == 0.0]
+    if full and len(full) < len(labelish):
+        return full[-1]
+    cat = [c for c in cat if _missing_share(table.columns[c]) < 0.5]  # a mostly empty column labels nothing
     if not cat:
         return None
-    full = [c for c in cat if _missing_share(table.columns[c]) == 0.0 and _is_categorical(table.columns[c])]
-    if full and len(full) < len([c for c in cat if _is_categorical(table.columns[c])]):
-        return full[-1]
     for c in (candidates[-1], candidates[0]):
         if c in cat:
             return c
@@ -193,7 +206,7 @@ def texts_and_labels(table: Table, *, source: str, text_columns: Sequence[str] |
     if isinstance(text_columns, str):
         text_columns = [text_columns]
     if (multi_label is not False and label_column is None and not table.headerless and not table.layout_columns
-            and not {c.lower() for c in available} & set(LABEL_COLUMNS)):
+            and not {c.lower() for c in available} & set(LABEL_COLUMNS) and _suffix_label(table, available) is None):
         binary = binary_columns(table.columns, [_by_number(str(c), available) for c in text_columns or []])
         if len(binary) >= 2:
             return _binary_layout(table, source, available, binary, text_columns)
@@ -207,7 +220,7 @@ def texts_and_labels(table: Table, *, source: str, text_columns: Sequence[str] |
         try:
             lab_col = _pick_column(available, LABEL_COLUMNS, "label", source)
         except DataError:
-            found = _content_label(table, available)
+            found = _suffix_label(table, available) or _content_label(table, available)
             if found is None:
                 raise
             lab_col = found

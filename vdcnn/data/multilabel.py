@@ -69,8 +69,10 @@ def is_binary_column(values: Sequence[Any]) -> bool:
 
 
 def binary_columns(columns: dict[str, list[Any]], text_columns: Sequence[str]) -> list[str]:
-    """The 0/1 columns of a table besides its text columns (the labels of a one-column-per-label layout)."""
-    return [c for c in columns if c not in text_columns and is_binary_column(columns[c])]
+    """The 0/1 columns of a table besides its text columns (the labels of a one-column-per-label layout);
+    a column holding one value throughout (a ``retweet_count`` of 0) labels nothing and is not one."""
+    return [c for c in columns if c not in text_columns and is_binary_column(columns[c])
+            and len({as_text(v).strip().lower() in _ONE for v in columns[c]}) == 2]
 
 
 def lists_from_binary(columns: dict[str, list[Any]], names: Sequence[str], source: str) -> list[list[str]]:

@@ -340,7 +340,9 @@ def load_splits(
     if limit is not None and limit < len(data):
         data = data.subset(_stratified_subset(data.labels, int(limit), seed))
     if data.n_present_classes < 2:
-        raise DataError(f"{data.source}: the training split has only one class; a classifier needs at least two")
+        column = f" (label column {raw.chosen[1]!r})" if raw.chosen is not None else ""
+        raise DataError(f"{data.source}: the training split has only one class{column}; a classifier needs at least "
+                        "two" + ("; choose the label with --label-column" if column and label_column is None else ""))
     if raw_val is not None:
         val = _nonempty(raw_val.dataset(rule))
         train, note = data, f"{_short(val.source)} (the dataset's own, {len(val):,} rows)"
