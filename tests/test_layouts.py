@@ -444,3 +444,24 @@ def test_a_label_named_by_its_last_word_beside_constant_and_empty_columns(tmp_pa
     assert "text 'text'; label 'airline_sentiment'" in notes(s)
     with pytest.raises(DataError, match="only one class \\(label column 'retweet_count'\\)"):
         load_splits(str(d), label_column="retweet_count", val_fraction=0.0)
+
+
+def test_semicolons_and_single_quotes_as_10kgnad_writes_them(tmp_path):
+    """10kGNAD (German news): ``Label;'Text'`` lines, no header; a text is quoted with ``'`` only when it
+    holds a ``;`` or a ``'`` (doubled inside), as Python's csv module writes with ``quotechar="'"``."""
+    import csv
+
+    d = tmp_path / "10kGNAD"
+    d.mkdir()
+    expected = {}
+    for split, n in (("train", 30), ("test", 8)):
+        rows = [(t.replace(" ; ", "; ") + (" – Wiens Spieler's Ziel" if i % 3 == 0 else ""), c)
+                for i, (t, c) in enumerate(sentences(SENTIMENT, n, seed=n))]
+        with open(d / f"{split}.csv", "w", newline="", encoding="utf-8") as f:
+            csv.writer(f, delimiter=";", quotechar="'").writerows([("Sport" if c == "pos" else "Kultur", t)
+                                                                  for t, c in rows])
+        expected[split] = rows
+    s = load_splits(str(d), val_fraction=0.0)
+    assert s.label_names == ["Kultur", "Sport"]
+    assert sorted(s.train.texts) == sorted(t for t, _ in expected["train"])  # quotes undone, ';' kept in the text
+    assert s.test.texts == [t for t, _ in expected["test"]]
