@@ -24,7 +24,6 @@ import csv
 import io
 import json
 import math
-import re
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
