@@ -72,3 +72,32 @@ def test_the_lock_file_stays_so_two_trainings_never_hold_it_at_once(tmp_path):
                 pass
     finally:
         second.close()
+
+
+def test_a_loaded_run_holds_exactly_its_saved_weights_and_other_threads_still_initialise(tmp_path):
+    """``load_run`` builds the model without random initialisation (every weight is loaded next): the
+    loaded tensors are the saved ones, the initialisers are restored afterwards, and a model built in
+    another thread meanwhile is initialised as always."""
+    import threading
+
+    from vdcnn.checkpoint import _no_initialisation, load_run, make_meta, save_weights
+    from vdcnn.encoders import CharEncoder
+    from vdcnn.model import VDCNN, ModelConfig
+
+    torch.manual_seed(0)
+    model = VDCNN(ModelConfig(depth=9, vocab_size=CharEncoder().vocab_size, num_classes=3))
+    save_weights(tmp_path / "model.safetensors", model)
+    (tmp_path / "config.json").write_text(__import__("json").dumps(make_meta(model.config, CharEncoder(), ["a", "b", "c"], run={})))
+    originals = {name: getattr(torch.nn.init, name) for name in ("normal_", "uniform_", "kaiming_uniform_")}
+    loaded, *_ = load_run(tmp_path)
+    saved = model.state_dict()
+    assert all(torch.equal(saved[k], v) for k, v in loaded.state_dict().items())
+    assert all(getattr(torch.nn.init, name) is fn for name, fn in originals.items())
+    elsewhere = {}
+    with _no_initialisation():
+        untouched = torch.zeros(64)
+        assert torch.nn.init.normal_(untouched) is untouched and not untouched.any()
+        thread = threading.Thread(target=lambda: elsewhere.setdefault("w", torch.nn.init.normal_(torch.zeros(64))))
+        thread.start()
+        thread.join()
+    assert elsewhere["w"].any()
