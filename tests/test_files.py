@@ -104,6 +104,24 @@ def test_zst_is_refused_clearly(tmp_path):
         load_split(str(p))
 
 
+def test_a_spreadsheet_is_refused_with_what_to_do(tmp_path):
+    import subprocess
+    import sys
+    import zipfile
+
+    d = tmp_path / "sheets"
+    d.mkdir()
+    for split in ("train", "test"):
+        with zipfile.ZipFile(d / f"{split}.xlsx", "w") as book:  # an .xlsx is a zip of XML parts
+            book.writestr("[Content_Types].xml", "<Types/>")
+    with pytest.raises(DataError, match=r"train\.xlsx: spreadsheets are not read; save the sheet as CSV"):
+        load_split(str(d / "train.xlsx"))
+    proc = subprocess.run([sys.executable, "-m", "vdcnn", "train", "--dataset", str(d), "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error:") and "spreadsheets are not read" in proc.stderr
+
+
 def test_headerless_char_cnn_escapes_only_in_quoted_csv(tmp_path):
     # A raw TSV keeps its backslashes; the char-CNN CSV layout has them undone.
     p = write_raw_tsv(tmp_path / "raw", [("ham", r"path C:\temp\x"), ("spam", "win"), ("ham", "ok")])

@@ -197,6 +197,11 @@ def _check_path(path: Path) -> None:
         raise DataError(f"{path}: is a directory, expected a data file")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty")
+    if split_ext(path)[1] in _SPREADSHEETS:
+        raise DataError(f"{path}: spreadsheets are not read; save the sheet as CSV (UTF-8) or TSV and give that file")
+
+
+_SPREADSHEETS = {".xlsx", ".xlsm", ".xls", ".ods", ".numbers"}
 
 
 def _declared_format(path: Path) -> str:
