@@ -104,6 +104,20 @@ def test_one_binary_column_per_label(tmp_path):
     assert "one 0/1 column per label (4 columns" in "\n".join(s.notes)
 
 
+def test_a_true_false_flag_beside_0_1_label_columns_is_no_label(tmp_path):
+    """GoEmotions' raw CSV (data/full_dataset/goemotions_1.csv): rater metadata, a True/False
+    ``example_very_unclear`` flag, then one 0/1 column per emotion."""
+    rows = comments(50, 8)
+    y = truth(rows)
+    f = tmp_path / "goemotions_1.csv"
+    f.write_text("text,id,author,subreddit,created_utc,rater_id,example_very_unclear," + ",".join(NAMES) + "\n" + "".join(
+        f'"{t}",e{i},user{i},r/sub{i % 3},{1548381039 + 97 * i}.0,{i % 80},{"True" if i % 7 == 0 else "False"},'
+        + ",".join(map(str, y[i])) + "\n" for i, (t, _) in enumerate(rows)))
+    s = load_splits(str(f), val_fraction=0.0)
+    assert s.label_names == NAMES and (s.train.labels == y).all()
+    assert s.train.texts == [t for t, _ in rows]
+
+
 def test_hugging_face_sequence_of_class_labels(tmp_path):
     datasets = pytest.importorskip("datasets")
     rows = comments(40, 7)

@@ -70,9 +70,16 @@ def is_binary_column(values: Sequence[Any]) -> bool:
 
 def binary_columns(columns: dict[str, list[Any]], text_columns: Sequence[str]) -> list[str]:
     """The 0/1 columns of a table besides its text columns (the labels of a one-column-per-label layout);
-    a column holding one value throughout (a ``retweet_count`` of 0) labels nothing and is not one."""
-    return [c for c in columns if c not in text_columns and is_binary_column(columns[c])
-            and len({as_text(v).strip().lower() in _ONE for v in columns[c]}) == 2]
+    a column holding one value throughout (a ``retweet_count`` of 0) labels nothing and is not one. Label
+    columns are spelled alike: where most are 0/1 and a few true/false (GoEmotions' raw CSV beside its 28
+    emotions has ``example_very_unclear``), the few are flags, not labels (and the other way round)."""
+    binary = [c for c in columns if c not in text_columns and is_binary_column(columns[c])
+              and len({as_text(v).strip().lower() in _ONE for v in columns[c]}) == 2]
+    numeric = [c for c in binary if all(as_text(v).strip() in ("0", "1", "0.0", "1.0") for v in columns[c][:5000])]
+    words = [c for c in binary if c not in numeric]
+    if numeric and words and len(numeric) != len(words):
+        return numeric if len(numeric) > len(words) else words
+    return binary
 
 
 def lists_from_binary(columns: dict[str, list[Any]], names: Sequence[str], source: str) -> list[list[str]]:
