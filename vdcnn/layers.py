@@ -261,17 +261,14 @@ def kmax_pool(x: Tensor, k: Tensor | int, lengths: Lengths = None, out_size: int
     choice never depends on padding. ``out_size`` is the output length.
     """
     batch, channels, time = x.shape
-    by_max = (x.dtype == torch.float32 and x.stride(1) == 1 and _eager_cpu(x) and
-              (out_size if out_size is not None else (k if isinstance(k, int) else MAX_PASSES + 1)) <= MAX_PASSES)
+    out_size = out_size if out_size is not None else int(k if isinstance(k, int) else k.max())
+    by_max = x.dtype == torch.float32 and x.stride(1) == 1 and _eager_cpu(x) and out_size <= MAX_PASSES
     if not by_max:
         x = contiguous(x)  # selection along time: time innermost
-    out_size = out_size if out_size is not None else int(k if isinstance(k, int) else k.max())
     # Inference on a CPU overwrites the padding of the fresh activation with -inf (only its tail: see
-    # fill_padding) instead of copying it.
-    if lengths is not None and _may_overwrite(x) and _eager_cpu(x):
+    # fill_padding) instead of copying it; channels-last rows keep their strides (where, in training).
+    if by_max or (lengths is not None and _may_overwrite(x) and _eager_cpu(x)):
         real = fill_padding(x, lengths, float("-inf"))
-    elif by_max:
-        real = fill_padding(x, lengths, float("-inf"))  # where: keeps channels-last strides
     else:
         real = x if lengths is None else x.masked_fill(~length_mask(lengths, time), float("-inf"))
     if torch.jit.is_tracing():

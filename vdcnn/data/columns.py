@@ -205,8 +205,9 @@ def texts_and_labels(table: Table, *, source: str, text_columns: Sequence[str] |
         raise DataError(f"{source}: no columns found")
     if isinstance(text_columns, str):
         text_columns = [text_columns]
+    suffixed = None if label_column is not None or table.headerless else _suffix_label(table, available)
     if (multi_label is not False and label_column is None and not table.headerless and not table.layout_columns
-            and not {c.lower() for c in available} & set(LABEL_COLUMNS) and _suffix_label(table, available) is None):
+            and not {c.lower() for c in available} & set(LABEL_COLUMNS) and suffixed is None):
         binary = binary_columns(table.columns, [_by_number(str(c), available) for c in text_columns or []])
         if len(binary) >= 2:
             return _binary_layout(table, source, available, binary, text_columns)
@@ -220,7 +221,7 @@ def texts_and_labels(table: Table, *, source: str, text_columns: Sequence[str] |
         try:
             lab_col = _pick_column(available, LABEL_COLUMNS, "label", source)
         except DataError:
-            found = _suffix_label(table, available) or _content_label(table, available)
+            found = suffixed or _content_label(table, available)
             if found is None:
                 raise
             lab_col = found

@@ -38,7 +38,7 @@ PAIR_COLUMNS = (("text_a", "text_b"), ("sentence1", "sentence2"), ("premise", "h
 LABEL_COLUMNS = ("label", "labels", "class", "category", "target", "sentiment", "polarity", "stars", "rating")
 _KNOWN_COLUMN_NAMES = frozenset(
     TEXT_COLUMNS + LABEL_COLUMNS + tuple(c for pair in PAIR_COLUMNS for c in pair)
-    + ("title", "description", "question_title", "question_content", "best_answer", "topic", "id", "sentiment", "stars")
+    + ("title", "description", "question_title", "question_content", "best_answer", "topic", "id")
 )
 _PROBE_BYTES = 64 * 1024
 _INT_RE = re.compile(r"^\s*[+-]?\d+\s*$")
