@@ -146,10 +146,14 @@ def train(
         return
     from vdcnn.checkpoint import read_config
 
-    best = read_config(result.out_dir).get("best") or {}
+    meta = read_config(result.out_dir)
+    best, saved = meta.get("best") or {}, (meta.get("results") or {}).get("val_acc")
     if best.get("val_micro_f1") is not None:  # multi-label
         err(f"best validation micro-F1 {best['val_micro_f1'] * 100:.2f} % (macro-F1 {best['val_macro_f1'] * 100:.2f} %) "
             f"at epoch {result.best_epoch}; run folder: {result.out_dir}")
+    elif saved is not None and abs(saved - result.best_val_accuracy) > 1e-9:  # the linear path was added
+        err(f"validation accuracy {saved * 100:.2f} % (the network alone: {result.best_val_accuracy * 100:.2f} % at "
+            f"epoch {result.best_epoch}); run folder: {result.out_dir}")
     else:
         err(f"best validation accuracy {result.best_val_accuracy * 100:.2f} % at epoch {result.best_epoch}; "
             f"run folder: {result.out_dir}")

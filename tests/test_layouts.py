@@ -77,6 +77,102 @@ def test_subj_objective_subjective(tmp_path):
     assert ds.texts[0] == "the film follows a family in 1950s ohio"
 
 
+def test_readme_files_published_beside_the_class_files_are_no_class(tmp_path):
+    # rt-polaritydata.tar.gz: the README at the top, the two class files in a folder; Subj
+    # (rotten_imdb.tar.gz): subjdata.README.1.0 beside quote.tok.gt9.5000 and plot.tok.gt9.5000.
+    mr = tmp_path / "mr"
+    (mr / "rt-polaritydata").mkdir(parents=True)
+    (mr / "rt-polaritydata.README.1.0.txt").write_text("Sentence polarity dataset v1.0\n\nsee the paper\n")
+    rows = sentences(SENTIMENT, 10, seed=2)
+    for c in ("pos", "neg"):
+        (mr / "rt-polaritydata" / f"rt-polarity.{c}").write_text("".join(f"{t}\n" for t, k in rows if k == c))
+    s = load_splits(str(mr), val_fraction=0.2)
+    assert s.label_names == ["neg", "pos"] and s.rows_read == 20
+    assert not any("polarity dataset" in t for t in s.train.texts + s.val.texts)
+    subj = tmp_path / "subj"
+    subj.mkdir()
+    (subj / "subjdata.README.1.0").write_text("Subjectivity dataset v1.0\n")
+    for name, c in (("quote.tok.gt9.5000", "pos"), ("plot.tok.gt9.5000", "neg")):
+        (subj / name).write_text("".join(f"{t}\n" for t, k in rows if k == c))
+    ds = load_split(str(subj))
+    assert ds.label_names == ["plot", "quote"] and ds.class_counts().tolist() == [10, 10]
+
+
+def test_labelled_trees_read_the_root_label_and_the_leaves(tmp_path):
+    # The Stanford Sentiment Treebank as published (trees/train.txt, dev.txt, test.txt): one tree a
+    # line, a label on every phrase. Only the root's label is the class: the phrase labels would
+    # give the answer away, and a 'LABEL text' reading took '(3' as the label and kept them all.
+    d = tmp_path / "trees"
+    d.mkdir()
+    words = {0: ("awful", "dreadful"), 1: ("dull", "weak"), 2: ("plain", "long"), 3: ("good", "nice"),
+             4: ("brilliant", "superb")}
+    rng = random.Random(3)
+
+    def tree(k: int, i: int) -> str:
+        a, b = words[k]
+        return (f"({k} (2 (2 The) (2 film)) ({k} (2 -LRB-) ({k} (2 take{i}) ({k} (2 -RRB-) "
+                f"({k} (2 is) ({k} ({k} {a}) (2 (2 and) ({k} {b}))))))))")
+
+    for name, n in (("train.txt", 40), ("dev.txt", 10), ("test.txt", 10)):
+        (d / name).write_text("".join(tree(k, i) + "\n" for i, k in enumerate(rng.choices(range(5), k=n))))
+    s = load_splits(str(d))
+    assert s.label_names == ["0", "1", "2", "3", "4"] and len(s.val) == 10 and len(s.test) == 10
+    text = s.train.texts[0]
+    k = int(s.label_names[s.train.labels[0]])
+    assert text == f"The film ( take{text.split('take')[1].split()[0]} ) is {words[k][0]} and {words[k][1]}"
+    assert not any("(" + str(j) in t for t in s.train.texts for j in range(5))
+    assert "labelled trees" in notes(s)
+    (d / "test.txt").write_text(tree(1, 0) + "\n" + "(2 (2 cut) short\n")
+    with pytest.raises(DataError, match="test.txt: line 2 is not a labelled tree"):
+        load_splits(str(d))
+
+
+def test_the_one_unnamed_file_beside_the_training_file_is_its_test_split(tmp_path):
+    # TREC as published: train_5500.label and TREC_10.label, 'COARSE:fine text' lines, no split
+    # word in the test file's name.
+    d = tmp_path / "trec"
+    d.mkdir()
+    rng = random.Random(4)
+    qs = {"HUM:ind": "Who invented the {} ?", "LOC:city": "What city has the largest {} ?",
+          "NUM:count": "How many {} are there ?", "DESC:def": "What is a {} ?"}
+    nouns = ["bridge", "telephone", "canal", "piano", "radio", "tower"]
+
+    def write(name: str, n: int) -> None:
+        lines = [f"{k} {qs[k].format(rng.choice(nouns))} ({i})" for i, k in enumerate(rng.choices(list(qs), k=n))]
+        (d / name).write_text("\n".join(lines) + "\n", encoding="latin-1")
+
+    write("train_5500.label", 60)
+    write("TREC_10.label", 12)
+    s = load_splits(str(d))
+    assert len(s.test) == 12 and s.test.source.endswith("TREC_10.label")
+    assert s.label_names == sorted(qs)
+    assert "TREC_10.label has no split word in its name; read as the test split" in notes(s)
+    # A file laid out otherwise (a submission template, ids and labels only) is no test split.
+    csv_dir = tmp_path / "kaggle"
+    csv_dir.mkdir()
+    (csv_dir / "train.csv").write_text("id,text,label\n" + "".join(
+        f'{i},"{t}",{c}\n' for i, (t, c) in enumerate(sentences(SENTIMENT, 10, seed=5))))
+    (csv_dir / "sample_submission.csv").write_text("id,label\n" + "".join(f"{i},pos\n" for i in range(8)))
+    s = load_splits(str(csv_dir))
+    assert s.test is None and s.rows_read == 20
+
+
+def test_a_test_file_without_labels_is_read_as_no_test_split(tmp_path):
+    # GLUE's SST-2 as published: train.tsv and dev.tsv 'sentence<TAB>label', test.tsv 'index<TAB>sentence'.
+    d = tmp_path / "SST-2"
+    d.mkdir()
+    rows = sentences(SENTIMENT, 12, seed=6)
+    (d / "train.tsv").write_text("sentence\tlabel\n" + "".join(f"{t}\t{int(c == 'pos')}\n" for t, c in rows[:18]))
+    (d / "dev.tsv").write_text("sentence\tlabel\n" + "".join(f"{t}\t{int(c == 'pos')}\n" for t, c in rows[18:]))
+    (d / "test.tsv").write_text("index\tsentence\n" + "".join(f"{i}\t{t}\n" for i, (t, _) in enumerate(rows)))
+    s = load_splits(str(d))
+    assert s.test is None and len(s.train) == 18 and len(s.val) == 6 and s.label_names == ["0", "1"]
+    assert "the test split has no labels, so it is not scored" in notes(s) and "index, sentence" in notes(s)
+    # A training file without its label column is still an error.
+    with pytest.raises(DataError, match="unknown column"):
+        load_splits(str(d), label_column="polarity")
+
+
 def test_a_single_class_file_is_refused_clearly(tmp_path):
     f = tmp_path / "rt-polarity.pos"
     f.write_text("\n".join(t for t, _ in sentences(SENTIMENT, 10, seed=1)) + "\n")

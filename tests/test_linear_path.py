@@ -143,6 +143,10 @@ def test_training_fits_the_path_into_the_saved_model_and_exports_it(tmp_path, ru
     assert {"C", "weight", "val_network", "val_linear", "val_together"} <= set(report)
     clf = Classifier.load(out, device="cpu")
     assert (clf.model.linear is not None) == (report["weight"] > 0) == (meta["model"]["linear_buckets"] > 0)
+    # The closing lines give the saved model's validation accuracy (path included), not the network's epoch.
+    saved = meta["results"]["val_acc"]
+    assert abs(saved - (report["val_together"] if report["weight"] > 0 else report["val_network"])) < 0.05
+    assert f"vdcnn {saved * 100:.2f} % vs TF-IDF+LR" in result.output
     if clf.model.linear is None:
         pytest.skip("the one-epoch network was already as good on validation: nothing to export")
     texts = ["The striker scored a late goal, and fans cheered.", "Shares fell after the bank cut its forecast."]

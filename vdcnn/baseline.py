@@ -165,10 +165,11 @@ def comparison_line(results: dict[str, Any], baseline: dict[str, Any]) -> str:
     split, ours = "test", results.get("test_acc")
     theirs = (baseline.get("test") or {})
     if ours is None or not theirs:
-        split, ours, theirs = "validation", results.get("best_val_acc"), baseline.get("val") or {}
+        ours = results.get("val_acc") if results.get("val_acc") is not None else results.get("best_val_acc")
+        split, theirs = "validation", baseline.get("val") or {}
     if ours is None or not theirs:
         return f"{BASELINE_NAME}: no test or validation split to compare on"
-    f1 = results.get("test_macro_f1") if split == "test" else None
+    f1 = results.get("test_macro_f1") if split == "test" else results.get("best_val_macro_f1")
     line = (f"vdcnn {ours * 100:.2f} % vs {BASELINE_NAME} {theirs['accuracy'] * 100:.2f} % accuracy on the same "
             f"{split} split")
     if f1 is not None:

@@ -13,5 +13,9 @@ class DataError(VdcnnError):
     """A dataset that cannot be found, read or mapped to texts and labels."""
 
 
+class NoLabels(DataError):
+    """A split whose texts are there but whose label column is not (GLUE's and Kaggle's test files)."""
+
+
 class CheckpointError(VdcnnError):
     """A run folder or model file that is missing, corrupt, unsafe or incompatible."""

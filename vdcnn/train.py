@@ -799,6 +799,7 @@ def _finish(run: _Run) -> TrainResult:
         "best_epoch": s.best_epoch,
         "best_val_acc": best_acc if len(run.val_set) else None,
         "best_val_macro_f1": val["macro_f1"] if val else None,
+        "val_acc": val["accuracy"] if val else None,  # the saved model's: the linear path included, where kept
         "select_by": t.select_by,
         "val_per_class_recall": recalls(val),
         "test_acc": test["accuracy"] if test else None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Sequence
 
-from vdcnn.errors import DataError
+from vdcnn.errors import DataError, NoLabels
 
 from .files import _BOOLS, _NUMBER_RE, LABEL_COLUMNS, PAIR_COLUMNS, TEXT_COLUMNS, Table, as_text
 from .multilabel import as_label_lists, binary_columns, joined_separator, lists_from_binary, split_joined
@@ -213,7 +213,8 @@ def texts_and_labels(table: Table, *, source: str, text_columns: Sequence[str] |
             return _binary_layout(table, source, available, binary, text_columns)
     if label_column is not None:
         label_column = _by_number(str(label_column), available)
-        _check_columns([label_column], available, source)
+        if label_column not in available:
+            raise NoLabels(f"{source}: unknown column(s) {label_column!r}; available columns: {', '.join(available)}")
         lab_col = label_column
     elif table.headerless:
         lab_col = _headerless_label(table)

@@ -213,9 +213,14 @@ def _declared_format(path: Path) -> str:
     return FORMATS.get(ext, "sniff")
 
 
+_PTB_ROOT = re.compile(r"^\s*\((\S+) \(")  # a labelled tree: "(3 (2 It) (4 ..." (the SST's trees/train.txt)
+_PTB_LEAF = re.compile(r"\(\S+ ([^()\s]+)\)")
+_PTB_BRACKETS = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": "{", "-RCB-": "}"}
+
+
 def _sniff_text(head: bytes) -> str:
-    """The format of a text file by its first lines: JSON, fastText, TSV, ``label text`` lines, CSV,
-    or ``plain`` (one text per line, no label)."""
+    """The format of a text file by its first lines: JSON, fastText, labelled trees, TSV, ``label
+    text`` lines, CSV, or ``plain`` (one text per line, no label)."""
     text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
     stripped = text.lstrip()
     if stripped[:1] in ("{", "["):
@@ -225,6 +230,8 @@ def _sniff_text(head: bytes) -> str:
         lines = lines[:-1]  # cut by the probe
     if lines and lines[0].lstrip().startswith("__label__"):
         return "fasttext"
+    if lines and all(_PTB_ROOT.match(line) for line in lines):
+        return "trees"
     if lines and all("\t" in line for line in lines[: max(1, len(lines) - 1)]):
         return "tsv"
     if _label_space(lines):
@@ -255,6 +262,21 @@ def _label_space(lines: list[str]) -> bool:
         return False  # plain sentences ("the plot ...", "a warm ...") with no label in front
     distinct = len(set(firsts))
     return distinct <= 100 and distinct <= max(2, 0.6 * len(lines))
+
+
+def first_row_shape(path: Path) -> tuple[str, int] | None:
+    """A text file's sniffed format and the field count of its first row (None: unreadable or binary),
+    to tell files laid out alike."""
+    try:
+        with open_binary(path) as f:
+            head = f.read(_PROBE_BYTES)
+    except _READ_ERRORS:
+        return None
+    if b"\0" in head:
+        return None
+    fmt = _sniff_text(head)
+    rows = _first_rows(head, "\t" if fmt == "tsv" else ",", n=1) if fmt in ("csv", "tsv") else []
+    return fmt, len(rows[0]) if rows else 0
 
 
 def _first_rows(head: bytes, delimiter: str, n: int = 200, quotechar: str = '"') -> list[list[str]]:
@@ -522,6 +544,8 @@ def _read_text_table(path: Path, fmt: str, stats: _TextStats, wanted: Sequence[s
         table = _read_fasttext(path)
     elif fmt == "labelspace":
         table = _read_label_space(path)
+    elif fmt == "trees":
+        table = _read_trees(path)
     elif fmt == "plain":
         raise DataError(f"{path}: one text per line with no label (no label column, no 'LABEL text' or "
                         "'__label__LABEL text' lines); if each file holds one class (rt-polarity.pos / "
@@ -548,6 +572,25 @@ def read_lines_decoded(path: Path) -> tuple[list[str], dict[str, int]]:
     except _READ_ERRORS as exc:
         raise DataError(f"{path}: cannot read file ({one_line(exc)})") from None
     return out, counts
+
+
+def _read_trees(path: Path) -> Table:
+    """One labelled Penn Treebank tree per line (the Stanford Sentiment Treebank's ``trees/*.txt``):
+    the root's label is the class and the leaves, in order, the text. The phrases' own labels
+    inside the tree are not read: they would hand the model its answer."""
+    labels: list[str] = []
+    texts: list[str] = []
+    for i, line in enumerate(read_lines_decoded(path)[0], start=1):
+        root = _PTB_ROOT.match(line)
+        words = _PTB_LEAF.findall(line)
+        if root is None or not words or line.count("(") != line.count(")"):
+            raise DataError(f"{path}: line {i} is not a labelled tree like '(3 (2 It) (4 works))', "
+                            "as the lines before it are")
+        labels.append(root.group(1))
+        texts.append(" ".join(_PTB_BRACKETS.get(w, w) for w in words))
+    return Table(columns={"label": labels, "text": texts}, layout_columns=True,
+                 notes=[f"format: {path.name}: labelled trees, one per line (the root's label is the class, "
+                        "the leaves are the text; the phrase labels inside are not read)"])
 
 
 def _read_label_space(path: Path) -> Table:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from vdcnn.errors import DataError
 
-from .files import split_ext, split_files
+from .files import first_row_shape, split_ext, split_files
 
 # The split keywords of `datasets` (datasets.data_files.SPLIT_KEYWORDS, the same in its 2.x-5.x releases) by
 # canonical split name, and its word separators (NON_WORDS_CHARS, "-._ 0-9", a regex class with the digit
@@ -49,6 +49,7 @@ def _split_words() -> tuple[dict[str, tuple[str, ...]], str]:
 
 ARCHIVES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar", ".zip")
 _IGNORED_NAMES = {"readme", "license", "licence", "classes", "citation", "changelog"}
+_DOC_WORDS = {"readme", "license", "licence", "citation", "changelog"}  # anywhere in a name: subjdata.README.1.0
 _IGNORED_EXTS = {".md", ".py", ".sh", ".pdf", ".html", ".htm", ".ipynb", ".pyc", ".lock", ".yaml", ".yml",
                  ".cfg", ".ini", ".toml"}
 _UNLABELLED_DIRS = {"unsup", "unlabeled", "unlabelled"}  # aclImdb's train/unsup: no class
@@ -121,7 +122,8 @@ def data_files(root: Path) -> list[Path]:
         for name in sorted(filenames):
             p = Path(dirpath) / name
             stem, ext, _ = split_ext(p)
-            if name.startswith((".", "__")) or stem.split(".")[0] in _IGNORED_NAMES or ext in _IGNORED_EXTS:
+            if (name.startswith((".", "__")) or stem.split(".")[0] in _IGNORED_NAMES or ext in _IGNORED_EXTS
+                    or _DOC_WORDS & set(re.split(r"[-._ ]+", name.lower()))):
                 continue
             out.append(p)
     return out
@@ -136,6 +138,7 @@ class SplitFiles:
     root: Path  # the split's folder (class folders sit in it), or the dataset folder
     labels: list[str] = field(default_factory=list)  # class of each file (class layouts)
     ignored: list[Path] = field(default_factory=list)  # files beside the class folders, not read
+    note: str = ""  # how the split was found, where the data line should say it
 
     @property
     def source(self) -> str:
@@ -158,6 +161,8 @@ class SplitFiles:
         if self.kind == "class_files":
             pairs = ", ".join(f"{p.name} -> {lab!r}" for p, lab in zip(self.files, self.labels))
             return f"layout: one file per class, one text per line ({pairs})"
+        if self.note:
+            return self.note
         if len(self.files) > 1:
             return f"layout: {len(self.files)} shards of one table ({', '.join(p.name for p in self.files[:3])}...)"
         return ""
@@ -186,6 +191,14 @@ def _assign(root: Path, files: list[Path]) -> dict[str, list[tuple[Path, Path]]]
         hit = _split_of(split_ext(p)[0] if split_ext(p)[1] in _TABLE_EXTS | {".txt"} else p.name)
         if hit:
             by_name.setdefault(hit, []).append((p, root))
+    if list(by_name) == ["train"]:
+        # TREC's train_5500.label beside TREC_10.label: the one other file, laid out as the training
+        # file, is its test split (a sample_submission.csv or a vocabulary is laid out otherwise).
+        rest = [p for p in files if p not in {q for q, _ in by_name["train"]}]
+        train = [p for p, _ in by_name["train"]]
+        if (len(rest) == 1 and len(train) == 1 and split_ext(rest[0])[1] == split_ext(train[0])[1]
+                and first_row_shape(rest[0]) == first_row_shape(train[0]) is not None):
+            by_name["test"] = [(rest[0], root)]
     if by_name:
         return by_name
     return {"train": [(p, root) for p in files]}
@@ -257,7 +270,11 @@ def find_split(root: Path, split: str) -> SplitFiles:
         ignored = [p for p in files if p not in {q for q, _ in kept}]
         return SplitFiles("class_folders", [p for p, _ in kept], split_root, [c for _, c in kept], ignored)
     if len(files) == 1:
-        return SplitFiles("table", files, root)
+        unnamed = canonical_split(split) == "test" and _split_of(_rel(files[0], root)) is None and (
+            _split_of(split_ext(files[0])[0]) is None)
+        note = (f"split: {files[0].name} has no split word in its name; read as the test split (the one other "
+                "file, laid out as the training file)" if unnamed else "")
+        return SplitFiles("table", files, root, note=note)
     exts = {split_ext(p)[1] for p in files}
     shards = {re.sub(r"\d+", "", p.name.lower()) for p in files}
     if len(shards) == 1:

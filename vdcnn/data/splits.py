@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from vdcnn.errors import ConfigError, DataError
+from vdcnn.errors import ConfigError, DataError, NoLabels
 
 from .columns import texts_and_labels
 from .dataset import TextDataset
@@ -332,8 +332,12 @@ def load_splits(
         text_columns, label_column = raw.chosen  # the other splits use the columns training used
     own = _own_validation(source)
     raw_val = _read_split(source, own, text_columns, label_column, multi_label) if own is not None else None
-    raw_test = (_read_split(source, test_split, text_columns, label_column, multi_label)
-                if test_split and has_split(source, test_split) else None)
+    raw_test, unlabelled = None, []
+    if test_split and has_split(source, test_split):
+        try:
+            raw_test = _read_split(source, test_split, text_columns, label_column, multi_label)
+        except NoLabels as exc:  # GLUE's test.tsv, a Kaggle test.csv: texts to predict, nothing to score
+            unlabelled = [f"split: the test split has no labels, so it is not scored ({exc})"]
     rule = label_rule or raw.rule([r for r in (raw_val, raw_test) if r is not None])
     data = raw.dataset(rule)
     rows_read = len(data)
@@ -354,6 +358,8 @@ def load_splits(
     notes = [*raw.notes, *([f"multi-label: {raw.multi_label}"] if raw.multi_label else []), rule.describe()]
     for other in (raw_val, raw_test):
         notes += [f"{_short(other.source)}: {n}" for n in other.notes if n.startswith("encoding")] if other else []
+        notes += [n for n in other.notes if n.startswith("split:")] if other else []
+    notes += unlabelled
     return Splits(train=train, val=val, test=test, val_note=note, label_rule=rule, rows_read=rows_read, notes=notes)
 
 
