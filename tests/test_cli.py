@@ -351,3 +351,31 @@ def test_no_private_imports_and_every_import_is_declared():
             used.update(n.split(".")[0] for n in names)
     third_party = {dist_of.get(n, n).lower() for n in used if n not in sys.stdlib_module_names and n not in ("vdcnn", "cli")}
     assert third_party - declared == set()
+
+
+def test_predict_reads_a_table_by_its_extension(runner, tiny_run, tmp_path):
+    """A .tsv/.csv/.jsonl file is a table: its header is no text and its id column not part of one (GLUE's
+    test.tsv is 'index<TAB>sentence'); `--input-format lines` still reads every line as a text."""
+    lines = tmp_path / "in.txt"
+    lines.write_text("\n".join(PREDICT_TEXTS) + "\n", encoding="utf-8")
+
+    def labels(*args):
+        result = runner.invoke(app, ["predict", str(tiny_run), *args])
+        assert result.exit_code == 0, result.output
+        return result.stdout.splitlines()
+
+    expected = labels(str(lines))
+    tsv = tmp_path / "test.tsv"
+    tsv.write_text("index\tsentence\n" + "".join(f"{i}\t{t}\n" for i, t in enumerate(PREDICT_TEXTS)), encoding="utf-8")
+    assert labels(str(tsv)) == expected
+    csv_file = tmp_path / "test.csv"
+    csv_file.write_text("id,review,stars\n" + "".join(f'{i},"{t}",\n' for i, t in enumerate(PREDICT_TEXTS)),
+                        encoding="utf-8")
+    assert labels(str(csv_file)) == expected
+    jsonl = tmp_path / "test.jsonl"
+    jsonl.write_text("".join(json.dumps({"id": i, "content": t}) + "\n" for i, t in enumerate(PREDICT_TEXTS)))
+    assert labels(str(jsonl)) == expected
+    assert len(labels(str(tsv), "--input-format", "lines")) == len(PREDICT_TEXTS) + 1  # the header, as asked
+    result = runner.invoke(app, ["predict", str(tiny_run), str(tsv), "--text-column", "body"])
+    said = result.output + str(result.exception)  # the installed `vdcnn` prints the error as one line
+    assert result.exit_code != 0 and "no column 'body'" in said and "index, sentence" in said

@@ -15,7 +15,7 @@ from .classifier import (  # noqa: F401 - the public import path of the classifi
 )
 
 OUTPUT_FORMATS = ("tsv", "jsonl")
-INPUT_FORMATS = ("lines", "csv", "jsonl")
+INPUT_FORMATS = ("auto", "lines", "csv", "tsv", "jsonl")
 
 
 def format_predictions(probs: np.ndarray, labels: Sequence[str], top_k: int = 1, fmt: str = "tsv") -> list[str]:

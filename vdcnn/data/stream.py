@@ -16,7 +16,34 @@ from typing import Iterator
 
 from vdcnn.errors import ConfigError, DataError
 
-from .files import as_text, one_line, open_binary
+from .files import TEXT_COLUMNS, as_text, one_line, open_binary, split_ext
+
+_TABLE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
+def input_format_for(path_or_dash: str, input_format: str = "auto") -> str:
+    """``input_format``, or for ``auto`` the one the file's extension names (``.csv``, ``.tsv``,
+    ``.jsonl``): a table is never read as lines, its header predicted as a text; else ``lines``."""
+    if input_format != "auto":
+        return input_format
+    if path_or_dash == "-":
+        return "lines"
+    return _TABLE_FORMATS.get(split_ext(Path(path_or_dash))[1], "lines")
+
+
+def _text_column(names: list[str], text_column: str | None, where: str) -> str:
+    """The column to read: the one named, else the first with a text column's name (``text``,
+    ``sentence``, ``review``...)."""
+    if text_column is not None:
+        if text_column not in names:
+            raise DataError(f"{where}: no column {text_column!r}; available columns: {', '.join(names) or '(none)'}")
+        return text_column
+    lowered = {n.strip().lower(): n for n in names}
+    for cand in TEXT_COLUMNS:
+        if cand in lowered:
+            return lowered[cand]
+    raise DataError(f"{where}: no text column found (looked for {', '.join(TEXT_COLUMNS[:6])}...); available "
+                    f"columns: {', '.join(names) or '(none)'}; choose one with --text-column")
 
 
 def _open_stream(path_or_dash: str):
@@ -108,11 +135,11 @@ def read_lines(path_or_dash: str, *, chunk_size: int = 4096,
 
 
 def read_records(
-    path_or_dash: str, input_format: str, text_column: str, *, chunk_size: int = 4096,
+    path_or_dash: str, input_format: str, text_column: str | None = None, *, chunk_size: int = 4096,
     stats: dict[str, int] | None = None,
 ) -> Iterator[list[str]]:
-    """Stream ``text_column`` of a CSV/TSV (header required) or JSON-lines file (or stdin ``-``)
-    in lists of up to ``chunk_size`` texts. Missing values become ``""``. Bytes are decoded as in
+    """Stream ``text_column`` (None: the first with a text column's name) of a CSV/TSV (header
+    required) or JSON-lines file (or stdin ``-``) in lists of up to ``chunk_size`` texts. Missing values become ``""``. Bytes are decoded as in
     :func:`read_lines` (``stats`` counts physical lines)."""
     _check_chunk_size(chunk_size)
     fmt = str(input_format).lower()
@@ -138,13 +165,8 @@ def read_records(
             header = next(reader, None)
             if header is None:
                 raise DataError(f"{name}: empty input, expected a {fmt.upper()} header line")
-            header = [h.strip() for h in header]
-            if text_column not in header:
-                raise DataError(
-                    f"{name}: no column {text_column!r} in the {fmt.upper()} header; "
-                    f"available columns: {', '.join(header)}"
-                )
-            col = header.index(text_column)
+            header = [h.strip().lstrip("\ufeff") for h in header]
+            col = header.index(_text_column(header, text_column, f"{name}: {fmt.upper()} header"))
             for row in reader:
                 if not row:
                     continue  # blank line
@@ -153,6 +175,7 @@ def read_records(
             raise DataError(f"{name}: malformed {fmt.upper()} at line {reader.line_num} ({exc})") from None
 
     def jsonl_values() -> Iterator[str]:
+        key = text_column
         for i, line in enumerate(_decoded_lines(stream, name, stats), start=1):
             if not line.strip():
                 continue
@@ -162,10 +185,12 @@ def read_records(
                 raise DataError(f"{name}: line {i} is not valid JSON ({exc.msg})") from None
             if not isinstance(obj, dict):
                 raise DataError(f"{name}: line {i} is not a JSON object")
-            if text_column not in obj:
+            if key is None:
+                key = _text_column([str(k) for k in obj], None, f"{name}: line {i}")
+            if key not in obj:
                 keys = ", ".join(map(str, obj)) or "(none)"
-                raise DataError(f"{name}: line {i} has no key {text_column!r}; keys: {keys}")
-            yield as_text(obj[text_column])
+                raise DataError(f"{name}: line {i} has no key {key!r}; keys: {keys}")
+            yield as_text(obj[key])
 
     def gen() -> Iterator[list[str]]:
         try:
