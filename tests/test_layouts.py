@@ -173,6 +173,18 @@ def test_a_test_file_without_labels_is_read_as_no_test_split(tmp_path):
         load_splits(str(d), label_column="polarity")
 
 
+def test_a_pandas_export_with_its_unnamed_index_column(tmp_path):
+    # DataFrame.to_csv() without index=False: the header starts with an empty name (",review,score").
+    d = tmp_path / "reviews"
+    d.mkdir()
+    rows = sentences(SENTIMENT, 10, seed=7)
+    (d / "reviews.csv").write_text(",review,score\n" + "".join(
+        f'{i},"{t}",{float(c == "pos")}\n' for i, (t, c) in enumerate(rows)))
+    ds = load_split(str(d))
+    assert ds.label_names == ["0.0", "1.0"] and len(ds) == 20 and ds.texts[0] == rows[0][0]
+    assert "ignored: 'Unnamed: 0'" in "\n".join(load_splits(str(d)).notes)
+
+
 def test_a_single_class_file_is_refused_clearly(tmp_path):
     f = tmp_path / "rt-polarity.pos"
     f.write_text("\n".join(t for t, _ in sentences(SENTIMENT, 10, seed=1)) + "\n")

@@ -457,10 +457,11 @@ def _read_delimited(path: Path, stats: _TextStats, delimiter: str, wanted: Seque
     header = _has_header(rows, wanted)
     first = rows[0]
     if header:
-        names = first
+        # pandas' to_csv writes its index under an empty name (",review,score"): named as pandas reads it.
+        names = [n or f"Unnamed: {i}" for i, n in enumerate(first)]
         if len(set(names)) != len(names):
             raise DataError(f"{path}: duplicate column names in header: {names}")
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"column_names": names, "header": 0} if names != first else {}
     else:
         if len(first) < 2:
             raise DataError(f"{path}: the file has one column and no header; expected label and text columns")
