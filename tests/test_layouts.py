@@ -185,6 +185,30 @@ def test_a_pandas_export_with_its_unnamed_index_column(tmp_path):
     assert "ignored: 'Unnamed: 0'" in "\n".join(load_splits(str(d)).notes)
 
 
+def test_class_folders_inside_the_one_folder_that_holds_them(tmp_path):
+    # The livedoor news corpus (ldcc-20140209.tar.gz) as published: text/CLASS/CLASS-ID.txt, a
+    # LICENSE.txt in every class folder, README.txt and CHANGES.txt beside them. Read one level too
+    # high, every file was its own class.
+    root = tmp_path / "ldcc"
+    text = root / "text"
+    text.mkdir(parents=True)
+    (text / "README.txt").write_text("livedoor news corpus\n")
+    (text / "CHANGES.txt").write_text("2012-09-04 first release\n")
+    for c, words in (("sports-watch", "試合 選手 優勝 監督"), ("it-life-hack", "パソコン ソフト アプリ 画面"),
+                     ("movie-enter", "映画 公開 主演 作品")):
+        (text / c).mkdir()
+        (text / c / "LICENSE.txt").write_text("CC BY-ND 2.1 JP\n")
+        for i in range(8):
+            (text / c / f"{c}-{4000 + i}.txt").write_text(
+                f"http://news.livedoor.com/article/detail/{4000 + i}/\n2012-09-0{i + 1}T10:00:00+0900\n"
+                + "".join(random.Random(i).choices(words.split(), k=12)) + "\n")
+    for where in (root, text):
+        s = load_splits(str(where), val_fraction=0.25)
+        assert s.label_names == ["it-life-hack", "movie-enter", "sports-watch"] and s.rows_read == 24
+        said = notes(s)
+        assert "one folder per class" in said and "under text/" in said and "not read: CHANGES.txt" in said
+
+
 def test_a_single_class_file_is_refused_clearly(tmp_path):
     f = tmp_path / "rt-polarity.pos"
     f.write_text("\n".join(t for t, _ in sentences(SENTIMENT, 10, seed=1)) + "\n")

@@ -261,14 +261,21 @@ def find_split(root: Path, split: str) -> SplitFiles:
                         f"found: {have}")
     files = [p for p, _ in assigned]
     split_root = assigned[0][1]
-    # One folder per class: the split's files sit in two or more subfolders of its folder.
+    # One folder per class: the split's files sit in two or more subfolders of its folder, or of the
+    # one folder that holds (nearly) all of them (livedoor's text/CLASS/FILE beside a CHANGES.txt).
     nested = [(p, p.relative_to(d).parts) for p, d in assigned if d == split_root]
-    in_dirs = [(p, parts) for p, parts in nested if len(parts) > 1]
-    classes = {parts[0] for _, parts in in_dirs if parts[0].lower() not in _UNLABELLED_DIRS}
+    class_root = split_root
+    while True:
+        in_dirs = [(p, parts) for p, parts in nested if len(parts) > 1]
+        classes = {parts[0] for _, parts in in_dirs if parts[0].lower() not in _UNLABELLED_DIRS}
+        if len({parts[0] for _, parts in in_dirs}) != 1 or len(in_dirs) < 0.9 * len(nested):
+            break
+        class_root = class_root / in_dirs[0][1][0]
+        nested = [(p, parts[1:]) for p, parts in in_dirs]
     if len(classes) >= 2:
         kept = [(p, parts[0]) for p, parts in in_dirs if parts[0] in classes]
         ignored = [p for p in files if p not in {q for q, _ in kept}]
-        return SplitFiles("class_folders", [p for p, _ in kept], split_root, [c for _, c in kept], ignored)
+        return SplitFiles("class_folders", [p for p, _ in kept], class_root, [c for _, c in kept], ignored)
     if len(files) == 1:
         unnamed = canonical_split(split) == "test" and _split_of(_rel(files[0], root)) is None and (
             _split_of(split_ext(files[0])[0]) is None)
