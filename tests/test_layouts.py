@@ -209,6 +209,21 @@ def test_class_folders_inside_the_one_folder_that_holds_them(tmp_path):
         assert "one folder per class" in said and "under text/" in said and "not read: CHANGES.txt" in said
 
 
+def test_a_json_object_holding_its_records(tmp_path):
+    import json
+
+    rows = [{"text": t, "label": c} for t, c in sentences(SENTIMENT, 10, seed=8)]
+    for indent in (None, 2):
+        d = tmp_path / f"json-{indent}"
+        d.mkdir()
+        (d / "train.json").write_text(json.dumps({"version": "1.0", "data": rows}, indent=indent))
+        ds = load_split(str(d))
+        assert ds.label_names == ["neg", "pos"] and len(ds) == 20 and ds.texts[0] == rows[0]["text"]
+    (d / "train.json").write_text(json.dumps({"train": rows, "test": rows}))
+    with pytest.raises(DataError, match="several lists of records \\(train, test\\)"):
+        load_split(str(d))
+
+
 def test_a_single_class_file_is_refused_clearly(tmp_path):
     f = tmp_path / "rt-polarity.pos"
     f.write_text("\n".join(t for t, _ in sentences(SENTIMENT, 10, seed=1)) + "\n")

@@ -14,6 +14,7 @@ import csv
 import gzip
 import hashlib
 import io
+import json
 import lzma
 import os
 import re
@@ -539,7 +540,8 @@ def _read_text_table(path: Path, fmt: str, stats: _TextStats, wanted: Sequence[s
     if fmt == "sniff" or (fmt == "fasttext" and not stats.head.lstrip().startswith(b"__label__")):
         fmt = _sniff_text(stats.head)
     if fmt == "json":
-        ds = _load_local("json", path)
+        field = _records_field(path, stats)
+        ds = _load_local("json", path, **({"field": field} if field else {}))
         table = Table(columns=columns_of(ds), class_label_names=class_label_names(ds))
     elif fmt == "fasttext":
         table = _read_fasttext(path)
@@ -554,6 +556,35 @@ def _read_text_table(path: Path, fmt: str, stats: _TextStats, wanted: Sequence[s
     else:
         table = _read_delimited(path, stats, "\t" if fmt == "tsv" else ",", wanted)
     return table
+
+
+def _records_field(path: Path, stats: _TextStats) -> str | None:
+    """The key of a JSON file that is one object holding its records (``{"data": [{...}, ...]}``),
+    read as `datasets`' ``field``; None for JSON lines or a list of records."""
+    head = stats.head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not head.startswith(b"{"):
+        return None
+    first, _, rest = head.partition(b"\n")
+    try:
+        json.loads(first)
+        if rest.strip():
+            return None  # a whole object on the first line and more after it: JSON lines
+    except ValueError:
+        pass
+    try:
+        with open_binary(path) as f:
+            obj = json.loads(f.read().decode("utf-8-sig", errors="replace"))
+    except (ValueError, *_READ_ERRORS):
+        return None  # JSON lines, or not JSON at all: the reader says what is wrong
+    if not isinstance(obj, dict):
+        return None
+    fields = [k for k, v in obj.items() if isinstance(v, list) and v and all(isinstance(r, dict) for r in v[:100])]
+    if len(fields) != 1:
+        if len(fields) > 1:
+            raise DataError(f"{path}: one JSON object holding several lists of records ({', '.join(fields)}); "
+                            "write each split to its own file")
+        return None
+    return fields[0]
 
 
 def read_lines_decoded(path: Path) -> tuple[list[str], dict[str, int]]:
