@@ -224,6 +224,29 @@ def test_a_json_object_holding_its_records(tmp_path):
         load_split(str(d))
 
 
+def test_fields_separated_by_several_characters_toutiao(tmp_path):
+    # toutiao_cat_data.txt (the source of CLUE's TNEWS) as published: id_!_code_!_name_!_title_!_keywords,
+    # no header, keywords sometimes empty; headlines are unspaced and often hold a number.
+    cats = [("100", "news_story", "故事 情节 人物 小说 回忆"), ("101", "news_culture", "文化 历史 书法 博物馆 古籍"),
+            ("103", "news_sports", "比赛 球队 冠军 联赛 球员")]
+    rng = random.Random(5)
+    lines = []
+    for i in range(60):
+        code, name, words = cats[i % 3]
+        ws = words.split()
+        keywords = ",".join(rng.sample(ws, 3)) if i % 4 else ""
+        lines.append(f"{6552431613437805063 + i}_!_{code}_!_{name}_!_{2018 - i % 5}年{''.join(rng.choices(ws, k=4))}"
+                     f"_!_{keywords}")
+    d = tmp_path / "toutiao"
+    d.mkdir()
+    (d / "toutiao_cat_data.txt").write_text("\n".join(lines) + "\n")
+    s = load_splits(str(d), val_fraction=0.2)
+    assert s.label_names == ["news_culture", "news_sports", "news_story"] and s.rows_read == 60
+    said = notes(s)
+    assert "fields separated by '_!_'" in said and "text column 4 + column 5; label column 3" in said
+    assert all("年" in t for t in s.train.texts)
+
+
 def test_a_single_class_file_is_refused_clearly(tmp_path):
     f = tmp_path / "rt-polarity.pos"
     f.write_text("\n".join(t for t, _ in sentences(SENTIMENT, 10, seed=1)) + "\n")

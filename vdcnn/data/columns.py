@@ -83,11 +83,21 @@ def is_annotation(values: Sequence[Any]) -> bool:
     return _is_timestamp(sample)
 
 
+def is_numeric(values: Sequence[Any]) -> bool:
+    """Whether every non-empty value of a column is a number."""
+    return all(_NUMBER_RE.match(t) for t in (as_text(v).strip() for v in values[:5000]) if t)
+
+
 def _is_timestamp(sample: Sequence[str]) -> bool:
     """Dates and times: a few tokens each, most of them with digits, and the rest from a closed set of
     words (month names, AM/PM in any language) where text keeps finding new ones."""
     tokens = [t.split() for t in sample]
     if max(map(len, tokens)) > 6:
+        return False
+    # Without their numbers dates repeat a few shapes ("0.0.0. 오전 0:0", "Jun 0, 0"); unspaced
+    # headlines are one token each that may hold a number ("2018年世界杯...") and all differ.
+    shapes = {re.sub(r"\d+", "0", t) for t in sample}
+    if len(shapes) > max(20, 0.3 * len(sample)):
         return False
     flat = [w for ws in tokens for w in ws]
     words = {w for w in flat if not any(ch.isdigit() for ch in w)}
@@ -143,9 +153,13 @@ def _headerless_label(table: Table) -> str:
     names = list(table.columns)
     first, last = names[0], names[-1]
     categorical = [c for c in names if _is_categorical(table.columns[c])]
+    full = [c for c in categorical if _missing_share(table.columns[c]) == 0.0]
+    if full and len(full) < len(categorical):  # a column left empty on some rows labels none of them
+        categorical = full
     ends = [c for c in (first, last) if c in categorical]
-    if categorical and not ends:
-        return min(categorical, key=lambda c: _labelness(table.columns[c]))
+    if categorical and not ends:  # fewest values; of a code and its name (toutiao's 102, news_entertainment), the name
+        return min(categorical, key=lambda c: (_labelness(table.columns[c])[0], is_numeric(table.columns[c]),
+                                               _labelness(table.columns[c])[1]))
     if len(ends) == 1:
         return ends[0]
     return first if _labelness(table.columns[first]) <= _labelness(table.columns[last]) else last

@@ -214,6 +214,19 @@ def _declared_format(path: Path) -> str:
     return FORMATS.get(ext, "sniff")
 
 
+_MULTI_SEPARATORS = ("_!_", "|||", "||", ":::")  # toutiao_cat_data.txt: id_!_code_!_name_!_title_!_keywords
+
+
+def _multi_separator(lines: list[str]) -> str | None:
+    """A separator of several characters that splits (nearly) every line into the same number of fields."""
+    for sep in _MULTI_SEPARATORS:
+        counts = [line.count(sep) for line in lines]
+        if counts and min(counts) >= 1 and max(set(counts), key=counts.count) >= 1 and \
+                counts.count(max(set(counts), key=counts.count)) >= 0.9 * len(counts):
+            return sep
+    return None
+
+
 _PTB_ROOT = re.compile(r"^\s*\((\S+) \(")  # a labelled tree: "(3 (2 It) (4 ..." (the SST's trees/train.txt)
 _PTB_LEAF = re.compile(r"\(\S+ ([^()\s]+)\)")
 _PTB_BRACKETS = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": "{", "-RCB-": "}"}
@@ -233,6 +246,9 @@ def _sniff_text(head: bytes) -> str:
         return "fasttext"
     if lines and all(_PTB_ROOT.match(line) for line in lines):
         return "trees"
+    sep = _multi_separator(lines)
+    if sep:
+        return "sep:" + sep
     if lines and all("\t" in line for line in lines[: max(1, len(lines) - 1)]):
         return "tsv"
     if _label_space(lines):
@@ -549,6 +565,8 @@ def _read_text_table(path: Path, fmt: str, stats: _TextStats, wanted: Sequence[s
         table = _read_label_space(path)
     elif fmt == "trees":
         table = _read_trees(path)
+    elif fmt.startswith("sep:"):
+        table = _read_separated(path, fmt[4:], wanted)
     elif fmt == "plain":
         raise DataError(f"{path}: one text per line with no label (no label column, no 'LABEL text' or "
                         "'__label__LABEL text' lines); if each file holds one class (rt-polarity.pos / "
@@ -604,6 +622,22 @@ def read_lines_decoded(path: Path) -> tuple[list[str], dict[str, int]]:
     except _READ_ERRORS as exc:
         raise DataError(f"{path}: cannot read file ({one_line(exc)})") from None
     return out, counts
+
+
+def _read_separated(path: Path, sep: str, wanted: Sequence[str]) -> Table:
+    """Lines of fields joined by a separator of several characters (no quoting: none is needed)."""
+    rows = [[c.strip() for c in line.split(sep)] for line in read_lines_decoded(path)[0]]
+    width = max(set(map(len, rows)), key=[len(r) for r in rows].count)
+    for i, row in enumerate(rows, start=1):
+        if len(row) != width:
+            raise DataError(f"{path}: line {i} has {len(row)} fields separated by {sep!r}, the others {width}")
+    header = _has_header(rows, wanted)
+    names = rows[0] if header else [f"column{i + 1}" for i in range(width)]
+    if len(set(names)) != len(names):
+        raise DataError(f"{path}: duplicate column names in header: {names}")
+    body = rows[1:] if header else rows
+    return Table(columns={n: [r[i] for r in body] for i, n in enumerate(names)}, headerless=not header,
+                 notes=[f"format: {path.name}: fields separated by {sep!r}"])
 
 
 def _read_trees(path: Path) -> Table:
