@@ -271,7 +271,7 @@ def test_label_space_text_in_stsa_style_files(tmp_path):
     s = load_splits(str(d))
     assert s.label_names == sorted({lab for lab, _ in train})
     assert len(s.train) == 40 and len(s.val) == 10 and len(s.test) == 12
-    assert "stsa.fine.dev" in s.val_note
+    assert "stsa.fine.dev" in s.val_note and sorted(s.val.texts) == sorted(t for _, t in dev)
     assert s.test.texts == [t for _, t in test]
     assert "'LABEL text' lines" in notes(s)
 
@@ -382,7 +382,7 @@ def test_aclimdb_and_load_files_layouts(tmp_path):
             (root / split / c).mkdir(parents=True)
             for i, (t, _) in enumerate(sentences({c: SENTIMENT[c]}, per, seed=per)):
                 (root / split / c / f"{i}_{7 if c == 'pos' else 2}.txt").write_text(t)
-        (root / split / f"urls_pos.txt").write_text("http://www.imdb.com/title/tt0000001/usercomments\n")
+        (root / split / "urls_pos.txt").write_text("http://www.imdb.com/title/tt0000001/usercomments\n")
     (root / "train" / "unsup").mkdir()
     (root / "train" / "unsup" / "0_0.txt").write_text("an unlabelled review")
     (root / "imdb.vocab").write_text("the\nand\n")
