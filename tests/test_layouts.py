@@ -247,6 +247,34 @@ def test_fields_separated_by_several_characters_toutiao(tmp_path):
     assert all("年" in t for t in s.train.texts)
 
 
+def test_texts_and_labels_in_parallel_files(tmp_path):
+    # Web of Science (WOS5736/) as published: X.txt a text a line, Y.txt the class of each line,
+    # YL1.txt its domain and YL2.txt the area within the domain. Read as one file per class, X, Y,
+    # YL1 and YL2 were four classes of lines.
+    d = tmp_path / "WOS5736"
+    d.mkdir()
+    rng = random.Random(6)
+    rows = []
+    for i in range(40):
+        domain, area = i % 2, i % 3
+        words = (["circuit", "voltage", "signal"], ["memory", "child", "anxiety"])[domain]
+        rows.append((f"we study {' '.join(rng.choices(words, k=6))} in area {area} ({i})", domain, area))
+    rows[5] = ("", rows[5][1], rows[5][2])  # a blank abstract keeps its line, so the labels stay aligned
+    (d / "X.txt").write_text("".join(f"{t}\n" for t, _, _ in rows))
+    (d / "Y.txt").write_text("".join(f"{3 * dom + area}\n" for _, dom, area in rows))
+    (d / "YL1.txt").write_text("".join(f"{dom}\n" for _, dom, _ in rows))
+    (d / "YL2.txt").write_text("".join(f"{area}\n" for _, _, area in rows))
+    ds = load_split(str(d))
+    assert len(ds) == 39 and ds.label_names == ["0", "1", "2", "3", "4", "5"]
+    truth = {t: str(3 * dom + area) for t, dom, area in rows if t}
+    assert all(truth[t] == ds.label_names[y] for t, y in zip(ds.texts, ds.labels))
+    said = notes(load_splits(str(d)))
+    assert "a text a line in X.txt, its label on the same line of Y.txt (also labels: " in said
+    assert "YL1.txt" in said and "YL2.txt" in said and "1 of 40 lines of X.txt are empty: dropped with their labels" in said
+    domains = load_split(str(d), label_column="YL1.txt")
+    assert domains.label_names == ["0", "1"] and len(domains) == 39
+
+
 def test_a_single_class_file_is_refused_clearly(tmp_path):
     f = tmp_path / "rt-polarity.pos"
     f.write_text("\n".join(t for t, _ in sentences(SENTIMENT, 10, seed=1)) + "\n")

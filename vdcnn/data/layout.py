@@ -32,7 +32,7 @@ from pathlib import Path
 
 from vdcnn.errors import DataError
 
-from .files import first_row_shape, split_ext, split_files
+from .files import decode_legacy, first_row_shape, open_binary, split_ext, split_files
 
 # The split keywords of `datasets` (datasets.data_files.SPLIT_KEYWORDS, the same in its 2.x-5.x releases) by
 # canonical split name, and its word separators (NON_WORDS_CHARS, "-._ 0-9", a regex class with the digit
@@ -133,7 +133,7 @@ def data_files(root: Path) -> list[Path]:
 class SplitFiles:
     """The files of one split and how they are laid out."""
 
-    kind: str  # "table", "class_folders" or "class_files"
+    kind: str  # "table", "class_folders", "class_files" or "parallel" (texts, labels)
     files: list[Path]
     root: Path  # the split's folder (class folders sit in it), or the dataset folder
     labels: list[str] = field(default_factory=list)  # class of each file (class layouts)
@@ -158,6 +158,9 @@ class SplitFiles:
             if self.ignored:
                 text += f"; not read: {', '.join(sorted({_rel(p, self.root) for p in self.ignored})[:5])}"
             return text
+        if self.kind == "parallel":
+            return (f"layout: a text a line in {self.files[0].name}, its label on the same line of {self.files[1].name}"
+                    + (f" (also labels: {', '.join(self.labels)}; choose with --label-column FILE)" if self.labels else ""))
         if self.kind == "class_files":
             pairs = ", ".join(f"{p.name} -> {lab!r}" for p, lab in zip(self.files, self.labels))
             return f"layout: one file per class, one text per line ({pairs})"
@@ -246,6 +249,45 @@ def _class_name(names: list[str]) -> list[str]:
     return out
 
 
+def read_all_lines(path: Path) -> list[str]:
+    """Every line of a text file, blank ones kept (line i of a label file goes with line i of the
+    texts), each decoded as UTF-8, else cp1252, else Latin-1."""
+    try:
+        with open_binary(path) as f:
+            raw = f.read()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from None
+    lines = raw.split(b"\n")
+    if lines and not lines[-1].strip():
+        lines.pop()
+    return [decode_legacy(line.rstrip(b"\r"))[0].strip() for line in lines]
+
+
+def _label_lines(lines: list[str]) -> bool:
+    """Short values, each repeated: a label per line rather than a text."""
+    sample = [t for t in lines[:5000] if t]
+    return (len(sample) >= 4 and len(set(sample)) <= 0.5 * len(sample)
+            and sum(map(len, sample)) / len(sample) <= 40 and max(map(len, sample)) <= 100)
+
+
+def _parallel_files(files: list[Path]) -> list[Path] | None:
+    """[texts, labels, other label files] when one file holds a text a line and the others, with as
+    many lines, a label a line (Web of Science's X.txt + Y.txt, YL1.txt, YL2.txt); else None."""
+    if not 2 <= len(files) <= 8 or any(p.stat().st_size > 2 ** 30 for p in files):
+        return None
+    lines = {p: read_all_lines(p) for p in files}
+    counts = {len(v) for v in lines.values()}
+    if len(counts) != 1:
+        return None
+    label_files = [p for p in files if _label_lines(lines[p])]
+    texts = [p for p in files if p not in label_files]
+    if len(texts) != 1 or not label_files:
+        return None
+    # The finest labelling is the task (Y.txt's classes refine YL1.txt's domains); the rest are said.
+    label_files.sort(key=lambda p: (-len(set(lines[p])), p.name))
+    return [texts[0], *label_files]
+
+
 def find_split(root: Path, split: str) -> SplitFiles:
     """The files of ``split`` in folder ``root`` and their layout; a DataError when there are none."""
     assigned = _dir_cache(root).get(canonical_split(split))
@@ -287,6 +329,9 @@ def find_split(root: Path, split: str) -> SplitFiles:
     if len(shards) == 1:
         return SplitFiles("table", files, root)
     if not exts & _TABLE_EXTS:
+        parallel = _parallel_files(files)
+        if parallel is not None:
+            return SplitFiles("parallel", parallel[:2], split_root, labels=[p.name for p in parallel[2:]])
         labels = _class_name([p.name for p in files])
         if len(set(labels)) == len(labels):
             return SplitFiles("class_files", files, split_root, labels)

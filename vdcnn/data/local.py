@@ -15,7 +15,7 @@ from vdcnn.errors import DataError
 
 from .files import Table, _quiet_datasets, class_label_names, columns_of, decode_legacy, one_line, read_lines_decoded
 from .files import read_table
-from .layout import SplitFiles, canonical_split, data_files, find_split, has_split_files, is_archive, unpack
+from .layout import SplitFiles, canonical_split, data_files, find_split, has_split_files, is_archive, read_all_lines, unpack
 
 
 def resolve(path: Path) -> tuple[Path, list[str]]:
@@ -132,6 +132,8 @@ def read_local_split(path: Path, split: str, wanted: Sequence[str]) -> tuple[Tab
     if found.kind == "table":
         tables = [read_table(f, wanted) for f in found.files]
         table = _concat(tables, found) if len(tables) > 1 else tables[0]
+    elif found.kind == "parallel":
+        table = _read_parallel(found, wanted)
     else:
         table = _read_class_layout(found)
     table.notes[:0] = notes + ([found.describe()] if found.describe() else [])
@@ -147,6 +149,20 @@ def _concat(tables: list[Table], found: SplitFiles) -> Table:
     notes = [n for t in tables for n in t.notes]
     return Table(columns=cols, headerless=tables[0].headerless, charcnn_escapes=tables[0].charcnn_escapes,
                  class_label_names=tables[0].class_label_names, notes=notes)
+
+
+def _read_parallel(found: SplitFiles, wanted: Sequence[str]) -> Table:
+    """Texts and labels of a text file and a label file read line by line; ``--label-column`` may
+    name another label file. Lines with no text are dropped, with a count."""
+    text_file, label_file = found.files
+    by_name = {p.name: p for p in [label_file, *(text_file.parent / n for n in found.labels)]}
+    asked = [w for w in wanted if w in by_name]
+    label_file = by_name[asked[0]] if asked else label_file
+    texts, labels = read_all_lines(text_file), read_all_lines(label_file)
+    kept = [(t, y) for t, y in zip(texts, labels) if t]
+    notes = ([f"{len(texts) - len(kept):,} of {len(texts):,} lines of {text_file.name} are empty: dropped with their "
+              "labels"] if len(kept) < len(texts) else [])
+    return Table(columns={"text": [t for t, _ in kept], label_file.name: [y for _, y in kept]}, notes=notes)
 
 
 def _read_class_layout(found: SplitFiles) -> Table:
