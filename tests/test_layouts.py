@@ -275,6 +275,16 @@ def test_texts_and_labels_in_parallel_files(tmp_path):
     assert domains.label_names == ["0", "1"] and len(domains) == 39
 
 
+def test_fasttext_labels_after_the_text(tmp_path):
+    # fastText reads any __label__ word as a label, wherever it is on the line.
+    f = tmp_path / "reviews.train"
+    rows = sentences(SENTIMENT, 10, seed=9)
+    f.write_text("".join(f"{t} __label__{c}\n" for t, c in rows))
+    ds = load_split(str(f))
+    assert ds.label_names == ["neg", "pos"] and ds.texts == [t for t, _ in rows]
+    assert [ds.label_names[y] for y in ds.labels] == [c for _, c in rows]
+
+
 def test_a_single_class_file_is_refused_clearly(tmp_path):
     f = tmp_path / "rt-polarity.pos"
     f.write_text("\n".join(t for t, _ in sentences(SENTIMENT, 10, seed=1)) + "\n")

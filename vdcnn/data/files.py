@@ -242,8 +242,9 @@ def _sniff_text(head: bytes) -> str:
     lines = [line for line in text.splitlines()[:200] if line.strip()]
     if len(head) >= _PROBE_BYTES and len(lines) > 1:
         lines = lines[:-1]  # cut by the probe
-    if lines and lines[0].lstrip().startswith("__label__"):
-        return "fasttext"
+    if lines and (lines[0].lstrip().startswith("__label__")
+                  or sum(bool(_FASTTEXT_TAG.search(line)) for line in lines) >= 0.9 * len(lines)):
+        return "fasttext"  # fastText reads a __label__ word anywhere on the line as a label
     if lines and all(_PTB_ROOT.match(line) for line in lines):
         return "trees"
     sep = _multi_separator(lines)
@@ -498,6 +499,7 @@ def _read_delimited(path: Path, stats: _TextStats, delimiter: str, wanted: Seque
 
 
 _FASTTEXT_RE = re.compile(r"^\s*((?:__label__\S+\s*)+)(.*)$", re.S)
+_FASTTEXT_TAG = re.compile(r"(?:^|\s)__label__\S+")
 
 
 def _read_fasttext(path: Path) -> Table:
@@ -508,13 +510,18 @@ def _read_fasttext(path: Path) -> Table:
         if line is None or not line.strip():
             continue
         m = _FASTTEXT_RE.match(line)
-        if m is None:
-            raise DataError(f"{path}: line {i} does not start with '__label__NAME' (fastText format expected)")
-        tags = [t[len("__label__"):] for t in m.group(1).split()]
+        if m is not None:
+            tags, text = [t[len("__label__"):] for t in m.group(1).split()], m.group(2).strip()
+        else:  # the labels elsewhere on the line (after the text), as fastText also reads them
+            words = line.split()
+            tags = [w[len("__label__"):] for w in words if w.startswith("__label__")]
+            text = " ".join(w for w in words if not w.startswith("__label__"))
+            if not tags:
+                raise DataError(f"{path}: line {i} has no '__label__NAME' word (fastText format expected)")
         if not all(tags):
             raise DataError(f"{path}: line {i} has an empty '__label__' tag")
         labels.append(tags)
-        texts.append(m.group(2).strip())
+        texts.append(text)
     if any(len(t) > 1 for t in labels):  # several __label__ prefixes on a line: a multi-label file
         return Table(columns={"label": labels, "text": texts}, layout_columns=True,
                      multi_label="several __label__ prefixes on a line")
