@@ -155,6 +155,10 @@ def test_the_one_unnamed_file_beside_the_training_file_is_its_test_split(tmp_pat
     (csv_dir / "sample_submission.csv").write_text("id,label\n" + "".join(f"{i},pos\n" for i in range(8)))
     s = load_splits(str(csv_dir))
     assert s.test is None and s.rows_read == 20
+    # Nor is a file its name calls unlabelled, however it is laid out.
+    (csv_dir / "sample_submission.csv").unlink()
+    (csv_dir / "unlabeled.csv").write_text((csv_dir / "train.csv").read_text())
+    assert load_splits(str(csv_dir)).test is None
 
 
 def test_a_test_file_without_labels_is_read_as_no_test_split(tmp_path):

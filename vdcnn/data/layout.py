@@ -53,6 +53,7 @@ _DOC_WORDS = {"readme", "license", "licence", "citation", "changelog"}  # anywhe
 _IGNORED_EXTS = {".md", ".py", ".sh", ".pdf", ".html", ".htm", ".ipynb", ".pyc", ".lock", ".yaml", ".yml",
                  ".cfg", ".ini", ".toml"}
 _UNLABELLED_DIRS = {"unsup", "unlabeled", "unlabelled"}  # aclImdb's train/unsup: no class
+_NOT_A_TEST = _UNLABELLED_DIRS | {"sample", "submission", "predictions", "vocab", "meta", "metadata", "classes"}
 _TABLE_EXTS = {".csv", ".tsv", ".json", ".jsonl", ".parquet"}
 
 
@@ -200,6 +201,7 @@ def _assign(root: Path, files: list[Path]) -> dict[str, list[tuple[Path, Path]]]
         rest = [p for p in files if p not in {q for q, _ in by_name["train"]}]
         train = [p for p, _ in by_name["train"]]
         if (len(rest) == 1 and len(train) == 1 and split_ext(rest[0])[1] == split_ext(train[0])[1]
+                and not _NOT_A_TEST & set(_tokens(split_ext(rest[0])[0]))
                 and first_row_shape(rest[0]) == first_row_shape(train[0]) is not None):
             by_name["test"] = [(rest[0], root)]
     if by_name:
