@@ -275,19 +275,36 @@ def _label_lines(lines: list[str]) -> bool:
 def _parallel_files(files: list[Path]) -> list[Path] | None:
     """[texts, labels, other label files] when one file holds a text a line and the others, with as
     many lines, a label a line (Web of Science's X.txt + Y.txt, YL1.txt, YL2.txt); else None."""
-    if not 2 <= len(files) <= 8 or any(p.stat().st_size > 2 ** 30 for p in files):
+    if not 2 <= len(files) <= 8:
         return None
-    lines = {p: read_all_lines(p) for p in files}
-    counts = {len(v) for v in lines.values()}
-    if len(counts) != 1:
-        return None
-    label_files = [p for p in files if _label_lines(lines[p])]
+    heads = {p: _head_lines(p) for p in files}
+    label_files = [p for p in files if _label_lines(heads[p])]
     texts = [p for p in files if p not in label_files]
-    if len(texts) != 1 or not label_files:
+    if len(texts) != 1 or not label_files or len({_line_count(p) for p in files}) != 1:
         return None
     # The finest labelling is the task (Y.txt's classes refine YL1.txt's domains); the rest are said.
-    label_files.sort(key=lambda p: (-len(set(lines[p])), p.name))
+    label_files.sort(key=lambda p: (-len(set(heads[p])), p.name))
     return [texts[0], *label_files]
+
+
+def _head_lines(path: Path, n: int = 5000) -> list[str]:
+    lines = []
+    with open_binary(path) as f:
+        for raw in f:
+            lines.append(decode_legacy(raw.rstrip(b"\r\n"))[0].strip())
+            if len(lines) >= n:
+                break
+    return lines
+
+
+def _line_count(path: Path) -> int:
+    """How many lines ``read_all_lines`` gives, counted without keeping them."""
+    count, tail = 0, b""
+    with open_binary(path) as f:
+        while chunk := f.read(1 << 20):
+            count += chunk.count(b"\n")
+            tail = chunk[chunk.rfind(b"\n") + 1:] if b"\n" in chunk else tail + chunk
+    return count + (1 if tail.strip() else 0)
 
 
 def find_split(root: Path, split: str) -> SplitFiles:
