@@ -218,11 +218,10 @@ _MULTI_SEPARATORS = ("_!_", "|||", "||", ":::")  # toutiao_cat_data.txt: id_!_co
 
 
 def _multi_separator(lines: list[str]) -> str | None:
-    """A separator of several characters that splits (nearly) every line into the same number of fields."""
+    """A separator of several characters that splits every line into the same number of fields."""
     for sep in _MULTI_SEPARATORS:
-        counts = [line.count(sep) for line in lines]
-        if counts and min(counts) >= 1 and max(set(counts), key=counts.count) >= 1 and \
-                counts.count(max(set(counts), key=counts.count)) >= 0.9 * len(counts):
+        counts = {line.count(sep) for line in lines}
+        if len(counts) == 1 and min(counts) >= 1:
             return sep
     return None
 
