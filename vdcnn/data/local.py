@@ -15,7 +15,8 @@ from vdcnn.errors import DataError
 
 from .files import Table, _quiet_datasets, class_label_names, columns_of, decode_legacy, one_line, read_lines_decoded
 from .files import read_table
-from .layout import SplitFiles, canonical_split, data_files, find_split, has_split_files, is_archive, read_all_lines, unpack
+from .layout import (SplitFiles, canonical_split, data_files, find_split, has_split_files, is_archive, read_all_lines,
+                     unpack)
 
 
 def resolve(path: Path) -> tuple[Path, list[str]]:

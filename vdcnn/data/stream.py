@@ -139,8 +139,8 @@ def read_records(
     stats: dict[str, int] | None = None,
 ) -> Iterator[list[str]]:
     """Stream ``text_column`` (None: the first with a text column's name) of a CSV/TSV (header
-    required) or JSON-lines file (or stdin ``-``) in lists of up to ``chunk_size`` texts. Missing values become ``""``. Bytes are decoded as in
-    :func:`read_lines` (``stats`` counts physical lines)."""
+    required) or JSON-lines file (or stdin ``-``) in lists of up to ``chunk_size`` texts. Missing
+    values become ``""``. Bytes are decoded as in :func:`read_lines` (``stats`` counts physical lines)."""
     _check_chunk_size(chunk_size)
     fmt = str(input_format).lower()
     if fmt not in ("csv", "tsv", "jsonl"):
