@@ -379,3 +379,7 @@ def test_predict_reads_a_table_by_its_extension(runner, tiny_run, tmp_path):
     result = runner.invoke(app, ["predict", str(tiny_run), str(tsv), "--text-column", "body"])
     said = result.output + str(result.exception)  # the installed `vdcnn` prints the error as one line
     assert result.exit_code != 0 and "no column 'body'" in said and "index, sentence" in said
+    # eval needs labels: on the same unlabelled file it names the column it took them from
+    result = runner.invoke(app, ["eval", str(tiny_run), str(tsv)])
+    said = result.output + str(result.exception)
+    assert result.exit_code != 0 and "read from column 'index'" in said and "--label-column" in said

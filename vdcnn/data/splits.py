@@ -245,7 +245,13 @@ def load_split(
     raw = _read_split(source, str(split), text_columns, label_column, multi)
     if label_rule is None:
         label_rule = LabelRule.from_names(label_names) if label_names is not None else raw.rule()
-    ds = raw.dataset(label_rule)
+    try:
+        ds = raw.dataset(label_rule)
+    except DataError as exc:
+        if raw.chosen is None or label_column is not None or "unknown label" not in str(exc):
+            raise
+        raise DataError(f"{exc}; these were read from column {raw.chosen[1]!r}: name the label column with "
+                        "--label-column (a file without labels is for vdcnn predict)") from None
     if len(ds) == 0:
         raise DataError(f"{ds.source}: no data rows")
     if limit is not None and limit < len(ds):
