@@ -214,7 +214,9 @@ def _declared_format(path: Path) -> str:
     return FORMATS.get(ext, "sniff")
 
 
-_MULTI_SEPARATORS = ("_!_", "|||", "||", ":::")  # toutiao_cat_data.txt: id_!_code_!_name_!_title_!_keywords
+# toutiao_cat_data.txt: id_!_code_!_name_!_title_!_keywords; "|||" (parallel-corpus style). Not "||": a
+# "|"-delimited file with an empty column has it on every line.
+_MULTI_SEPARATORS = ("_!_", "|||")
 
 
 def _multi_separator(lines: list[str]) -> str | None:
