@@ -27,6 +27,8 @@ EXPORT_PRECISIONS = ("int8",)
 EXPLAIN_FORMATS = ("terminal", "jsonl", "html")
 EXPLAIN_METHODS = ("integrated_gradients", "occlusion")
 INPUT_FORMATS = ("auto", "lines", "csv", "tsv", "jsonl")
+INPUT_FORMAT_HELP = "auto: a table by the file's extension (.csv, .tsv, .jsonl), else one text per line; or name one."
+TEXT_COLUMN_HELP = "Text column of a table (default: the first named text, sentence, review, content...)."
 OUTPUT_FORMATS = ("tsv", "jsonl")
 LONG_TEXT_MODES = ("truncate", "windows")
 
@@ -287,10 +289,8 @@ def predict(
                                              "or above its threshold, most probable first (at most K with --top-k; "
                                              "when no label passes, the most probable one, so no line is empty)."),
     fmt: OutputFormat = typer.Option("tsv", "--format", help="tsv (label<TAB>prob) or jsonl (all probabilities)."),
-    input_format: InputFormat = typer.Option("auto", help="auto: a table by the file's extension (.csv, .tsv, "
-                                                          ".jsonl), else one text per line; or name one."),
-    text_column: Optional[str] = typer.Option(None, help="Text column of a table (default: the first named text, "
-                                                         "sentence, review, content...)."),
+    input_format: InputFormat = typer.Option("auto", help=INPUT_FORMAT_HELP),
+    text_column: Optional[str] = typer.Option(None, help=TEXT_COLUMN_HELP),
     ensemble: List[Path] = typer.Option([], "--ensemble", help="Average probabilities with this run or bundle too (repeatable; same labels)."),
     batch_size: int = typer.Option(256, min=1, help=BATCH_HELP),
     chunk_size: int = typer.Option(4096, min=1, help="Lines read at a time (bounds memory)."),
@@ -304,7 +304,7 @@ def predict(
     warning on stderr says how many lines were affected. (Training and eval data are refused instead.)
     """
     from vdcnn.classifier import load_ensemble
-    from vdcnn.data import input_format_for, read_lines, read_records
+    from vdcnn.data import read_texts
     from vdcnn.predict import format_predictions
 
     clf = load_ensemble([run, *ensemble], device=device.value, batch_size=batch_size, bf16=bf16,
@@ -312,11 +312,7 @@ def predict(
     if not clf.multi_label:
         top_k = min(top_k or 1, len(clf.labels))
     stats: dict = {}
-    fmt_in = input_format_for(file, input_format.value)
-    if fmt_in == "lines":
-        chunks = read_lines(file, chunk_size=chunk_size, stats=stats)
-    else:
-        chunks = read_records(file, fmt_in, text_column, chunk_size=chunk_size, stats=stats)
+    chunks = read_texts(file, input_format.value, text_column, chunk_size=chunk_size, stats=stats)
     out = sys.stdout
     for _texts, probs in clf.predict_stream(chunks):
         if clf.multi_label:
@@ -344,15 +340,18 @@ def explain(
     batch_size: int = typer.Option(256, min=1, help="Rows per forward pass (a text takes ~34)."),
     device: Device = typer.Option("auto", help=DEVICE_HELP),
     long_text: Optional[LongText] = typer.Option(None, "--long-text", help=LONG_TEXT_HELP),
+    input_format: InputFormat = typer.Option("auto", help=INPUT_FORMAT_HELP),
+    text_column: Optional[str] = typer.Option(None, help=TEXT_COLUMN_HELP),
 ) -> None:
     """Which characters or tokens drove each prediction: attributions over the text's characters."""
     from vdcnn.classifier import load_classifier
-    from vdcnn.data import read_lines
+    from vdcnn.data import read_texts
     from vdcnn.explain import write_explanations
 
     clf = load_classifier(run, device=device.value, batch_size=batch_size,
                           long_text=long_text.value if long_text else None)
-    write_explanations(clf, read_lines(file, chunk_size=64), sys.stdout, fmt.value, target, method.value)
+    write_explanations(clf, read_texts(file, input_format.value, text_column, chunk_size=64), sys.stdout, fmt.value,
+                       target, method.value)
 
 
 @app.command()

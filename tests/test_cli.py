@@ -376,6 +376,9 @@ def test_predict_reads_a_table_by_its_extension(runner, tiny_run, tmp_path):
     jsonl.write_text("".join(json.dumps({"id": i, "content": t}) + "\n" for i, t in enumerate(PREDICT_TEXTS)))
     assert labels(str(jsonl)) == expected
     assert len(labels(str(tsv), "--input-format", "lines")) == len(PREDICT_TEXTS) + 1  # the header, as asked
+    explained = runner.invoke(app, ["explain", str(tiny_run), str(csv_file), "--format", "jsonl"])
+    assert explained.exit_code == 0, explained.output
+    assert [json.loads(x)["label"] for x in explained.stdout.splitlines()] == [x.split("\t")[0] for x in expected]
     result = runner.invoke(app, ["predict", str(tiny_run), str(tsv), "--text-column", "body"])
     said = result.output + str(result.exception)  # the installed `vdcnn` prints the error as one line
     assert result.exit_code != 0 and "no column 'body'" in said and "index, sentence" in said

@@ -15,7 +15,7 @@ from .labels import LabelRule, run_label_rule
 from .registry import DATA_DIR_ENV, REGISTRY, DatasetSpec
 from .splits import (Splits, has_split, load_run_splits, load_split, load_splits, stratified_split,
                      with_train_subset)
-from .stream import input_format_for, read_lines, read_records
+from .stream import input_format_for, read_lines, read_records, read_texts
 
 __all__ = [
     "DatasetSpec",
@@ -33,5 +33,6 @@ __all__ = [
     "read_lines",
     "read_records",
     "input_format_for",
+    "read_texts",
     "DATA_DIR_ENV",
 ]

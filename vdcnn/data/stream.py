@@ -200,3 +200,13 @@ def read_records(
                 stream.close()
 
     return gen()
+
+
+def read_texts(path_or_dash: str, input_format: str = "auto", text_column: str | None = None, *,
+               chunk_size: int = 4096, stats: dict[str, int] | None = None) -> Iterator[list[str]]:
+    """Texts to classify or explain, in chunks: a table's text column (``.csv``, ``.tsv``, ``.jsonl``
+    under ``auto``) or one text per line (see :func:`input_format_for`)."""
+    fmt = input_format_for(path_or_dash, input_format)
+    if fmt == "lines":
+        return read_lines(path_or_dash, chunk_size=chunk_size, stats=stats)
+    return read_records(path_or_dash, fmt, text_column, chunk_size=chunk_size, stats=stats)
