@@ -96,6 +96,12 @@ def test_readme_files_published_beside_the_class_files_are_no_class(tmp_path):
         (subj / name).write_text("".join(f"{t}\n" for t, k in rows if k == c))
     ds = load_split(str(subj))
     assert ds.label_names == ["plot", "quote"] and ds.class_counts().tolist() == [10, 10]
+    # A table whose name holds such a word is data.
+    from vdcnn.data.layout import data_files
+
+    (subj / "software_license_reviews.csv").write_text("text,label\n")
+    assert [p.name for p in data_files(subj)] == ["plot.tok.gt9.5000", "quote.tok.gt9.5000",
+                                                  "software_license_reviews.csv"]
 
 
 def test_labelled_trees_read_the_root_label_and_the_leaves(tmp_path):

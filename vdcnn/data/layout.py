@@ -49,7 +49,8 @@ def _split_words() -> tuple[dict[str, tuple[str, ...]], str]:
 
 ARCHIVES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar", ".zip")
 _IGNORED_NAMES = {"readme", "license", "licence", "classes", "citation", "changelog"}
-_DOC_WORDS = {"readme", "license", "licence", "citation", "changelog"}  # anywhere in a name: subjdata.README.1.0
+# Anywhere in the name of a file that is no table: subjdata.README.1.0, rt-polaritydata.README.1.0.txt
+_DOC_WORDS = {"readme", "license", "licence", "citation", "changelog"}
 _IGNORED_EXTS = {".md", ".py", ".sh", ".pdf", ".html", ".htm", ".ipynb", ".pyc", ".lock", ".yaml", ".yml",
                  ".cfg", ".ini", ".toml"}
 _UNLABELLED_DIRS = {"unsup", "unlabeled", "unlabelled"}  # aclImdb's train/unsup: no class
@@ -124,7 +125,7 @@ def data_files(root: Path) -> list[Path]:
             p = Path(dirpath) / name
             stem, ext, _ = split_ext(p)
             if (name.startswith((".", "__")) or stem.split(".")[0] in _IGNORED_NAMES or ext in _IGNORED_EXTS
-                    or _DOC_WORDS & set(re.split(r"[-._ ]+", name.lower()))):
+                    or (ext not in _TABLE_EXTS and _DOC_WORDS & set(re.split(r"[-._ ]+", name.lower())))):
                 continue
             out.append(p)
     return out
@@ -160,8 +161,9 @@ class SplitFiles:
                 text += f"; not read: {', '.join(sorted({_rel(p, self.root) for p in self.ignored})[:5])}"
             return text
         if self.kind == "parallel":
-            return (f"layout: a text a line in {self.files[0].name}, its label on the same line of {self.files[1].name}"
-                    + (f" (also labels: {', '.join(self.labels)}; choose with --label-column FILE)" if self.labels else ""))
+            others = f" (also labels: {', '.join(self.labels)}; choose with --label-column FILE)" if self.labels else ""
+            return (f"layout: a text a line in {self.files[0].name}, its label on the same line of "
+                    f"{self.files[1].name}{others}")
         if self.kind == "class_files":
             pairs = ", ".join(f"{p.name} -> {lab!r}" for p, lab in zip(self.files, self.labels))
             return f"layout: one file per class, one text per line ({pairs})"
