@@ -17,5 +17,9 @@ class NoLabels(DataError):
     """A split whose texts are there but whose label column is not (GLUE's and Kaggle's test files)."""
 
 
+class UnknownLabels(DataError):
+    """A split whose labels include values the label rule (the training split's) does not know."""
+
+
 class CheckpointError(VdcnnError):
     """A run folder or model file that is missing, corrupt, unsafe or incompatible."""

@@ -158,8 +158,11 @@ def _headerless_label(table: Table) -> str:
         categorical = full
     ends = [c for c in (first, last) if c in categorical]
     if categorical and not ends:  # fewest values; of a code and its name (toutiao's 102, news_entertainment), the name
-        return min(categorical, key=lambda c: (_labelness(table.columns[c])[0], is_numeric(table.columns[c]),
-                                               _labelness(table.columns[c])[1]))
+        def key(c: str) -> tuple[int, bool, float]:
+            distinct, mean_length = _labelness(table.columns[c])
+            return distinct, is_numeric(table.columns[c]), mean_length
+
+        return min(categorical, key=key)
     if len(ends) == 1:
         return ends[0]
     return first if _labelness(table.columns[first]) <= _labelness(table.columns[last]) else last

@@ -613,9 +613,10 @@ def _records_field(path: Path, stats: _TextStats) -> str | None:
     return fields[0]
 
 
-def read_lines_decoded(path: Path) -> tuple[list[str], dict[str, int]]:
+def read_lines_decoded(path: Path, keep_blank: bool = False) -> tuple[list[str], dict[str, int]]:
     """Non-blank lines of a text file, each decoded as UTF-8, else cp1252, else Latin-1; and how
-    many lines each encoding decoded."""
+    many lines each encoding decoded. ``keep_blank`` keeps blank lines as ``""`` (line i of a label
+    file goes with line i of the texts), all but blank space after the last newline."""
     _check_path(path)
     counts: dict[str, int] = {}
     out = []
@@ -623,6 +624,8 @@ def read_lines_decoded(path: Path) -> tuple[list[str], dict[str, int]]:
         with open_binary(path) as f:
             for raw in f:
                 if not raw.strip():
+                    if keep_blank and raw.endswith(b"\n"):
+                        out.append("")
                     continue
                 text, enc = decode_legacy(raw)
                 counts[enc] = counts.get(enc, 0) + 1

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from vdcnn.errors import CheckpointError, DataError
+from vdcnn.errors import CheckpointError, DataError, UnknownLabels
 
 from .files import as_text
 
@@ -195,9 +195,9 @@ class LabelRule:
             if by_index is not None:
                 return by_index
         if unknown:
-            raise DataError(f"{source}: unknown label(s) {_fmt(unknown)}, not seen in training; the model knows "
-                            f"{_fmt(list(self.values))}" + ("" if self.values == self.names else
-                                                             f" (= {_fmt(list(self.names))})"))
+            raise UnknownLabels(f"{source}: unknown label(s) {_fmt(unknown)}, not seen in training; the model knows "
+                                f"{_fmt(list(self.values))}" + ("" if self.values == self.names else
+                                                                 f" (= {_fmt(list(self.names))})"))
         return np.array([index[k] for k in keys], dtype=np.int64)
 
     def _apply_sets(self, raw: Sequence[Any], source: str) -> np.ndarray:

@@ -253,20 +253,6 @@ def _class_name(names: list[str]) -> list[str]:
     return out
 
 
-def read_all_lines(path: Path) -> list[str]:
-    """Every line of a text file, blank ones kept (line i of a label file goes with line i of the
-    texts), each decoded as UTF-8, else cp1252, else Latin-1."""
-    try:
-        with open_binary(path) as f:
-            raw = f.read()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from None
-    lines = raw.split(b"\n")
-    if lines and not lines[-1].strip():
-        lines.pop()
-    return [decode_legacy(line.rstrip(b"\r"))[0].strip() for line in lines]
-
-
 def _label_lines(lines: list[str]) -> bool:
     """Short values, each repeated: a label per line rather than a text."""
     sample = [t for t in lines[:5000] if t]
@@ -300,7 +286,7 @@ def _head_lines(path: Path, n: int = 5000) -> list[str]:
 
 
 def _line_count(path: Path) -> int:
-    """How many lines ``read_all_lines`` gives, counted without keeping them."""
+    """How many lines ``read_lines_decoded(path, keep_blank=True)`` gives, counted without keeping them."""
     count, tail = 0, b""
     with open_binary(path) as f:
         while chunk := f.read(1 << 20):

@@ -15,8 +15,7 @@ from vdcnn.errors import DataError
 
 from .files import Table, _quiet_datasets, class_label_names, columns_of, decode_legacy, one_line, read_lines_decoded
 from .files import read_table
-from .layout import (SplitFiles, canonical_split, data_files, find_split, has_split_files, is_archive, read_all_lines,
-                     unpack)
+from .layout import SplitFiles, canonical_split, data_files, find_split, has_split_files, is_archive, unpack
 
 
 def resolve(path: Path) -> tuple[Path, list[str]]:
@@ -159,7 +158,7 @@ def _read_parallel(found: SplitFiles, wanted: Sequence[str]) -> Table:
     by_name = {p.name: p for p in [label_file, *(text_file.parent / n for n in found.labels)]}
     asked = [w for w in wanted if w in by_name]
     label_file = by_name[asked[0]] if asked else label_file
-    texts, labels = read_all_lines(text_file), read_all_lines(label_file)
+    texts, labels = (read_lines_decoded(p, keep_blank=True)[0] for p in (text_file, label_file))
     kept = [(t, y) for t, y in zip(texts, labels) if t]
     notes = ([f"{len(texts) - len(kept):,} of {len(texts):,} lines of {text_file.name} are empty: dropped with their "
               "labels"] if len(kept) < len(texts) else [])

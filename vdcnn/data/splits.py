@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from vdcnn.errors import ConfigError, DataError, NoLabels
+from vdcnn.errors import ConfigError, DataError, NoLabels, UnknownLabels
 
 from .columns import texts_and_labels
 from .dataset import TextDataset
@@ -247,8 +247,8 @@ def load_split(
         label_rule = LabelRule.from_names(label_names) if label_names is not None else raw.rule()
     try:
         ds = raw.dataset(label_rule)
-    except DataError as exc:
-        if raw.chosen is None or label_column is not None or "unknown label" not in str(exc):
+    except UnknownLabels as exc:
+        if raw.chosen is None or label_column is not None:
             raise
         raise DataError(f"{exc}; these were read from column {raw.chosen[1]!r}: name the label column with "
                         "--label-column (a file without labels is for vdcnn predict)") from None
