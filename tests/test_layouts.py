@@ -302,6 +302,60 @@ def test_a_single_class_file_is_refused_clearly(tmp_path):
         load_split(str(f))
 
 
+def test_text_semicolon_label_lines(tmp_path):
+    # The emotion corpus as published (train.txt, val.txt, test.txt): "i feel ...;sadness", no header.
+    d = tmp_path / "emotions"
+    d.mkdir()
+    def write(name, n, seed):
+        rows = sentences(SENTIMENT, n, seed)
+        (d / name).write_text("".join(f"{t.replace(' ; ', ' and ')};{c}\n" for t, c in rows))
+        return rows
+    train, val, test = write("train.txt", 20, 1), write("val.txt", 5, 2), write("test.txt", 6, 3)
+    s = load_splits(str(d))
+    assert s.label_names == ["neg", "pos"] and len(s.train) == 40 and len(s.val) == 10
+    assert s.test.texts == [t.replace(" ; ", " and ") for t, _ in test]
+    assert [s.label_names[y] for y in s.test.labels] == [c for _, c in test]
+
+
+def test_prose_with_one_semicolon_a_line_is_no_table(tmp_path):
+    f = tmp_path / "rt-polarity.pos"
+    f.write_text("".join(f"{t.replace(' ; ', ' ; the film was ')}\n" for t, _ in sentences(SENTIMENT, 10, seed=4)))
+    with pytest.raises(DataError, match="no label"):
+        load_split(str(f))
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
+def test_utf16_and_utf32_files_are_read(tmp_path, encoding):
+    # HARD (Arabic hotel reviews) is published as UTF-16 TSV; Windows' "Unicode text" is UTF-16 without a mark.
+    d = tmp_path / "hard"
+    d.mkdir()
+    rows = [(f"\u0641\u0646\u062f\u0642 {t}", c) for t, c in sentences(SENTIMENT, 15, seed=5)]
+    (d / "balanced-reviews.txt").write_bytes(
+        ("no\trating\treview\r\n" + "".join(f"{i}\t{c}\t{t}\r\n" for i, (t, c) in enumerate(rows))).encode(encoding))
+    s = load_splits(str(d), val_fraction=0.2)
+    assert s.label_names == ["neg", "pos"] and s.rows_read == 30
+    assert sorted(s.train.texts + s.val.texts) == sorted(t for t, _ in rows)
+    assert f"balanced-reviews.txt is {encoding.upper()[:6]} text" in notes(s)
+
+
+def test_utf16_class_files_and_documents(tmp_path):
+    lines = tmp_path / "lines"
+    lines.mkdir()
+    rows = sentences(SENTIMENT, 10, seed=6)
+    for c in ("pos", "neg"):
+        (lines / f"rt-polarity.{c}").write_bytes("".join(f"{t}\n" for t, k in rows if k == c).encode("utf-16"))
+    s = load_splits(str(lines), val_fraction=0.2)
+    assert sorted(s.train.texts + s.val.texts) == sorted(t for t, _ in rows)
+    docs = tmp_path / "docs"
+    for i, (t, c) in enumerate(rows):
+        (docs / c).mkdir(parents=True, exist_ok=True)
+        (docs / c / f"{i}.txt").write_bytes(f"{t}\n".encode("utf-16"))
+    s = load_splits(str(docs), val_fraction=0.2)
+    assert sorted(x.strip() for x in s.train.texts + s.val.texts) == sorted(t for t, _ in rows)
+    from vdcnn.data import read_texts
+    assert [t for chunk in read_texts(str(lines / "rt-polarity.pos")) for t in chunk] == [t for t, k in rows if k == "pos"]
+
+
 # --------------------------------------------------------------------------------------------
 # 'label text' lines, split word inside the file name
 # --------------------------------------------------------------------------------------------

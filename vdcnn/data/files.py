@@ -109,12 +109,49 @@ def split_ext(path: Path) -> tuple[str, str, str]:
 
 
 def open_binary(path: Path):
-    """``path`` opened for reading bytes, decompressed by its extension."""
+    """``path`` opened for reading bytes, decompressed by its extension; a UTF-16 or UTF-32 file is
+    read as UTF-8 bytes (``wide_encoding``)."""
     comp = split_ext(path)[2]
     if comp == _ZSTD:
         raise DataError(f"{path}: zstd-compressed files are not supported; decompress it (zstd -d) or "
                         "recompress it as .gz, .bz2 or .xz")
-    return COMPRESSIONS.get(comp, open)(path, "rb")
+    f = COMPRESSIONS.get(comp, open)(path, "rb")
+    try:
+        wide = wide_encoding(f.peek(_PROBE_BYTES)[:_PROBE_BYTES])
+    except (AttributeError, *_READ_ERRORS):
+        wide = None
+    return codecs.EncodedFile(f, "utf-8", wide) if wide else f
+
+
+_WIDE_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+              (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def wide_encoding(head: bytes) -> str | None:
+    """``utf-16`` / ``utf-32`` (by the byte-order mark), ``utf-16-le`` / ``-be`` (no mark, but a NUL
+    byte beside nearly every character, as Windows' "Unicode text" writes Latin script), else None."""
+    for bom, encoding in _WIDE_BOMS:
+        if head.startswith(bom):
+            return encoding
+    pairs = len(head) // 2
+    if pairs < 16:
+        return None
+    even, odd = head[0:2 * pairs:2].count(0), head[1:2 * pairs:2].count(0)
+    if odd >= 0.6 * pairs and even <= 0.02 * pairs:
+        return "utf-16-le"
+    if even >= 0.6 * pairs and odd <= 0.02 * pairs:
+        return "utf-16-be"
+    return None
+
+
+def file_encoding(path: Path) -> str | None:
+    """The wide encoding ``open_binary`` reads ``path`` from, or None (UTF-8 or a legacy one)."""
+    comp = split_ext(path)[2]
+    try:
+        with COMPRESSIONS.get(comp, open)(path, "rb") as f:
+            return wide_encoding(f.read(_PROBE_BYTES))
+    except _READ_ERRORS:
+        return None
 
 
 _READ_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, ValueError)  # BadGzipFile is an OSError
@@ -160,6 +197,9 @@ def _scan_text(path: Path, fmt: str, block: int = 1 << 20) -> _TextStats:
 
 def decode_legacy(raw: bytes) -> tuple[str, str]:
     """Bytes as text and the encoding used: UTF-8, else cp1252, else Latin-1 (which decodes anything)."""
+    wide = wide_encoding(raw[:_PROBE_BYTES])
+    if wide:
+        return raw.decode(wide, errors="replace"), wide
     for enc in ("utf-8", "cp1252"):
         try:
             return raw.decode(enc), enc
@@ -168,7 +208,7 @@ def decode_legacy(raw: bytes) -> tuple[str, str]:
     return raw.decode("latin-1"), "latin-1"
 
 
-def _decoded_copy(path: Path) -> tuple[Path, str]:
+def _decoded_copy(path: Path, wide: str | None = None) -> tuple[Path, str]:
     """A UTF-8 copy of a text file with lines in a legacy encoding (each line UTF-8 where it is, else
     cp1252, else Latin-1), in the cache folder; and the note saying how many lines were decoded how."""
     from .layout import cache_root
@@ -185,6 +225,8 @@ def _decoded_copy(path: Path) -> tuple[Path, str]:
             counts[enc] = counts.get(enc, 0) + 1
             out.write(text.encode("utf-8"))
     os.replace(tmp, dest)
+    if wide:
+        return dest, f"encoding: {path.name} is {wide.upper()[:6]} text, read as such"
     legacy = ", ".join(f"{n:,} as {enc}" for enc, n in counts.items() if enc != "utf-8")
     note = (f"encoding: {path.name}: {sum(counts.values()) - counts.get('utf-8', 0):,} of {sum(counts.values()):,} "
             f"lines are not UTF-8, decoded {legacy} (the rest as UTF-8); none dropped")
@@ -255,12 +297,34 @@ def _sniff_text(head: bytes) -> str:
         return "tsv"
     if _label_space(lines):
         return "labelspace"
-    widths = [len(r) for r in csv.reader(io.StringIO("\n".join(lines)))] if lines else []
-    if widths:
-        common = max(set(widths), key=widths.count)
-        if common >= 2 and widths.count(common) >= 0.9 * len(widths):
-            return "csv"
+    if lines and _regular_dialect(lines) is not None:
+        return "csv"  # comma, or ';' / '|' as the emotion corpus's "text;label" lines
     return "plain"
+
+
+def _label_like(values: list[str]) -> bool:
+    """Few distinct values, each a short name of at most three words: what a label column holds."""
+    distinct = set(values)
+    return (len(distinct) <= min(100, max(2, 0.6 * len(values)))
+            and all(len(v) <= 40 and len(v.split()) <= 3 for v in distinct))
+
+
+def _regular_dialect(lines: list[str]) -> tuple[str, str] | None:
+    """The first of ``_CSV_DIALECTS`` under which nine lines in ten hold the same number of fields, two or
+    more; under a delimiter other than the comma one field must also take few values, as a label does
+    (prose with one ';' a line is no table)."""
+    for delimiter, quotechar in _CSV_DIALECTS:
+        rows = list(csv.reader(io.StringIO("\n".join(lines)), delimiter=delimiter, quotechar=quotechar))
+        widths = [len(r) for r in rows]
+        if not widths:
+            continue
+        common = max(set(widths), key=widths.count)
+        if common < 2 or widths.count(common) < 0.9 * len(widths):
+            continue
+        full = [r for r in rows if len(r) == common]
+        if delimiter == "," or any(_label_like([r[i] for r in full]) for i in range(common)):
+            return delimiter, quotechar
+    return None
 
 
 _SENTENCE_STARTS = frozenset(
@@ -294,7 +358,8 @@ def first_row_shape(path: Path) -> tuple[str, int] | None:
     if b"\0" in head:
         return None
     fmt = _sniff_text(head)
-    rows = _first_rows(head, "\t" if fmt == "tsv" else ",", n=1) if fmt in ("csv", "tsv") else []
+    delimiter, quotechar = ("\t", '"') if fmt == "tsv" else _csv_dialect(head)
+    rows = _first_rows(head, delimiter, n=1, quotechar=quotechar) if fmt in ("csv", "tsv") else []
     return fmt, len(rows[0]) if rows else 0
 
 
@@ -549,9 +614,10 @@ def read_table(path: Path, wanted: Sequence[str] = ()) -> Table:
     except _READ_ERRORS as exc:
         raise DataError(f"{path}: cannot read file ({one_line(exc)})") from None
     stats = _scan_text(path, fmt)
-    if stats.utf8:
+    wide = file_encoding(path)
+    if stats.utf8 and not wide:
         return _read_text_table(path, fmt, stats, wanted)
-    decoded, note = _decoded_copy(path)
+    decoded, note = _decoded_copy(path, wide)
     try:
         table = _read_text_table(decoded, fmt, _scan_text(decoded, fmt), wanted)
     except DataError as exc:  # name the user's file, not the decoded copy in the cache
