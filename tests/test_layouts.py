@@ -313,6 +313,8 @@ def test_text_semicolon_label_lines(tmp_path):
     train, val, test = write("train.txt", 20, 1), write("val.txt", 5, 2), write("test.txt", 6, 3)
     s = load_splits(str(d))
     assert s.label_names == ["neg", "pos"] and len(s.train) == 40 and len(s.val) == 10
+    assert sorted(s.val.texts) == sorted(t.replace(" ; ", " and ") for t, _ in val)
+    assert sorted(s.train.texts) == sorted(t.replace(" ; ", " and ") for t, _ in train)
     assert s.test.texts == [t.replace(" ; ", " and ") for t, _ in test]
     assert [s.label_names[y] for y in s.test.labels] == [c for _, c in test]
 
