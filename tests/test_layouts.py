@@ -326,6 +326,17 @@ def test_prose_with_one_semicolon_a_line_is_no_table(tmp_path):
         load_split(str(f))
 
 
+@pytest.mark.parametrize("name", ["general-train-tagged.xml", "train.txt"])
+def test_xml_records_are_refused_with_what_to_do(tmp_path, name):
+    # TASS publishes its Spanish tweets as XML; read as lines, its markup would be texts without labels.
+    f = tmp_path / name
+    f.write_text('<?xml version="1.0" encoding="UTF-8"?>\n<tweets>\n' + "".join(
+        f"<tweet><content>{t}</content><polarity>{c}</polarity></tweet>\n" for t, c in sentences(SENTIMENT, 5, 7))
+        + "</tweets>\n")
+    with pytest.raises(DataError, match="markup is not read as a table; write its records as CSV or JSON lines"):
+        load_split(str(f))
+
+
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
 def test_utf16_and_utf32_files_are_read(tmp_path, encoding):
     # HARD (Arabic hotel reviews) is published as UTF-16 TSV; Windows' "Unicode text" is UTF-16 without a mark.

@@ -28,6 +28,7 @@ from vdcnn.errors import DataError
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "json", ".json": "json", ".parquet": "parquet",
            ".txt": "fasttext"}
+_MARKUP = frozenset((".xml", ".html", ".htm", ".sgm", ".sgml"))  # refused with what to do instead
 COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 # Recognised only to refuse it clearly: decompressing needs the optional `zstandard` package,
 # which is not a dependency of vdcnn.
@@ -253,7 +254,7 @@ def _declared_format(path: Path) -> str:
     if not ext:
         return "sniff"
     # Any other extension (stsa.fine.train, rt-polarity.pos, NAME.dev...) is text recognised by content.
-    return FORMATS.get(ext, "sniff")
+    return "markup" if ext in _MARKUP else FORMATS.get(ext, "sniff")
 
 
 # toutiao_cat_data.txt: id_!_code_!_name_!_title_!_keywords; "|||" (parallel-corpus style). Not "||": a
@@ -282,6 +283,8 @@ def _sniff_text(head: bytes) -> str:
     stripped = text.lstrip()
     if stripped[:1] in ("{", "["):
         return "json"
+    if stripped[:5].lower() == "<?xml" or stripped[:9].upper() == "<!DOCTYPE":
+        return "markup"
     lines = [line for line in text.splitlines()[:200] if line.strip()]
     if len(head) >= _PROBE_BYTES and len(lines) > 1:
         lines = lines[:-1]  # cut by the probe
@@ -641,6 +644,9 @@ def _read_text_table(path: Path, fmt: str, stats: _TextStats, wanted: Sequence[s
         table = _read_trees(path)
     elif fmt.startswith("sep:"):
         table = _read_separated(path, fmt[4:], wanted)
+    elif fmt == "markup":
+        raise DataError(f"{path}: XML / HTML / SGML markup is not read as a table; write its records as CSV or "
+                        "JSON lines (a text column and a label column) and give that file")
     elif fmt == "plain":
         raise DataError(f"{path}: one text per line with no label (no label column, no 'LABEL text' or "
                         "'__label__LABEL text' lines); if each file holds one class (rt-polarity.pos / "
