@@ -281,3 +281,39 @@ def test_ambiguous_integer_labels_say_the_rule_they_took(tmp_path):
     rule = load_splits(str(tmp_path), val_fraction=0.0).label_rule
     assert rule.values == ("1", "2", "3")
     assert "1-based" in rule.describe() and "no 0" in rule.describe()
+
+
+def test_a_column_naming_the_labels_gives_the_class_names(tmp_path, runner):
+    # SetFit's CSVs: label (0/1/2) + label_text; CLUE's JSON lines: label ("100") + label_desc. The names are
+    # shown; every split is still matched by the label's value (test.csv here has no label_text column).
+    data = tmp_path / "setfit"
+    data.mkdir()
+    codes = {name: str(100 + i) for i, name in enumerate(CLASSES)}
+    with open(data / "train.jsonl", "w", encoding="utf-8") as f:
+        for text, name in topic_rows(12, seed=1):
+            f.write(json.dumps({"text": text, "label": codes[name], "label_desc": f"news_{name}"}) + "\n")
+    write(data / "test.csv", [(t, codes[n]) for t, n in topic_rows(4, seed=2)], labels="names", header=True)
+    s = load_splits(str(data), val_fraction=0.2)
+    assert s.label_names == [f"news_{c}" for c in CLASSES] and s.label_rule.values == ("100", "101", "102")
+    assert names_of(s.test) == [f"news_{n}" for _, n in topic_rows(4, seed=2)]
+    assert "label 'label' (3 values), named by 'label_desc'" in "\n".join(s.notes)
+    rule = s.label_rule
+    assert rule.describe().endswith("named by the 'label_desc' column")
+    assert LabelRule.from_dict(json.loads(json.dumps(rule.to_dict()))) == rule
+    assert rule.apply(["news_tech", "102"], source="x").tolist() == [1, 2]  # names accepted too
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--dataset", str(data), "--out", str(run), *TRAIN_CLI])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "config.json").read_text())["labels"] == [f"news_{c}" for c in CLASSES]
+
+
+def test_a_name_column_that_does_not_name_labels_one_to_one_is_left_alone(tmp_path):
+    rows = topic_rows(10, seed=3)
+    f = tmp_path / "train.csv"
+    with open(f, "w", newline="", encoding="utf-8") as out:
+        w = csv.writer(out)
+        w.writerow(["text", "label", "label_text"])
+        for i, (text, name) in enumerate(rows):  # sports and tech share a name
+            w.writerow([text, CLASSES.index(name), "games" if name != "business" else "money"])
+    s = load_splits(str(f), val_fraction=0.2)
+    assert s.label_names == ["0", "1", "2"] and s.label_rule.origin == "data"

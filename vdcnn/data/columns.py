@@ -343,6 +343,31 @@ def _binary_layout(table: Table, source: str, available: list[str], binary: list
     return texts, labels, ""
 
 
+_NAME_SUFFIXES = ("_text", "_name", "_names", "_desc", "_description", "_str")
+
+
+def label_names_column(table: Table, lab_col: str) -> tuple[str, dict[str, str]] | None:
+    """A column that names the label column's values one to one (SetFit's ``label`` + ``label_text``,
+    CLUE's ``label`` + ``label_desc``): its name and the map from each label (``label_key``) to its name."""
+    from .labels import label_key
+
+    lowered = {c.strip().lower(): c for c in table.columns if c != lab_col}
+    wanted = [lab_col.strip().lower() + s for s in _NAME_SUFFIXES] + ["label" + s for s in _NAME_SUFFIXES]
+    for cand in dict.fromkeys(wanted):
+        name_col = lowered.get(cand)
+        if name_col is None or len(table.columns[name_col]) != len(table.columns[lab_col]):
+            continue
+        names: dict[str, str] = {}
+        for code, label_name in zip(table.columns[lab_col], table.columns[name_col]):
+            key, label_name = label_key(code), as_text(label_name).strip()
+            if not key or not label_name or names.setdefault(key, label_name) != label_name:
+                break
+        else:
+            if names and len(set(names.values())) == len(names) and any(k != v for k, v in names.items()):
+                return name_col, names
+    return None
+
+
 def _columns_note(table: Table, available: list[str], text_cols: list[str], lab_col: str, pair: bool,
                   chosen: bool) -> str:
     """The data line's account of the columns: text, label, and what was left out."""
@@ -351,7 +376,10 @@ def _columns_note(table: Table, available: list[str], text_cols: list[str], lab_
     n_values = len({as_text(v).strip() for v in table.columns[lab_col]})
     text = " + ".join(name(c) for c in text_cols) + (" (a sentence pair, read as 'first | second')" if pair else "")
     note = f"columns: text {text}; label {name(lab_col)} ({n_values} values)"
-    ignored = [c for c in available if c != lab_col and c not in text_cols]
+    named = label_names_column(table, lab_col)
+    if named:
+        note += f", named by {name(named[0])}"
+    ignored = [c for c in available if c != lab_col and c not in text_cols and (not named or c != named[0])]
     if ignored:
         note += f"; ignored: {', '.join(name(c) for c in ignored)}"
         rivals = [c for c in ignored if _labelness(table.columns[c])[0] <= 100 and is_annotation(table.columns[c])]

@@ -18,7 +18,7 @@ from vdcnn.errors import CheckpointError, DataError, UnknownLabels
 
 from .files import as_text
 
-_ORIGINS = ("data", "classes.txt", "ClassLabel", "registry", "names", "columns", "labels.txt", "label_names.txt",
+_ORIGINS = ("data", "classes.txt", "ClassLabel", "registry", "names", "columns", "column", "labels.txt", "label_names.txt",
             "emotions.txt", "categories.txt", "tags.txt", "topics.txt")
 
 
@@ -142,6 +142,8 @@ class LabelRule:
             return f"label rule: the {n} distinct training labels are the classes"
         if self.values == self.names:
             return f"label rule: labels are the {n} class names from {self.origin}"
+        if self.origin == "column":
+            return f"label rule: the {n} distinct training labels are the classes, named by the {self.note} column"
         return (f"label rule: labels {self.values[0]}..{self.values[-1]} index the {n} class names from "
                 f"{self.origin}, {self.note or 'as stored'}")
 
@@ -160,6 +162,8 @@ class LabelRule:
         d: dict[str, Any] = {"names": list(self.names), "values": list(self.values), "origin": self.origin}
         if self.multi_label:
             d["multi_label"] = True
+        if self.origin == "column":
+            d["note"] = self.note  # the column that named the labels
         return d
 
     @classmethod
@@ -169,7 +173,7 @@ class LabelRule:
             names, values, origin = d["names"], d["values"], d.get("origin", "data")
             if not (isinstance(names, list) and isinstance(values, list) and origin in _ORIGINS):
                 raise TypeError
-            return cls(tuple(map(str, names)), tuple(map(str, values)), origin,
+            return cls(tuple(map(str, names)), tuple(map(str, values)), origin, note=str(d.get("note", "")),
                        multi_label=bool(d.get("multi_label", False)))
         except (KeyError, TypeError, ValueError, AttributeError):
             raise CheckpointError(f"{source}: malformed label_rule {d!r:.200}") from None

@@ -13,7 +13,7 @@ import numpy as np
 
 from vdcnn.errors import ConfigError, DataError, NoLabels, UnknownLabels
 
-from .columns import texts_and_labels
+from .columns import label_names_column, texts_and_labels
 from .dataset import TextDataset
 from .files import read_classes_txt
 from .hub import hub_table, load_hub
@@ -117,13 +117,19 @@ class _RawSplit:
     notes: list[str] = field(default_factory=list)  # how it was read
     chosen: tuple[list[str], str] | None = None  # the text and label columns it used
     multi_label: str = ""  # how its labels were read as sets (empty: single-label)
+    label_names: tuple[str, dict[str, str]] | None = None  # a column naming the labels, and its map
 
     def rule(self, others: Sequence["_RawSplit"] = ()) -> LabelRule:
         """The label rule this split decides when it is the training split (``others``: the other
         splits read, which decide with it whether integer labels are 0- or 1-based)."""
-        return LabelRule.decide(self.labels, source=self.source, class_names=self.class_names,
+        rule = LabelRule.decide(self.labels, source=self.source, class_names=self.class_names,
                                 names_origin=self.names_origin, class_label=self.class_label,
                                 others=[(o.labels, o.source) for o in others], multi_label=bool(self.multi_label))
+        if self.label_names and rule.origin == "data" and not rule.multi_label:
+            column, names = self.label_names
+            if all(v in names for v in rule.values):  # the other splits keep matching by value
+                return LabelRule(tuple(names[v] for v in rule.values), rule.values, "column", note=repr(column))
+        return rule
 
     def dataset(self, rule: LabelRule) -> TextDataset:
         return TextDataset(texts=self.texts, labels=rule.apply(self.labels, source=self.source),
@@ -186,7 +192,7 @@ def _raw_split(table, texts, labels, col, src, spec, path, near) -> _RawSplit:
         return _RawSplit(texts, labels, src, classes[0], "classes.txt", notes=notes)
     if spec is not None:
         return _RawSplit(texts, labels, src, list(spec.label_names), "registry", notes=notes)
-    return _RawSplit(texts, labels, src, notes=notes)
+    return _RawSplit(texts, labels, src, notes=notes, label_names=label_names_column(table, col))
 
 
 def _names_for_ids(labels: list[Any], found: tuple[list[str], Path] | None) -> tuple[list[str], Path] | None:
