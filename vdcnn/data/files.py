@@ -361,8 +361,10 @@ def first_row_shape(path: Path) -> tuple[str, int] | None:
     if b"\0" in head:
         return None
     fmt = _sniff_text(head)
+    if fmt not in ("csv", "tsv"):
+        return fmt, 0
     delimiter, quotechar = ("\t", '"') if fmt == "tsv" else _csv_dialect(head)
-    rows = _first_rows(head, delimiter, n=1, quotechar=quotechar) if fmt in ("csv", "tsv") else []
+    rows = _first_rows(head, delimiter, n=1, quotechar=quotechar)
     return fmt, len(rows[0]) if rows else 0
 
 
