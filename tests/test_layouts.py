@@ -285,6 +285,21 @@ def test_texts_and_labels_in_parallel_files(tmp_path):
     assert domains.label_names == ["0", "1"] and len(domains) == 39
 
 
+def test_parallel_label_files_named_for_a_label_come_first(tmp_path):
+    # UIT-VSFC (Vietnamese): train/sents.txt, sentiments.txt (3 values) and topics.txt (4 values), two tasks.
+    for split, n in (("train", 40), ("test", 12)):
+        d = tmp_path / "vsfc" / split
+        d.mkdir(parents=True)
+        rows = [(t, c, str(i % 4)) for i, (t, c) in enumerate(sentences(SENTIMENT, n // 2, seed=n))]
+        (d / "sents.txt").write_text("".join(f"{t}\n" for t, _, _ in rows))
+        (d / "sentiments.txt").write_text("".join(f"{c}\n" for _, c, _ in rows))
+        (d / "topics.txt").write_text("".join(f"{k}\n" for _, _, k in rows))
+    s = load_splits(str(tmp_path / "vsfc"), val_fraction=0.2)
+    assert s.label_names == ["neg", "pos"] and len(s.test) == 12
+    assert "its label on the same line of sentiments.txt (also labels: topics.txt" in notes(s)
+    assert load_split(str(tmp_path / "vsfc" / "test"), label_column="topics.txt").label_names == ["0", "1", "2", "3"]
+
+
 def test_fasttext_labels_after_the_text(tmp_path):
     # fastText reads any __label__ word as a label, wherever it is on the line.
     f = tmp_path / "reviews.train"

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from vdcnn.errors import DataError
 
-from .files import decode_legacy, first_row_shape, open_binary, split_ext, split_files
+from .files import LABEL_COLUMNS, decode_legacy, first_row_shape, open_binary, split_ext, split_files
 
 # The split keywords of `datasets` (datasets.data_files.SPLIT_KEYWORDS, the same in its 2.x-5.x releases) by
 # canonical split name, and its word separators (NON_WORDS_CHARS, "-._ 0-9", a regex class with the digit
@@ -270,9 +270,17 @@ def _parallel_files(files: list[Path]) -> list[Path] | None:
     texts = [p for p in files if p not in label_files]
     if len(texts) != 1 or not label_files or len({_line_count(p) for p in files}) != 1:
         return None
-    # The finest labelling is the task (Y.txt's classes refine YL1.txt's domains); the rest are said.
-    label_files.sort(key=lambda p: (-len(set(heads[p])), p.name))
+    # A file named for a label (UIT-VSFC's sentiments.txt beside topics.txt) is the task, else the finest
+    # labelling (Web of Science's Y.txt, whose classes refine YL1.txt's domains); the rest are said.
+    def named_for_label(p: Path) -> bool:
+        return any(w in LABEL_COLUMNS or w.rstrip("s") in LABEL_COLUMNS for w in _words_of(split_ext(p)[0]))
+
+    label_files.sort(key=lambda p: (not named_for_label(p), -len(set(heads[p])), p.name))
     return [texts[0], *label_files]
+
+
+def _words_of(name: str) -> list[str]:
+    return [w for w in re.split(r"[-._ ]+", name.lower()) if w]
 
 
 def _head_lines(path: Path, n: int = 5000) -> list[str]:
