@@ -277,6 +277,7 @@ def texts_and_labels(table: Table, *, source: str, text_columns: Sequence[str] |
         clean = _charcnn_cleaner([as_text(v) for c in text_cols for v in table.columns[c][:2000]])
     texts = _join_texts([table.columns[c] for c in text_cols], clean, sep)
     table.chosen = (list(text_cols), lab_col)
+    table.label_names = _label_names_column(table, lab_col)
     if not table.layout_columns:
         table.notes.append(_columns_note(table, available, text_cols, lab_col, pair,
                                          chosen=label_column is None))
@@ -346,7 +347,7 @@ def _binary_layout(table: Table, source: str, available: list[str], binary: list
 _NAME_SUFFIXES = ("_text", "_name", "_names", "_desc", "_description", "_str")
 
 
-def label_names_column(table: Table, lab_col: str) -> tuple[str, dict[str, str]] | None:
+def _label_names_column(table: Table, lab_col: str) -> tuple[str, dict[str, str]] | None:
     """A column that names the label column's values one to one (SetFit's ``label`` + ``label_text``,
     CLUE's ``label`` + ``label_desc``): its name and the map from each label (``label_key``) to its name."""
     from .labels import label_key
@@ -376,7 +377,7 @@ def _columns_note(table: Table, available: list[str], text_cols: list[str], lab_
     n_values = len({as_text(v).strip() for v in table.columns[lab_col]})
     text = " + ".join(name(c) for c in text_cols) + (" (a sentence pair, read as 'first | second')" if pair else "")
     note = f"columns: text {text}; label {name(lab_col)} ({n_values} values)"
-    named = label_names_column(table, lab_col)
+    named = table.label_names
     if named:
         note += f", named by {name(named[0])}"
     ignored = [c for c in available if c != lab_col and c not in text_cols and (not named or c != named[0])]

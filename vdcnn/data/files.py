@@ -62,6 +62,7 @@ class Table:
     layout_columns: bool = False  # "label"/"text" made by the reader (fastText, 'LABEL text', class layouts)
     multi_label: str = ""  # how the labels were read as sets (vdcnn.data.multilabel), for the data line
     label_columns: list[str] | None = None  # one 0/1 column per label: their names, in class order
+    label_names: tuple[str, dict[str, str]] | None = None  # a column naming the labels, and its map, once picked
 
 
 @dataclass
@@ -70,6 +71,7 @@ class _TextStats:
     lines: int  # non-blank lines
     has_quote: bool  # a '"' anywhere
     utf8: bool = True  # False: some bytes are not UTF-8 (a legacy encoding)
+    wide: str | None = None  # UTF-16 / UTF-32, which ``open_binary`` read as UTF-8
 
 
 def one_line(exc: BaseException) -> str:
@@ -121,7 +123,11 @@ def open_binary(path: Path):
         wide = wide_encoding(f.peek(_PROBE_BYTES)[:_PROBE_BYTES])
     except (AttributeError, *_READ_ERRORS):
         wide = None
-    return codecs.EncodedFile(f, "utf-8", wide) if wide else f
+    if not wide:
+        return f
+    recoded = codecs.EncodedFile(f, "utf-8", wide)
+    recoded.wide_encoding = wide  # what it was read from, for the data line
+    return recoded
 
 
 _WIDE_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
@@ -145,16 +151,6 @@ def wide_encoding(head: bytes) -> str | None:
     return None
 
 
-def file_encoding(path: Path) -> str | None:
-    """The wide encoding ``open_binary`` reads ``path`` from, or None (UTF-8 or a legacy one)."""
-    comp = split_ext(path)[2]
-    try:
-        with COMPRESSIONS.get(comp, open)(path, "rb") as f:
-            return wide_encoding(f.read(_PROBE_BYTES))
-    except _READ_ERRORS:
-        return None
-
-
 _READ_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, ValueError)  # BadGzipFile is an OSError
 
 
@@ -166,6 +162,7 @@ def _scan_text(path: Path, fmt: str, block: int = 1 << 20) -> _TextStats:
     offset, lines, has_quote, head, tail, utf8 = 0, 0, False, b"", b"", True
     try:
         with open_binary(path) as f:
+            wide = getattr(f, "wide_encoding", None)
             while True:
                 chunk = f.read(block)
                 if not head:
@@ -193,7 +190,7 @@ def _scan_text(path: Path, fmt: str, block: int = 1 << 20) -> _TextStats:
     lines += bool(tail.strip())
     if not head.strip():
         raise DataError(f"{path}: file is empty" + (" (only whitespace)" if head else ""))
-    return _TextStats(head=head, lines=lines, has_quote=has_quote, utf8=utf8)
+    return _TextStats(head=head, lines=lines, has_quote=has_quote, utf8=utf8, wide=wide)
 
 
 def decode_legacy(raw: bytes) -> tuple[str, str]:
@@ -619,10 +616,9 @@ def read_table(path: Path, wanted: Sequence[str] = ()) -> Table:
     except _READ_ERRORS as exc:
         raise DataError(f"{path}: cannot read file ({one_line(exc)})") from None
     stats = _scan_text(path, fmt)
-    wide = file_encoding(path)
-    if stats.utf8 and not wide:
+    if stats.utf8 and not stats.wide:
         return _read_text_table(path, fmt, stats, wanted)
-    decoded, note = _decoded_copy(path, wide)
+    decoded, note = _decoded_copy(path, stats.wide)
     try:
         table = _read_text_table(decoded, fmt, _scan_text(decoded, fmt), wanted)
     except DataError as exc:  # name the user's file, not the decoded copy in the cache

@@ -125,7 +125,7 @@ def data_files(root: Path) -> list[Path]:
             p = Path(dirpath) / name
             stem, ext, _ = split_ext(p)
             if (name.startswith((".", "__")) or stem.split(".")[0] in _IGNORED_NAMES or ext in _IGNORED_EXTS
-                    or (ext not in _TABLE_EXTS and _DOC_WORDS & set(re.split(r"[-._ ]+", name.lower())))):
+                    or (ext not in _TABLE_EXTS and _DOC_WORDS & set(_words_of(name)))):
                 continue
             out.append(p)
     return out

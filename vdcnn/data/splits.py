@@ -13,7 +13,7 @@ import numpy as np
 
 from vdcnn.errors import ConfigError, DataError, NoLabels, UnknownLabels
 
-from .columns import label_names_column, texts_and_labels
+from .columns import texts_and_labels
 from .dataset import TextDataset
 from .files import read_classes_txt
 from .hub import hub_table, load_hub
@@ -192,7 +192,7 @@ def _raw_split(table, texts, labels, col, src, spec, path, near) -> _RawSplit:
         return _RawSplit(texts, labels, src, classes[0], "classes.txt", notes=notes)
     if spec is not None:
         return _RawSplit(texts, labels, src, list(spec.label_names), "registry", notes=notes)
-    return _RawSplit(texts, labels, src, notes=notes, label_names=label_names_column(table, col))
+    return _RawSplit(texts, labels, src, notes=notes, label_names=table.label_names)
 
 
 def _names_for_ids(labels: list[Any], found: tuple[list[str], Path] | None) -> tuple[list[str], Path] | None:
